@@ -1,0 +1,29 @@
+"""Score one data shard: the same script runs on every shard of the sweep."""
+
+import argparse
+import csv
+import os
+import time
+
+import wandb
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data_path", required=True)
+    args = parser.parse_args()
+
+    run = wandb.init(config={"data_path": args.data_path})
+    with open(args.data_path, newline="") as handle:
+        scores = [float(row["score"]) for row in csv.DictReader(handle)]
+    for step, score in enumerate(scores):
+        run.log({"score": score}, step=step)
+    run.summary["mean_score"] = sum(scores) / len(scores)
+    run.summary["host"] = os.uname().nodename
+    # Stands in for real work; tests keep it short.
+    time.sleep(float(os.environ.get("SHARD_SECONDS", "1")))
+    run.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Fixtures: the test-host image, fleets of hosts, and the W&B API stand-in."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from fleet import Fleet, build_image
+from standin import StandIn
+from support import TEST_API_KEY
+
+
+@pytest.fixture(scope="session")
+def host_image() -> str:
+    """The test-host image, built once per recipe and then reused."""
+    return build_image(log=lambda msg: print(msg, flush=True))
+
+
+@pytest.fixture(scope="session")
+def make_fleet(host_image, tmp_path_factory):
+    """Factory: ``make_fleet(n)`` brings up n fresh hosts; all are removed at the end."""
+    fleets: list[Fleet] = []
+
+    def make(count: int, name: str | None = None) -> Fleet:
+        name = name or f"t{uuid.uuid4().hex[:6]}"
+        fleet = Fleet(name, tmp_path_factory.mktemp(f"fleet-{name}"))
+        fleets.append(fleet)
+        fleet.up(count, image=host_image)
+        return fleet
+
+    yield make
+    if os.environ.get("FLEET_KEEP") != "1":
+        for fleet in fleets:
+            fleet.down()
+
+
+@pytest.fixture
+def standin_for():
+    """Factory: ``standin_for(fleet)`` serves a stand-in where that fleet's hosts reach it."""
+    started: list[StandIn] = []
+
+    def start(fleet: Fleet, api_key: str | None = TEST_API_KEY) -> StandIn:
+        server = StandIn(host=fleet.gateway(), api_key=api_key).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,63 @@
+"""Helpers shared by the tests: run Ansible like a user does, and wait for things."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+TEST_API_KEY = "fleettest-" + "k3y" * 14  # W&B's shape: prefix- and >= 40 chars of [A-Za-z0-9_]
+
+
+def ansible_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_NOCOLOR="1",
+        PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
+    )
+    env.update(extra)
+    return env
+
+
+def run_playbook(playbook: Path | str, inventory: Path | str, *args: str, check: bool = True,
+                 json_output: bool = False, env: dict | None = None, timeout: float = 1200):
+    """Run ansible-playbook; return the CompletedProcess (stdout parsed as JSON if asked)."""
+    extra = {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"} if json_output else {}
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=ansible_env(**extra, **(env or {})), text=True,
+                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode})\n--- stdout ---\n{proc.stdout[-20000:]}"
+            f"\n--- stderr ---\n{proc.stderr[-5000:]}"
+        )
+    if json_output:
+        proc.json = json.loads(proc.stdout[proc.stdout.index("{"):])
+    return proc
+
+
+def task_results(play_json: dict, task_name: str) -> dict[str, dict]:
+    """Per-host results of the task named ``task_name`` from the json callback's output."""
+    for play in play_json["plays"]:
+        for task in play["tasks"]:
+            if task["task"]["name"] == task_name:
+                return task["hosts"]
+    raise KeyError(f"no task named {task_name!r} in the play output")
+
+
+def wait_until(predicate, timeout: float = 60, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout}s")
+        time.sleep(interval)
