@@ -275,8 +275,7 @@ class StandIn:
         """Wait until ``predicate(self)`` is truthy; return its value or raise TimeoutError."""
         deadline = time.monotonic() + timeout
         while True:
-            with self.lock:
-                value = predicate(self)
+            value = predicate(self)
             if value:
                 return value
             if time.monotonic() > deadline:
@@ -478,28 +477,36 @@ class StandIn:
         return list(latest.values())
 
     def _next_assignment(self, sweep: Sweep, agent: Agent, now: float) -> Assignment | None:
-        if sweep.requeue:
-            old = sweep.requeue.popleft()
+        # A preempted run goes to an agent on another host first: its own host is
+        # most likely going down. Failing that, new work comes first.
+        old = next((a for a in sweep.requeue if a.agent_host != agent.host), None)
+        suggestion = None if old else self._suggest(sweep)
+        if old is None and suggestion is None and sweep.requeue:
+            old = sweep.requeue[0]
+        if old is not None:
+            sweep.requeue.remove(old)
             run_id, params = old.run_id, old.params
+        elif suggestion is None:
+            return None
         else:
-            runs = []
-            for a in self._latest_assignments(sweep):
-                state = a.state if a.state in sweeps.RunState.__members__ else "running"
-                runs.append(sweeps.SweepRun(
-                    name=a.run_id, state=state, config={k: {"value": v} for k, v in a.params.items()},
-                    summaryMetrics=sweep.summaries.get(a.run_id, {}),
-                ))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                suggestion = sweeps.next_run(sweep.config, runs)
-            if suggestion is None:
-                return None
             run_id = new_id()
             params = {k: v["value"] for k, v in suggestion.config.items()}
         assignment = Assignment(sweep=sweep.path, run_id=run_id, params=params, agent_id=agent.id,
                                 agent_host=agent.host, start=now)
         self.assignments.append(assignment)
         return assignment
+
+    def _suggest(self, sweep: Sweep):
+        runs = []
+        for a in self._latest_assignments(sweep):
+            state = a.state if a.state in sweeps.RunState.__members__ else "running"
+            runs.append(sweeps.SweepRun(
+                name=a.run_id, state=state, config={k: {"value": v} for k, v in a.params.items()},
+                summaryMetrics=sweep.summaries.get(a.run_id, {}),
+            ))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return sweeps.next_run(sweep.config, runs)
 
     # Run side (the child processes of the agent, when online).
     def _op_UpsertBucket(self, variables: dict, query: str) -> dict:
