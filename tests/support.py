@@ -26,20 +26,34 @@ def ansible_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_playbook(playbook: Path | str, inventory: Path | str, *args: str, check: bool = True,
-                 json_output: bool = False, env: dict | None = None, timeout: float = 1200):
+def run_playbook(
+    playbook: Path | str,
+    inventory: Path | str,
+    *args: str,
+    check: bool = True,
+    json_output: bool = False,
+    env: dict | None = None,
+    timeout: float = 1200,
+):
     """Run ansible-playbook; return the CompletedProcess (stdout parsed as JSON if asked)."""
     extra = {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"} if json_output else {}
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=ansible_env(**extra, **(env or {})), text=True,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd,
+        cwd=REPO,
+        env=ansible_env(**extra, **(env or {})),
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode})\n--- stdout ---\n{proc.stdout[-20000:]}"
             f"\n--- stderr ---\n{proc.stderr[-5000:]}"
         )
     if json_output:
-        proc.json = json.loads(proc.stdout[proc.stdout.index("{"):])
+        proc.json = json.loads(proc.stdout[proc.stdout.index("{") :])
     return proc
 
 

@@ -18,8 +18,11 @@ def test_hosts_boot_systemd_and_answer_ssh(make_fleet, host_image):
     assert len(hosts) == 2
     facts = {}
     for host in hosts:
-        out = fleet.ssh(host, "ps -p 1 -o comm=; systemctl is-system-running; cat /etc/machine-id; "
-                              "sudo -n cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split("\n")
+        out = fleet.ssh(
+            host,
+            "ps -p 1 -o comm=; systemctl is-system-running; cat /etc/machine-id; "
+            "sudo -n cat /etc/ssh/ssh_host_ed25519_key.pub",
+        ).stdout.split("\n")
         assert out[0] == "systemd"
         assert out[1] in ("running", "degraded")
         facts[host.name] = (out[2], out[3])

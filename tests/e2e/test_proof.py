@@ -24,11 +24,20 @@ SHARDS = REPO / "examples" / "shards"
 
 
 def create_sweep(standin, sweep_yaml, project: str, workdir) -> str:
-    env = dict(os.environ, WANDB_BASE_URL=standin.url, WANDB_API_KEY=TEST_API_KEY,
-               WANDB_ERROR_REPORTING="false", WANDB_DIR=str(workdir))
+    env = dict(
+        os.environ,
+        WANDB_BASE_URL=standin.url,
+        WANDB_API_KEY=TEST_API_KEY,
+        WANDB_ERROR_REPORTING="false",
+        WANDB_DIR=str(workdir),
+    )
     proc = subprocess.run(
         [str(VENV_BIN / "wandb"), "sweep", "--project", project, str(sweep_yaml)],
-        cwd=workdir, env=env, text=True, capture_output=True, timeout=120,
+        cwd=workdir,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     match = re.search(r"wandb agent (\S+)", proc.stderr + proc.stdout)
@@ -43,16 +52,21 @@ def test_twelve_shards_on_three_hosts(make_fleet, standin_for, tmp_path):
     sweep_id = create_sweep(standin, SHARDS / "sweep.yaml", "beauty-score", tmp_path)
 
     secrets = tmp_path / "vars.yml"
-    secrets.write_text(yaml.safe_dump({
-        "proof_sweep_id": sweep_id,
-        "proof_base_url": standin.url,
-        "proof_api_key": TEST_API_KEY,
-        "proof_uv_binary": str(VENV_BIN / "uv"),
-        "proof_code_dir": str(SHARDS),
-    }))
+    secrets.write_text(
+        yaml.safe_dump(
+            {
+                "proof_sweep_id": sweep_id,
+                "proof_base_url": standin.url,
+                "proof_api_key": TEST_API_KEY,
+                "proof_uv_binary": str(VENV_BIN / "uv"),
+                "proof_code_dir": str(SHARDS),
+            }
+        )
+    )
     secrets.chmod(0o600)
-    result = run_playbook(REPO / "tests/playbooks/proof.yml", inventory, "-e", f"@{secrets}",
-                          json_output=True)
+    result = run_playbook(
+        REPO / "tests/playbooks/proof.yml", inventory, "-e", f"@{secrets}", json_output=True
+    )
 
     # Every agent exited 0 at the end.
     agents = task_results(result.json, "Run the agent until the sweep has no more work")
@@ -62,8 +76,11 @@ def test_twelve_shards_on_three_hosts(make_fleet, standin_for, tmp_path):
     records = standin.records(sweep_id)
     expected = yaml.safe_load((SHARDS / "sweep.yaml").read_text())["parameters"]["data_path"]["values"]
     ran = collections.Counter(r["params"]["data_path"] for r in records)
-    print(json.dumps([{k: r[k] for k in ("agent_host", "run_id", "params", "state")} for r in records],
-                     indent=1))
+    print(
+        json.dumps(
+            [{k: r[k] for k in ("agent_host", "run_id", "params", "state")} for r in records], indent=1
+        )
+    )
     # Each of the 12 values ran exactly once, and finished.
     assert ran == collections.Counter(expected)
     assert {r["state"] for r in records} == {"finished"}

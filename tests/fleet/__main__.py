@@ -1,9 +1,9 @@
 """Command line for the local test fleet.
 
-    python -m fleet image                       build the host image (cached by recipe)
-    python -m fleet up --name demo --hosts 3 --inventory PATH
-    python -m fleet list --name demo
-    python -m fleet down --name demo
+python -m fleet image                       build the host image (cached by recipe)
+python -m fleet up --name demo --hosts 3 --inventory PATH
+python -m fleet list --name demo
+python -m fleet down --name demo
 """
 
 from __future__ import annotations
@@ -19,16 +19,21 @@ DEFAULT_STATE = Path(".cache/fleet")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fleet", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m fleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     img = sub.add_parser("image", help="build the test-host image unless it is cached")
     img.add_argument("--force", action="store_true", help="rebuild even if cached")
     for name in ("up", "list", "down"):
         p = sub.add_parser(name)
         p.add_argument("--name", default="demo", help="fleet name (default: demo)")
-        p.add_argument("--state-dir", type=Path, default=None,
-                       help="where the SSH key and known_hosts live (default: .cache/fleet/NAME)")
+        p.add_argument(
+            "--state-dir",
+            type=Path,
+            default=None,
+            help="where the SSH key and known_hosts live (default: .cache/fleet/NAME)",
+        )
         if name == "up":
             p.add_argument("--hosts", type=int, default=3, help="number of hosts (default: 3)")
             p.add_argument("--inventory", type=Path, help="write an INI inventory here")

@@ -111,7 +111,7 @@ def build_image(force: bool = False, log=print) -> str:
             "--quiet",
             "--variant=minbase",
             "--include=" + ",".join(_packages()),
-            f"--customize-hook={IMAGE_DIR / 'customize.sh'} \"$1\"",
+            f'--customize-hook={IMAGE_DIR / "customize.sh"} "$1"',
             SUITE,
             str(tarball),
             mirror,
@@ -121,9 +121,12 @@ def build_image(force: bool = False, log=print) -> str:
             raise FleetError(f"mmdebstrap failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
         podman(
             "import",
-            "--change", 'CMD ["/sbin/init"]',
-            "--change", "STOPSIGNAL=SIGRTMIN+3",
-            "--change", f"LABEL {LABEL}.image=1",
+            "--change",
+            'CMD ["/sbin/init"]',
+            "--change",
+            "STOPSIGNAL=SIGRTMIN+3",
+            "--change",
+            f"LABEL {LABEL}.image=1",
             str(tarball),
             tag,
         )
@@ -169,9 +172,7 @@ class Fleet:
 
     # -- queries -----------------------------------------------------------
     def hosts(self) -> list[Host]:
-        out = podman(
-            "ps", "--all", "--filter", f"label={LABEL}={self.name}", "--format", "json"
-        ).stdout
+        out = podman("ps", "--all", "--filter", f"label={LABEL}={self.name}", "--format", "json").stdout
         hosts = []
         for entry in json.loads(out or "[]"):
             name = entry["Names"][0]
@@ -179,9 +180,7 @@ class Fleet:
         return sorted(hosts, key=lambda h: _host_number(h.name))
 
     def _ip(self, container: str) -> str:
-        out = podman(
-            "inspect", container, "--format", "{{json .NetworkSettings.Networks}}"
-        ).stdout
+        out = podman("inspect", container, "--format", "{{json .NetworkSettings.Networks}}").stdout
         networks = json.loads(out)
         return networks.get(self.network, {}).get("IPAddress", "")
 
@@ -199,8 +198,18 @@ class Fleet:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not self.key_file.exists():
             subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"sweep-fleet-{self.name}",
-                 "-f", str(self.key_file)],
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    f"sweep-fleet-{self.name}",
+                    "-f",
+                    str(self.key_file),
+                ],
                 check=True,
             )
         if podman("network", "exists", self.network, check=False).returncode != 0:
@@ -223,20 +232,29 @@ class Fleet:
 
     def _run_host(self, name: str, image: str) -> None:
         podman(
-            "run", "--detach",
-            "--name", name,
-            "--hostname", name,
-            "--label", f"{LABEL}={self.name}",
-            "--network", self.network,
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--hostname",
+            name,
+            "--label",
+            f"{LABEL}={self.name}",
+            "--network",
+            self.network,
             "--systemd=always",
-            "--cap-add", "SYS_ADMIN",
-            "--tmpfs", "/tmp",
-            "--volume", f"{self.key_file}.pub:/home/{LOGIN_USER}/.ssh/authorized_keys:ro",
+            "--cap-add",
+            "SYS_ADMIN",
+            "--tmpfs",
+            "/tmp",
+            "--volume",
+            f"{self.key_file}.pub:/home/{LOGIN_USER}/.ssh/authorized_keys:ro",
             image,
         )
 
     def wait_ready(self, hosts: list[Host], timeout: float = 120) -> None:
         """Wait until every host answers SSH and systemd finished booting."""
+
         def one(host: Host) -> None:
             deadline = time.monotonic() + timeout
             last = ""
@@ -260,20 +278,31 @@ class Fleet:
 
     def ssh_args(self) -> list[str]:
         return [
-            "-i", str(self.key_file),
-            "-o", "IdentitiesOnly=yes",
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "StrictHostKeyChecking=accept-new",
-            "-o", "BatchMode=yes",
-            "-o", "ConnectTimeout=5",
-            "-o", "LogLevel=ERROR",
+            "-i",
+            str(self.key_file),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
         ]
 
-    def ssh(self, host: Host, command: str, check: bool = True, timeout: float = 120,
-            user: str = LOGIN_USER) -> subprocess.CompletedProcess:
+    def ssh(
+        self, host: Host, command: str, check: bool = True, timeout: float = 120, user: str = LOGIN_USER
+    ) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             ["ssh", *self.ssh_args(), f"{user}@{host.ip}", command],
-            text=True, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
         )
         if check and proc.returncode != 0:
             raise FleetError(
@@ -281,8 +310,13 @@ class Fleet:
             )
         return proc
 
-    def write_inventory(self, path: Path | str, hosts: list[Host] | None = None,
-                        group: str = "fleet", host_vars: dict | None = None) -> Path:
+    def write_inventory(
+        self,
+        path: Path | str,
+        hosts: list[Host] | None = None,
+        group: str = "fleet",
+        host_vars: dict | None = None,
+    ) -> Path:
         """Write an INI inventory as a user would: host, address, user, key."""
         hosts = self.hosts() if hosts is None else hosts
         lines = [f"[{group}]"]
@@ -313,8 +347,9 @@ class Fleet:
         names = [h.name for h in self.hosts()]
         if names:
             podman("rm", "--force", "--time", "5", *names, check=False)
-        nets = podman("network", "ls", "--filter", f"label={LABEL}={self.name}", "--format",
-                      "{{.Name}}", check=False).stdout.split()
+        nets = podman(
+            "network", "ls", "--filter", f"label={LABEL}={self.name}", "--format", "{{.Name}}", check=False
+        ).stdout.split()
         for net in nets:
             podman("network", "rm", net, check=False)
         if self.known_hosts.exists():

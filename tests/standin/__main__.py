@@ -1,6 +1,6 @@
 """Run the W&B API stand-in in the foreground.
 
-    python -m standin --host 10.89.0.1 --port 8080 [--api-key KEY] [--url-file PATH]
+python -m standin --host 10.89.0.1 --port 8080 [--api-key KEY] [--url-file PATH]
 """
 
 from __future__ import annotations
@@ -16,16 +16,18 @@ from .server import StandIn
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m standin", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m standin", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0, help="port (default: any free one)")
     parser.add_argument("--api-key", help="accept only this API key (default: any)")
     parser.add_argument("--url-file", type=Path, help="write the base URL here once listening")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s"
+    )
 
     standin = StandIn(args.host, args.port, api_key=args.api_key).start()
     print(f"W&B API stand-in listening on {standin.url}", flush=True)

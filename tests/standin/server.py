@@ -146,8 +146,9 @@ class GraphQLError(Exception):
 class StandIn:
     """In-memory W&B backend. ``start()`` serves it over HTTP in a thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
-                 entity: str = "fleet-tester"):
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None, entity: str = "fleet-tester"
+    ):
         self.bind = (host, port)
         self.api_key = api_key
         self.entity = entity
@@ -194,8 +195,14 @@ class StandIn:
         self.stop()
 
     # -- faults ------------------------------------------------------------------
-    def inject(self, kind: str, operation: str | None = None, count: int | None = None,
-               seconds: float = 0.0, duration: float | None = None) -> None:
+    def inject(
+        self,
+        kind: str,
+        operation: str | None = None,
+        count: int | None = None,
+        seconds: float = 0.0,
+        duration: float | None = None,
+    ) -> None:
         """Inject a fault.
 
         ``http500``: matching requests answer 500 (``count`` times, or for ``duration`` s).
@@ -264,10 +271,18 @@ class StandIn:
     def sweep_summary(self) -> list[dict]:
         with self.lock:
             return [
-                {"id": s.id, "path": s.path, "state": s.state, "config": s.config,
-                 "runs": sum(1 for a in self.assignments if a.sweep == s.path),
-                 "agents": [asdict(a) | {"running": sorted(a.running)}
-                            for a in self.agents.values() if a.sweep == s.path]}
+                {
+                    "id": s.id,
+                    "path": s.path,
+                    "state": s.state,
+                    "config": s.config,
+                    "runs": sum(1 for a in self.assignments if a.sweep == s.path),
+                    "agents": [
+                        asdict(a) | {"running": sorted(a.running)}
+                        for a in self.agents.values()
+                        if a.sweep == s.path
+                    ],
+                }
                 for s in self.sweeps.values()
             ]
 
@@ -322,20 +337,29 @@ class StandIn:
         return handler(variables, query)
 
     def _project(self, entity: str, project: str) -> dict:
-        return {"id": f"project:{entity}/{project}", "name": project,
-                "entity": {"id": f"entity:{entity}", "name": entity}}
+        return {
+            "id": f"project:{entity}/{project}",
+            "name": project,
+            "entity": {"id": f"entity:{entity}", "name": entity},
+        }
 
     def _op_Viewer(self, variables: dict, query: str) -> dict:
-        return {"viewer": {
-            "id": "user:1", "entity": self.entity, "username": self.entity,
-            "email": f"{self.entity}@example.invalid", "admin": False, "flags": "{}",
-            "teams": {"edges": [{"node": {"name": self.entity}}]},
-            "userInfo": "{}", "defaultFramework": None,
-        }}
+        return {
+            "viewer": {
+                "id": "user:1",
+                "entity": self.entity,
+                "username": self.entity,
+                "email": f"{self.entity}@example.invalid",
+                "admin": False,
+                "flags": "{}",
+                "teams": {"edges": [{"node": {"name": self.entity}}]},
+                "userInfo": "{}",
+                "defaultFramework": None,
+            }
+        }
 
     def _op_ServerInfo(self, variables: dict, query: str) -> dict:
-        return {"serverInfo": {"cliVersionInfo": "{}", "latestLocalVersionInfo": None,
-                               "features": []}}
+        return {"serverInfo": {"cliVersionInfo": "{}", "latestLocalVersionInfo": None, "features": []}}
 
     _op_ServerFeaturesQuery = _op_ServerInfo
 
@@ -347,9 +371,16 @@ class StandIn:
                 sweep = self._find_sweep(sweep_ref)
                 if state:
                     self.set_state(sweep.path, state)
-            return {"upsertSweep": {"sweep": {"name": sweep.id, "id": sweep.id,
-                                              "project": self._project(sweep.entity, sweep.project)},
-                                    "configValidationWarnings": []}}
+            return {
+                "upsertSweep": {
+                    "sweep": {
+                        "name": sweep.id,
+                        "id": sweep.id,
+                        "project": self._project(sweep.entity, sweep.project),
+                    },
+                    "configValidationWarnings": [],
+                }
+            }
         try:
             config = yaml.safe_load(variables.get("config") or "")
         except yaml.YAMLError as exc:
@@ -363,9 +394,16 @@ class StandIn:
         if variables.get("state"):
             self.set_state(sweep.path, variables["state"])
         log.info("stand-in: created sweep %s", sweep.path)
-        return {"upsertSweep": {"sweep": {"name": sweep.id, "id": sweep.id,
-                                          "project": self._project(sweep.entity, sweep.project)},
-                                "configValidationWarnings": []}}
+        return {
+            "upsertSweep": {
+                "sweep": {
+                    "name": sweep.id,
+                    "id": sweep.id,
+                    "project": self._project(sweep.entity, sweep.project),
+                },
+                "configValidationWarnings": [],
+            }
+        }
 
     def _find_sweep(self, ref: str) -> Sweep:
         ref = ref.rsplit("/", 1)[-1]
@@ -382,20 +420,38 @@ class StandIn:
                 return {"project": None}
             runs = []
             for a in self._latest_assignments(sweep):
-                runs.append({"name": a.run_id, "state": a.state,
-                             "config": json.dumps({k: {"value": v} for k, v in a.params.items()}),
-                             "exitcode": a.exitcode, "heartbeatAt": None, "shouldStop": False,
-                             "failed": a.state == "failed", "stopped": False,
-                             "running": a.end is None,
-                             "summaryMetrics": json.dumps(sweep.summaries.get(a.run_id, {})),
-                             "sampledHistory": [[]]})
+                runs.append(
+                    {
+                        "name": a.run_id,
+                        "state": a.state,
+                        "config": json.dumps({k: {"value": v} for k, v in a.params.items()}),
+                        "exitcode": a.exitcode,
+                        "heartbeatAt": None,
+                        "shouldStop": False,
+                        "failed": a.state == "failed",
+                        "stopped": False,
+                        "running": a.end is None,
+                        "summaryMetrics": json.dumps(sweep.summaries.get(a.run_id, {})),
+                        "sampledHistory": [[]],
+                    }
+                )
             node = {
-                "id": sweep.id, "name": sweep.id, "displayName": sweep.config.get("name"),
-                "method": sweep.config.get("method"), "state": sweep.state,
-                "description": sweep.config.get("description"), "config": sweep.config_yaml,
-                "createdAt": _iso(sweep.created), "heartbeatAt": None, "updatedAt": None,
-                "earlyStopJobRunning": False, "bestLoss": None, "controller": None,
-                "scheduler": None, "runCount": len(runs), "runCountExpected": None,
+                "id": sweep.id,
+                "name": sweep.id,
+                "displayName": sweep.config.get("name"),
+                "method": sweep.config.get("method"),
+                "state": sweep.state,
+                "description": sweep.config.get("description"),
+                "config": sweep.config_yaml,
+                "createdAt": _iso(sweep.created),
+                "heartbeatAt": None,
+                "updatedAt": None,
+                "earlyStopJobRunning": False,
+                "bestLoss": None,
+                "controller": None,
+                "scheduler": None,
+                "runCount": len(runs),
+                "runCountExpected": None,
                 "runs": {"edges": [{"node": r} for r in runs]},
             }
             return {"project": self._project(sweep.entity, sweep.project) | {"sweep": node}}
@@ -403,10 +459,11 @@ class StandIn:
     def _op_CreateAgent(self, variables: dict, query: str) -> dict:
         with self.lock:
             sweep = self._find_sweep(variables["sweep"])
-            if sweep.state not in RUNNABLE + ("PAUSED",):
+            if sweep.state not in (*RUNNABLE, "PAUSED"):
                 raise GraphQLError(f"Sweep {sweep.path} is not running", 400, "createAgent")
-            agent = Agent(id=new_id(12), sweep=sweep.path, host=variables.get("host") or "?",
-                          created=time.time())
+            agent = Agent(
+                id=new_id(12), sweep=sweep.path, host=variables.get("host") or "?", created=time.time()
+            )
             self.agents[agent.id] = agent
             log.info("stand-in: agent %s on %s joined %s", agent.id, agent.host, sweep.path)
             return {"createAgent": {"agent": {"id": agent.id}}}
@@ -466,8 +523,14 @@ class StandIn:
             return []
         agent.running.add(nxt.run_id)
         program = sweep.config.get("program")
-        return [{"type": "run", "run_id": nxt.run_id, "program": program,
-                 "args": {k: {"value": v} for k, v in nxt.params.items()}}]
+        return [
+            {
+                "type": "run",
+                "run_id": nxt.run_id,
+                "program": program,
+                "args": {k: {"value": v} for k, v in nxt.params.items()},
+            }
+        ]
 
     def _latest_assignments(self, sweep: Sweep) -> list[Assignment]:
         latest: dict[str, Assignment] = {}
@@ -491,8 +554,14 @@ class StandIn:
         else:
             run_id = new_id()
             params = {k: v["value"] for k, v in suggestion.config.items()}
-        assignment = Assignment(sweep=sweep.path, run_id=run_id, params=params, agent_id=agent.id,
-                                agent_host=agent.host, start=now)
+        assignment = Assignment(
+            sweep=sweep.path,
+            run_id=run_id,
+            params=params,
+            agent_id=agent.id,
+            agent_host=agent.host,
+            start=now,
+        )
         self.assignments.append(assignment)
         return assignment
 
@@ -500,10 +569,14 @@ class StandIn:
         runs = []
         for a in self._latest_assignments(sweep):
             state = a.state if a.state in sweeps.RunState.__members__ else "running"
-            runs.append(sweeps.SweepRun(
-                name=a.run_id, state=state, config={k: {"value": v} for k, v in a.params.items()},
-                summaryMetrics=sweep.summaries.get(a.run_id, {}),
-            ))
+            runs.append(
+                sweeps.SweepRun(
+                    name=a.run_id,
+                    state=state,
+                    config={k: {"value": v} for k, v in a.params.items()},
+                    summaryMetrics=sweep.summaries.get(a.run_id, {}),
+                )
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return sweeps.next_run(sweep.config, runs)
@@ -518,31 +591,56 @@ class StandIn:
                 if a.run_id == name:
                     a.online = True
                     break
-        return {"upsertBucket": {"inserted": True, "bucket": {
-            "id": f"run:{entity}/{project}/{name}", "name": name,
-            "displayName": variables.get("displayName") or name,
-            "description": None, "config": variables.get("config") or "{}",
-            "sweepName": variables.get("sweep"), "historyLineCount": 0, "eventsLineCount": 0,
-            "summaryMetrics": "{}", "tags": [], "notes": None, "group": None, "jobType": None,
-            "createdAt": _iso(time.time()), "historyTail": "[]", "eventsTail": "[]",
-            "project": self._project(entity, project),
-        }}}
+        return {
+            "upsertBucket": {
+                "inserted": True,
+                "bucket": {
+                    "id": f"run:{entity}/{project}/{name}",
+                    "name": name,
+                    "displayName": variables.get("displayName") or name,
+                    "description": None,
+                    "config": variables.get("config") or "{}",
+                    "sweepName": variables.get("sweep"),
+                    "historyLineCount": 0,
+                    "eventsLineCount": 0,
+                    "summaryMetrics": "{}",
+                    "tags": [],
+                    "notes": None,
+                    "group": None,
+                    "jobType": None,
+                    "createdAt": _iso(time.time()),
+                    "historyTail": "[]",
+                    "eventsTail": "[]",
+                    "project": self._project(entity, project),
+                },
+            }
+        }
 
     def _op_CreateRunFiles(self, variables: dict, query: str) -> dict:
         entity, project, run = variables["entity"], variables["project"], variables["run"]
-        return {"createRunFiles": {
-            "runID": f"run:{entity}/{project}/{run}", "uploadHeaders": [],
-            "files": [{"name": f, "uploadUrl": f"{self.url}/_upload/{entity}/{project}/{run}/{f}"}
-                      for f in variables.get("files") or []],
-        }}
+        return {
+            "createRunFiles": {
+                "runID": f"run:{entity}/{project}/{run}",
+                "uploadHeaders": [],
+                "files": [
+                    {"name": f, "uploadUrl": f"{self.url}/_upload/{entity}/{project}/{run}/{f}"}
+                    for f in variables.get("files") or []
+                ],
+            }
+        }
 
     def _op_OrganizationCoreWeaveOrganizationID(self, variables: dict, query: str) -> dict:
         return {"entity": {"organization": None}}
 
     def _op_RunResumeStatus(self, variables: dict, query: str) -> dict:
-        return {"model": {"id": "project:x", "name": variables.get("project"),
-                          "entity": {"id": "entity:x", "name": variables.get("entity")},
-                          "bucket": None}}
+        return {
+            "model": {
+                "id": "project:x",
+                "name": variables.get("project"),
+                "entity": {"id": "entity:x", "name": variables.get("entity")},
+                "bucket": None,
+            }
+        }
 
     def file_stream(self, entity: str, project: str, run_id: str, body: dict) -> dict:
         with self.lock:
@@ -600,7 +698,7 @@ class _Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Authorization", "")
         if header.startswith("Basic "):
             try:
-                user, _, given = base64.b64decode(header[6:]).decode().partition(":")
+                _user, _, given = base64.b64decode(header[6:]).decode().partition(":")
             except ValueError:
                 return False
             return given == key
@@ -631,7 +729,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._body()
         self._send(200, {})
 
-    def do_POST(self) -> None:  # noqa: C901
+    def do_POST(self) -> None:
         s = self.standin
         raw = self._body()
         path = self.path.split("?", 1)[0]

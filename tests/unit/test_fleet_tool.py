@@ -53,8 +53,13 @@ def test_inventory_is_what_a_user_writes(tmp_path):
     path = fleet.write_inventory(tmp_path / "hosts.ini", hosts, host_vars={"wandb_agent_count": 2})
     text = path.read_text()
     assert "ansible_host=10.89.7.2" in text and "ansible_user=ops" in text
-    proc = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(path), "--list"],
-                          env=ansible_env(), capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-inventory"), "-i", str(path), "--list"],
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     data = json.loads(proc.stdout)
     assert sorted(data["fleet"]["hosts"]) == ["sf-inv-1", "sf-inv-2"]
     hostvars = data["_meta"]["hostvars"]["sf-inv-2"]

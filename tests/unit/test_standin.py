@@ -33,9 +33,12 @@ def server():
 
 def post(url: str, path: str, body: dict, key: str = TEST_API_KEY, timeout: float = 10):
     auth = base64.b64encode(f"api:{key}".encode()).decode()
-    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Authorization": f"Basic {auth}",
-                                          "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read())
@@ -48,23 +51,35 @@ def gql(server, query: str, variables: dict | None = None, key: str = TEST_API_K
 
 
 def create_agent(server, sweep_id: str, host: str):
-    status, body = gql(server, "mutation CreateAgent($sweep: String!) { createAgent { agent { id } } }",
-                       {"sweep": sweep_id, "host": host, "projectName": "p", "entityName": "e"})
+    status, body = gql(
+        server,
+        "mutation CreateAgent($sweep: String!) { createAgent { agent { id } } }",
+        {"sweep": sweep_id, "host": host, "projectName": "p", "entityName": "e"},
+    )
     return status, body
 
 
 def heartbeat(server, agent_id: str, running: dict | None = None) -> list[dict]:
-    status, body = gql(server, "mutation Heartbeat($id: ID!) { agentHeartbeat { commands } }",
-                       {"id": agent_id, "metrics": "{}", "runState": json.dumps(running or {})})
+    status, body = gql(
+        server,
+        "mutation Heartbeat($id: ID!) { agentHeartbeat { commands } }",
+        {"id": agent_id, "metrics": "{}", "runState": json.dumps(running or {})},
+    )
     assert status == 200, body
     return json.loads(body["data"]["agentHeartbeat"]["commands"])
 
 
 def wandb_cli(server, *args: str, cwd, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_BASE_URL=server.url, WANDB_API_KEY=TEST_API_KEY,
-               WANDB_ERROR_REPORTING="false", PATH=f"{VENV_BIN}:{os.environ['PATH']}")
-    return subprocess.run([str(VENV_BIN / "wandb"), *args], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=timeout)
+    env = dict(
+        os.environ,
+        WANDB_BASE_URL=server.url,
+        WANDB_API_KEY=TEST_API_KEY,
+        WANDB_ERROR_REPORTING="false",
+        PATH=f"{VENV_BIN}:{os.environ['PATH']}",
+    )
+    return subprocess.run(
+        [str(VENV_BIN / "wandb"), *args], cwd=cwd, env=env, text=True, capture_output=True, timeout=timeout
+    )
 
 
 # -- validation ----------------------------------------------------------------------
@@ -84,14 +99,23 @@ def test_invalid_configs_are_refused_naming_the_field(config, field):
 
 def test_valid_configs_pass():
     assert validate_sweep_config(GRID) == []
-    rl = {"program": "train/train_mpe.py", "method": "grid",
-          "command": ["${env}", "python3", "${program}", "--recurrent_policy", "${args}"],
-          "metric": {"goal": "maximize", "name": "average_episode_rewards"},
-          "parameters": {"env_name": {"distribution": "constant", "value": "MPE"},
-                         "lr": {"distribution": "categorical", "values": [0.01, 0.001]}}}
+    rl = {
+        "program": "train/train_mpe.py",
+        "method": "grid",
+        "command": ["${env}", "python3", "${program}", "--recurrent_policy", "${args}"],
+        "metric": {"goal": "maximize", "name": "average_episode_rewards"},
+        "parameters": {
+            "env_name": {"distribution": "constant", "value": "MPE"},
+            "lr": {"distribution": "categorical", "values": [0.01, 0.001]},
+        },
+    }
     assert validate_sweep_config(rl) == []
-    bayes = {"program": "m.py", "method": "bayes", "metric": {"name": "loss", "goal": "minimize"},
-             "parameters": {"lr": {"min": 0.0001, "max": 0.1}}}
+    bayes = {
+        "program": "m.py",
+        "method": "bayes",
+        "metric": {"name": "loss", "goal": "minimize"},
+        "parameters": {"lr": {"min": 0.0001, "max": 0.1}},
+    }
     assert validate_sweep_config(bayes) == []
 
 
@@ -100,8 +124,11 @@ def test_malformed_sweep_yaml_gets_a_wandb_shaped_error(server, tmp_path):
     proc = wandb_cli(server, "sweep", "--project", "p", "sweep.yaml", cwd=tmp_path)
     assert proc.returncode == 1
     assert "Invalid sweep config: method: 'grdi' is not one of" in proc.stderr
-    status, body = gql(server, "mutation UpsertSweep($config: String) { upsertSweep { sweep { name } } }",
-                       {"config": "program: m.py\nmethod: [unclosed"})
+    status, body = gql(
+        server,
+        "mutation UpsertSweep($config: String) { upsertSweep { sweep { name } } }",
+        {"config": "program: m.py\nmethod: [unclosed"},
+    )
     assert status == 400
     assert body["errors"][0]["path"] == ["upsertSweep"]
     assert "not YAML" in body["errors"][0]["message"]
@@ -125,8 +152,9 @@ def test_wrong_api_key_is_refused(server):
 # -- assignment --------------------------------------------------------------------------
 def test_simultaneous_agents_never_get_the_same_parameters(server):
     sweep = server.create_sweep(GRID, project="p")
-    agents = [create_agent(server, sweep.id, f"host{i}")[1]["data"]["createAgent"]["agent"]["id"]
-              for i in range(16)]
+    agents = [
+        create_agent(server, sweep.id, f"host{i}")[1]["data"]["createAgent"]["agent"]["id"] for i in range(16)
+    ]
     barrier = threading.Barrier(len(agents))
     got: dict[str, list] = {}
 
@@ -209,8 +237,7 @@ def test_preempting_run_is_reissued_to_another_agent(server):
     a1 = create_agent(server, sweep.id, "h1")[1]["data"]["createAgent"]["agent"]["id"]
     a2 = create_agent(server, sweep.id, "h2")[1]["data"]["createAgent"]["agent"]["id"]
     cmd = heartbeat(server, a1)[0]
-    status, _ = post(server.url, f"/files/e/p/{cmd['run_id']}/file_stream",
-                     {"files": {}, "preempting": True})
+    status, _ = post(server.url, f"/files/e/p/{cmd['run_id']}/file_stream", {"files": {}, "preempting": True})
     assert status == 200
     # The run ended after marking itself preempting; its own host gets new work...
     fresh = heartbeat(server, a1, {})[0]
@@ -240,8 +267,11 @@ def test_online_run_reports_exit_code(server):
     sweep = server.create_sweep(GRID, project="p")
     agent = create_agent(server, sweep.id, "h1")[1]["data"]["createAgent"]["agent"]["id"]
     run_id = heartbeat(server, agent)[0]["run_id"]
-    gql(server, "mutation UpsertBucket($name: String) { upsertBucket { bucket { id } } }",
-        {"name": run_id, "project": "p", "entity": "e"})
+    gql(
+        server,
+        "mutation UpsertBucket($name: String) { upsertBucket { bucket { id } } }",
+        {"name": run_id, "project": "p", "entity": "e"},
+    )
     post(server.url, f"/files/e/p/{run_id}/file_stream", {"files": {}, "complete": True, "exitcode": 3})
     heartbeat(server, agent, {})
     (record,) = [r for r in server.records() if r["run_id"] == run_id]
@@ -296,8 +326,9 @@ def test_real_agent_runs_a_small_grid(server, tmp_path):
     (tmp_path / "main.py").write_text(
         "import wandb\nrun = wandb.init()\nrun.log({'loss': run.config.x})\nrun.finish()\n"
     )
-    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(
-        {"program": "main.py", "method": "grid", "parameters": {"x": {"values": [1, 2]}}}))
+    (tmp_path / "sweep.yaml").write_text(
+        yaml.safe_dump({"program": "main.py", "method": "grid", "parameters": {"x": {"values": [1, 2]}}})
+    )
     proc = wandb_cli(server, "sweep", "--project", "p", "sweep.yaml", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     sweep_path = proc.stderr.split("wandb agent ")[1].split()[0]

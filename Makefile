@@ -1,0 +1,57 @@
+# sweep-fleet: `make demo` runs the local demo, `make test` the whole test suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export UV_PYTHON_DOWNLOADS := never
+export UV_SYSTEM_CERTS := 1
+export CONTAINERS_CONF := $(CURDIR)/tests/fleet/containers.conf
+export PYTHONPATH := $(CURDIR)/tests
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+PYTEST_ARGS ?=
+
+.PHONY: help root-check bootstrap lint unit fleet-tests molecule test demo demo-down image clean
+
+help:
+	@echo "make demo       local fleet + W&B stand-in + the 12-shard sweep, printing who ran what"
+	@echo "make demo-down  remove the demo fleet"
+	@echo "make test       bootstrap, lint, unit tests, fleet tests"
+	@echo "make lint       yamllint, ansible-lint, ruff"
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+root-check:
+	@if [ "$$(id -u)" -ne 0 ]; then \
+	  echo "error: the podman test fleet needs root: run 'sudo make $(MAKECMDGOALS)'" >&2; exit 1; fi
+
+lint: bootstrap
+	yamllint --strict .
+	ansible-lint
+	ruff check .
+	ruff format --check .
+
+unit: bootstrap
+	pytest tests/unit $(PYTEST_ARGS)
+
+fleet-tests: bootstrap root-check
+	pytest tests/e2e $(PYTEST_ARGS)
+
+image: bootstrap root-check
+	python -m fleet image
+
+test: bootstrap root-check
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory lint && \
+	pytest $(PYTEST_ARGS) && \
+	echo "make test: passed in $$(( $$(date +%s) - start ))s"
+
+demo: bootstrap root-check
+	python tests/demo.py
+
+demo-down: bootstrap root-check
+	python -m fleet down --name demo
+
+clean:
+	rm -rf .cache .pytest_cache .ruff_cache

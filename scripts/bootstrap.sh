@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install what `make demo` and `make test` need on a Debian/Ubuntu machine:
+# the OS packages for the podman test fleet, a pinned uv, and .venv from uv.lock.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+UV_VERSION=0.13.8
+PACKAGES=(
+  podman runc netavark aardvark-dns iptables uidmap mmdebstrap
+  openssh-client python3 python3-venv ca-certificates git
+)
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -eq 0 ]; then
+    sudo=()
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    sudo=(sudo)
+  else
+    echo "error: these Debian packages are missing: ${missing[*]}" >&2
+    echo "install them with: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "bootstrap: installing ${missing[*]}"
+  "${sudo[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${missing[@]}"
+fi
+
+# A pinned uv of our own, from PyPI (astral.sh and GitHub need not be reachable).
+if [ "$(.tools/bin/uv --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  echo "bootstrap: installing uv $UV_VERSION into .tools"
+  python3 -m venv .tools
+  .tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+fi
+
+# The controller's tools, exactly as locked, with this machine's Python.
+UV_PYTHON_DOWNLOADS=never .tools/bin/uv sync --frozen --python python3 --quiet
