@@ -667,6 +667,8 @@ def _iso(ts: float) -> str:
 
 
 class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # a fleet's agents may all connect at the same instant
+
     def handle_error(self, request, client_address) -> None:
         # Clients drop keep-alive connections at exit; that is not an error.
         log.debug("stand-in: connection from %s ended abruptly", client_address, exc_info=True)

@@ -157,16 +157,22 @@ def test_simultaneous_agents_never_get_the_same_parameters(server):
     ]
     barrier = threading.Barrier(len(agents))
     got: dict[str, list] = {}
+    errors: list[BaseException] = []
 
     def ask(agent_id: str) -> None:
         barrier.wait()
-        got[agent_id] = heartbeat(server, agent_id)
+        try:
+            got[agent_id] = heartbeat(server, agent_id)
+        except BaseException as exc:
+            errors.append(exc)
 
     threads = [threading.Thread(target=ask, args=(a,)) for a in agents]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
+    assert len(got) == len(agents)
     runs = [c for cmds in got.values() for c in cmds if c["type"] == "run"]
     values = [c["args"]["data_path"]["value"] for c in runs]
     assert len(runs) == 12, "12 grid values for 16 agents: 12 get a run, 4 wait"
