@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 UV_VERSION=0.13.8
 PACKAGES=(
   podman runc netavark aardvark-dns iptables uidmap mmdebstrap
-  openssh-client python3 python3-venv ca-certificates git
+  openssh-client rsync python3 python3-venv ca-certificates git
 )
 
 missing=()

@@ -456,6 +456,23 @@ class StandIn:
             }
             return {"project": self._project(sweep.entity, sweep.project) | {"sweep": node}}
 
+    def _op_GetSweeps(self, variables: dict, query: str) -> dict:
+        entity = variables.get("entity") or self.entity
+        project = variables.get("project")
+        with self.lock:
+            nodes = [
+                {"id": sw.id, "name": sw.id, "displayName": sw.config.get("name"), "state": sw.state,
+                 "config": sw.config_yaml, "method": sw.config.get("method"),
+                 "runCount": len(self._latest_assignments(sw)), "createdAt": _iso(sw.created)}
+                for sw in self.sweeps.values()
+                if sw.entity == entity and sw.project == project
+            ]
+        return {"project": self._project(entity, project) | {
+            "totalSweeps": len(nodes),
+            "sweeps": {"pageInfo": {"endCursor": None, "hasNextPage": False},
+                       "edges": [{"node": n} for n in nodes]},
+        }}
+
     def _op_CreateAgent(self, variables: dict, query: str) -> dict:
         with self.lock:
             sweep = self._find_sweep(variables["sweep"])

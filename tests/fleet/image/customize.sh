@@ -23,6 +23,24 @@ KbdInteractiveAuthentication no
 UseDNS no
 CONF
 
+# systemd leaves mount propagation private inside a container; a real host has "/"
+# shared, and systemd's credentials (LoadCredential=) only appear when it is.
+cat > "$root/etc/systemd/system/make-rshared.service" <<'UNIT'
+[Unit]
+Description=Shared mount propagation, as on a real host
+DefaultDependencies=no
+Before=local-fs.target
+
+[Service]
+Type=oneshot
+ExecStart=/bin/mount --make-rshared /
+
+[Install]
+WantedBy=local-fs.target
+UNIT
+mkdir -p "$root/etc/systemd/system/local-fs.target.wants"
+ln -sf ../make-rshared.service "$root/etc/systemd/system/local-fs.target.wants/make-rshared.service"
+
 # Units that make no sense in a container, or that would take the apt lock
 # in the middle of a test.
 for unit in apt-daily.timer apt-daily-upgrade.timer getty@tty1.service \

@@ -1,0 +1,159 @@
+# Copyright: sweep-fleet developers
+# Apache License 2.0
+"""A small client for the W&B GraphQL API: the operations the wandb CLI itself sends.
+
+It needs nothing but the Python standard library and Ansible's ``open_url`` (which
+honours HTTP(S)_PROXY and NO_PROXY), so the controller does not need wandb installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit
+
+from ansible.module_utils.urls import open_url
+
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+STATES = ("RUNNING", "PAUSED", "FINISHED", "CANCELED")
+
+VIEWER = """
+query Viewer {
+  viewer { id entity username }
+}
+"""
+
+# As wandb's own GetSweeps, without the `filters` argument that older servers lack.
+GET_SWEEPS = """
+query GetSweeps($project: String!, $entity: String!, $cursor: String, $perPage: Int = 50) {
+  project(name: $project, entityName: $entity) {
+    sweeps(after: $cursor, first: $perPage) {
+      pageInfo { endCursor hasNextPage }
+      edges { node { id name displayName state config runCount } }
+    }
+  }
+}
+"""
+
+GET_SWEEP = """
+query GetSweep($name: String!, $project: String, $entity: String) {
+  project(name: $project, entityName: $entity) {
+    sweep(sweepName: $name) { id name displayName state config runCount runCountExpected }
+  }
+}
+"""
+
+UPSERT_SWEEP = """
+mutation UpsertSweep($id: ID, $config: String, $description: String, $entityName: String,
+                     $projectName: String, $state: String) {
+  upsertSweep(input: {id: $id, config: $config, description: $description,
+                      entityName: $entityName, projectName: $projectName, state: $state}) {
+    sweep { id name project { name entity { name } } }
+    configValidationWarnings
+  }
+}
+"""
+
+
+class WandbApiError(Exception):
+    """The W&B API refused a request or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def app_url(base_url: str) -> str:
+    """The web UI's address for an API address (api.wandb.ai -> wandb.ai)."""
+    parts = urlsplit(base_url.rstrip("/"))
+    host = parts.netloc
+    if host == "api.wandb.ai":
+        host = "wandb.ai"
+    return f"{parts.scheme}://{host}"
+
+
+def split_sweep_ref(ref: str) -> tuple[str | None, str | None, str]:
+    """'entity/project/id', 'project/id' or 'id' -> (entity, project, id)."""
+    parts = [p for p in ref.strip().split("/") if p]
+    if not parts or len(parts) > 3:
+        raise ValueError(f"a sweep ID is ID, PROJECT/ID or ENTITY/PROJECT/ID (got {ref!r})")
+    parts = [None] * (3 - len(parts)) + parts
+    return parts[0], parts[1], parts[2]
+
+
+class WandbApi:
+    def __init__(self, base_url: str, api_key: str, timeout: float = 30, validate_certs: bool = True):
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.validate_certs = validate_certs
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        auth = base64.b64encode(f"api:{self.api_key}".encode()).decode()
+        body = json.dumps({"query": query, "variables": variables or {}})
+        try:
+            resp = open_url(
+                f"{self.base_url}/graphql",
+                data=body,
+                method="POST",
+                headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json",
+                         "User-Agent": "sweep-fleet"},
+                timeout=self.timeout,
+                validate_certs=self.validate_certs,
+            )
+            payload = json.loads(resp.read() or b"{}")
+        except HTTPError as err:
+            raise WandbApiError(self._error_text(err), err.code) from None
+        except URLError as err:
+            raise WandbApiError(f"cannot reach the W&B API at {self.base_url}: {err.reason}") from None
+        except (OSError, ValueError) as err:
+            raise WandbApiError(f"cannot talk to the W&B API at {self.base_url}: {err}") from None
+        if payload.get("errors"):
+            raise WandbApiError("; ".join(e.get("message", str(e)) for e in payload["errors"]))
+        return payload.get("data") or {}
+
+    def _error_text(self, err: HTTPError) -> str:
+        try:
+            payload = json.loads(err.read() or b"{}")
+            messages = [e.get("message", "") for e in payload.get("errors", [])]
+        except (ValueError, AttributeError, OSError):
+            messages = []
+        if err.code == 401:
+            return f"the W&B API at {self.base_url} refused the API key (HTTP 401): check the key"
+        detail = "; ".join(m for m in messages if m) or err.reason
+        return f"the W&B API at {self.base_url} answered HTTP {err.code}: {detail}"
+
+    def default_entity(self) -> str:
+        viewer = self.graphql(VIEWER).get("viewer") or {}
+        if not viewer.get("entity"):
+            raise WandbApiError("the W&B API did not name a default entity for this key: set the entity")
+        return viewer["entity"]
+
+    def sweeps(self, entity: str, project: str) -> list[dict]:
+        found, cursor = [], None
+        while True:
+            data = self.graphql(GET_SWEEPS, {"entity": entity, "project": project, "cursor": cursor})
+            node = (data.get("project") or {}).get("sweeps")
+            if not node:
+                return found
+            found += [edge["node"] for edge in node.get("edges") or []]
+            page = node.get("pageInfo") or {}
+            if not page.get("hasNextPage") or not page.get("endCursor"):
+                return found
+            cursor = page["endCursor"]
+
+    def sweep(self, entity: str, project: str, name: str) -> dict | None:
+        data = self.graphql(GET_SWEEP, {"entity": entity, "project": project, "name": name})
+        return (data.get("project") or {}).get("sweep")
+
+    def create_sweep(self, entity: str, project: str, config_yaml: str, description: str | None) -> dict:
+        data = self.graphql(UPSERT_SWEEP, {"config": config_yaml, "entityName": entity,
+                                           "projectName": project, "description": description})
+        return data["upsertSweep"]["sweep"]
+
+    def set_state(self, sweep_gql_id: str, entity: str, project: str, state: str) -> None:
+        if state not in STATES:
+            raise ValueError(f"sweep state must be one of {', '.join(STATES)} (got {state!r})")
+        self.graphql(UPSERT_SWEEP, {"id": sweep_gql_id, "state": state, "entityName": entity,
+                                    "projectName": project})

@@ -1,0 +1,230 @@
+#!/usr/bin/python
+# Copyright: sweep-fleet developers
+# Apache License 2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: sweep
+short_description: Create a W&B sweep once, join an existing one, or change its state
+description:
+  - Finds the sweep in the project whose config equals O(config) and creates it only when
+    there is none, so that re-runs and new hosts join the same sweep.
+  - With O(sweep_id), joins a sweep created elsewhere (its config is not needed).
+  - O(state) can pause, resume, finish (stop) or cancel the sweep, as C(wandb sweep --pause),
+    C(--resume), C(--stop) and C(--cancel) do.
+  - Talks to the W&B GraphQL API directly; the controller does not need the wandb package.
+version_added: "0.1.0"
+options:
+  config:
+    description: The sweep config (program, method, metric, parameters, command, ...).
+    type: dict
+  sweep_id:
+    description: An existing sweep, as ID, PROJECT/ID or ENTITY/PROJECT/ID.
+    type: str
+  entity:
+    description: The W&B entity (user or team). Defaults to the key's default entity.
+    type: str
+  project:
+    description: The W&B project. Required unless O(sweep_id) names it or O(config) has C(project).
+    type: str
+  base_url:
+    description: The W&B API address; a self-hosted server's URL.
+    type: str
+    default: https://api.wandb.ai
+  api_key:
+    description: The W&B API key.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) finds or creates the sweep and leaves its state alone.
+      - V(running) resumes, V(paused) pauses, V(finished) stops (running runs finish),
+        V(canceled) cancels (running runs are killed).
+    type: str
+    choices: [present, running, paused, finished, canceled]
+    default: present
+  timeout:
+    description: Seconds to wait for each API request.
+    type: int
+    default: 30
+  validate_certs:
+    description: Check the server's TLS certificate.
+    type: bool
+    default: true
+author:
+  - sweep-fleet developers
+"""
+
+EXAMPLES = r"""
+- name: Create the sweep once
+  sweep_fleet.wandb.sweep:
+    config:
+      program: main.py
+      method: grid
+      parameters:
+        data_path:
+          values: [datasets/part1.csv, datasets/part2.csv]
+    project: beauty-score
+    api_key: "{{ wandb_credentials_api_key }}"
+  delegate_to: localhost
+  run_once: true
+  register: sweep
+
+- name: Pause it
+  sweep_fleet.wandb.sweep:
+    sweep_id: "{{ sweep.sweep_path }}"
+    state: paused
+    api_key: "{{ wandb_credentials_api_key }}"
+"""
+
+RETURN = r"""
+sweep_id:
+  description: The sweep's short ID (null in check mode when it would be created).
+  type: str
+  returned: always
+sweep_path:
+  description: ENTITY/PROJECT/ID, what C(wandb agent) takes.
+  type: str
+  returned: always
+url:
+  description: The sweep's page in the W&B web UI.
+  type: str
+  returned: always
+state:
+  description: The sweep's state after the task (RUNNING, PAUSED, FINISHED, CANCELED, PENDING).
+  type: str
+  returned: always
+created:
+  description: Whether the sweep was created by this task.
+  type: bool
+  returned: always
+run_count:
+  description: Runs the sweep has so far, as W&B counts them.
+  type: int
+  returned: when the sweep exists
+"""
+
+import yaml  # noqa: E402 - ansible-core depends on PyYAML
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.sweep_config import (  # noqa: E402
+    canonical,
+    fill_distributions,
+    sweep_config_problems,
+)
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.wandb_api import (  # noqa: E402
+    WandbApi,
+    WandbApiError,
+    app_url,
+    split_sweep_ref,
+)
+
+TARGET = {"running": "RUNNING", "paused": "PAUSED", "finished": "FINISHED", "canceled": "CANCELED"}
+
+
+def _load(config_text):
+    try:
+        return yaml.safe_load(config_text or "") or {}
+    except yaml.YAMLError:
+        return {}
+
+
+def _allowed(current: str, target: str) -> str | None:
+    """Why W&B would refuse this change (as the wandb CLI checks it), or None."""
+    if target == "PAUSED" and current not in ("RUNNING", "PAUSED", "PENDING"):
+        return f"cannot pause a {current.lower()} sweep: resume it (state: running) first"
+    if target in ("FINISHED", "CANCELED") and current not in ("RUNNING", "PAUSED", "PENDING"):
+        return f"the sweep is already {current.lower()}"
+    return None
+
+
+def run(module: AnsibleModule) -> dict:
+    p = module.params
+    api = WandbApi(p["base_url"], p["api_key"], timeout=p["timeout"], validate_certs=p["validate_certs"])
+    config = p["config"]
+    entity, project = p["entity"], p["project"] or (config or {}).get("project")
+    result = {"changed": False, "created": False, "sweep_id": None, "sweep_path": None, "url": None,
+              "state": None}
+
+    if p["sweep_id"]:
+        try:
+            ref_entity, ref_project, name = split_sweep_ref(p["sweep_id"])
+        except ValueError as err:
+            module.fail_json(msg=str(err))
+        entity, project = ref_entity or entity, ref_project or project
+        if not project:
+            module.fail_json(msg=f"sweep_id {p['sweep_id']!r} does not name a project: give project too")
+        entity = entity or api.default_entity()
+        sweep = api.sweep(entity, project, name)
+        if sweep is None:
+            module.fail_json(msg=f"no sweep {entity}/{project}/{name} at {api.base_url}: check the sweep ID")
+    else:
+        if not config:
+            module.fail_json(msg="give config (to find or create the sweep) or sweep_id (to join one)")
+        problems = sweep_config_problems(config)
+        if problems:
+            module.fail_json(msg="the sweep config is not valid: " + "; ".join(problems), problems=problems)
+        if not project:
+            module.fail_json(msg="project is required (or a project key in the sweep config)")
+        entity = entity or config.get("entity") or api.default_entity()
+        wanted = canonical(config)
+        matches = [s for s in api.sweeps(entity, project) if canonical(_load(s.get("config"))) == wanted]
+        sweep = matches[0] if matches else None
+        if sweep is None:
+            result["changed"] = True
+            if module.check_mode:
+                result["msg"] = f"would create a sweep in {entity}/{project}"
+                return result
+            text = yaml.safe_dump(fill_distributions(config), sort_keys=False)
+            created = api.create_sweep(entity, project, text, config.get("description"))
+            sweep = api.sweep(entity, project, created["name"]) or {"name": created["name"],
+                                                                    "id": created.get("id")}
+            result["created"] = True
+
+    name = sweep["name"]
+    result.update(
+        sweep_id=name,
+        sweep_path=f"{entity}/{project}/{name}",
+        url=f"{app_url(api.base_url)}/{entity}/{project}/sweeps/{name}",
+        state=(sweep.get("state") or "RUNNING").upper(),
+        run_count=sweep.get("runCount") or 0,
+    )
+
+    target = TARGET.get(p["state"])
+    if target and target != result["state"]:
+        refusal = _allowed(result["state"], target)
+        if refusal:
+            module.fail_json(msg=f"sweep {result['sweep_path']}: {refusal}", **result)
+        result["changed"] = True
+        if not module.check_mode:
+            api.set_state(sweep.get("id") or name, entity, project, target)
+        result["state"] = target
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "config": {"type": "dict"},
+            "sweep_id": {"type": "str"},
+            "entity": {"type": "str"},
+            "project": {"type": "str"},
+            "base_url": {"type": "str", "default": "https://api.wandb.ai"},
+            "api_key": {"type": "str", "required": True, "no_log": True},
+            "state": {"type": "str", "default": "present",
+                      "choices": ["present", "running", "paused", "finished", "canceled"]},
+            "timeout": {"type": "int", "default": 30},
+            "validate_certs": {"type": "bool", "default": True},
+        },
+        required_one_of=[("config", "sweep_id")],
+        supports_check_mode=True,
+    )
+    try:
+        module.exit_json(**run(module))
+    except WandbApiError as err:
+        module.fail_json(msg=str(err), status=err.status)
+
+
+if __name__ == "__main__":
+    main()
