@@ -75,3 +75,32 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.2, what: str 
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached within {timeout}s")
         time.sleep(interval)
+
+
+RECAP_RE = r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """Per-host counts from the PLAY RECAP of ansible-playbook's default output."""
+    import re
+
+    counts = {}
+    for host, ok, changed, unreachable, failed in re.findall(RECAP_RE, output, re.MULTILINE):
+        counts[host] = {
+            "ok": int(ok),
+            "changed": int(changed),
+            "unreachable": int(unreachable),
+            "failed": int(failed),
+        }
+    return counts
+
+
+def changed_tasks(output: str) -> list[str]:
+    """Names of tasks that reported a change (default callback output)."""
+    tasks, current = [], None
+    for line in output.splitlines():
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            current = line.split("[", 1)[1].rsplit("]", 1)[0]
+        elif line.startswith("changed:") and current and current not in tasks:
+            tasks.append(current)
+    return tasks

@@ -55,6 +55,12 @@ def validate_sweep_config(config: Any) -> list[str]:
     if not isinstance(config, dict):
         return ["sweep config must be a mapping (got " + type(config).__name__ + ")"]
     problems = []
+    # Keys W&B accepts that the schema of the sweeps package (0.2) predates.
+    newer = {"run_cap": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0}
+    for key, valid in newer.items():
+        if key in config and not valid(config[key]):
+            problems.append(f"{key}: {config[key]!r} is not valid")
+    config = {k: v for k, v in config.items() if k not in newer}
     for error in sweep_schema_validator.iter_errors(config):
         where = ".".join(str(p) for p in error.absolute_path) or "config"
         problems.append(f"{where}: {error.message}")
@@ -461,17 +467,29 @@ class StandIn:
         project = variables.get("project")
         with self.lock:
             nodes = [
-                {"id": sw.id, "name": sw.id, "displayName": sw.config.get("name"), "state": sw.state,
-                 "config": sw.config_yaml, "method": sw.config.get("method"),
-                 "runCount": len(self._latest_assignments(sw)), "createdAt": _iso(sw.created)}
+                {
+                    "id": sw.id,
+                    "name": sw.id,
+                    "displayName": sw.config.get("name"),
+                    "state": sw.state,
+                    "config": sw.config_yaml,
+                    "method": sw.config.get("method"),
+                    "runCount": len(self._latest_assignments(sw)),
+                    "createdAt": _iso(sw.created),
+                }
                 for sw in self.sweeps.values()
                 if sw.entity == entity and sw.project == project
             ]
-        return {"project": self._project(entity, project) | {
-            "totalSweeps": len(nodes),
-            "sweeps": {"pageInfo": {"endCursor": None, "hasNextPage": False},
-                       "edges": [{"node": n} for n in nodes]},
-        }}
+        return {
+            "project": self._project(entity, project)
+            | {
+                "totalSweeps": len(nodes),
+                "sweeps": {
+                    "pageInfo": {"endCursor": None, "hasNextPage": False},
+                    "edges": [{"node": n} for n in nodes],
+                },
+            }
+        }
 
     def _op_CreateAgent(self, variables: dict, query: str) -> dict:
         with self.lock:

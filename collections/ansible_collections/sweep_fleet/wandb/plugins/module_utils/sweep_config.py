@@ -49,10 +49,32 @@ TOP_LEVEL = (
     "job",
     "image_uri",
 )
-PARAM_KEYS = ("value", "values", "distribution", "min", "max", "mu", "sigma", "q", "a", "b", "probabilities",
-              "parameters")
-COMMAND_MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}",
-                  "${args_no_boolean_flags}", "${args_json}", "${args_json_file}", "${project}", "${entity}")
+PARAM_KEYS = (
+    "value",
+    "values",
+    "distribution",
+    "min",
+    "max",
+    "mu",
+    "sigma",
+    "q",
+    "a",
+    "b",
+    "probabilities",
+    "parameters",
+)
+COMMAND_MACROS = (
+    "${env}",
+    "${interpreter}",
+    "${program}",
+    "${args}",
+    "${args_no_hyphens}",
+    "${args_no_boolean_flags}",
+    "${args_json}",
+    "${args_json_file}",
+    "${project}",
+    "${entity}",
+)
 
 
 def _number(value) -> bool:
@@ -70,7 +92,7 @@ def _parameter_problems(name: str, spec, method: str) -> list[str]:
     if "parameters" in spec:  # nested parameters
         nested = spec["parameters"]
         if not isinstance(nested, dict) or not nested:
-            return problems + [f"{where}.parameters must be a non-empty mapping"]
+            return [*problems, f"{where}.parameters must be a non-empty mapping"]
         for child, child_spec in nested.items():
             problems += _parameter_problems(f"{name}.{child}", child_spec, method)
         return problems

@@ -97,8 +97,11 @@ class WandbApi:
                 f"{self.base_url}/graphql",
                 data=body,
                 method="POST",
-                headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json",
-                         "User-Agent": "sweep-fleet"},
+                headers={
+                    "Authorization": f"Basic {auth}",
+                    "Content-Type": "application/json",
+                    "User-Agent": "sweep-fleet",
+                },
                 timeout=self.timeout,
                 validate_certs=self.validate_certs,
             )
@@ -148,12 +151,15 @@ class WandbApi:
         return (data.get("project") or {}).get("sweep")
 
     def create_sweep(self, entity: str, project: str, config_yaml: str, description: str | None) -> dict:
-        data = self.graphql(UPSERT_SWEEP, {"config": config_yaml, "entityName": entity,
-                                           "projectName": project, "description": description})
+        data = self.graphql(
+            UPSERT_SWEEP,
+            {"config": config_yaml, "entityName": entity, "projectName": project, "description": description},
+        )
         return data["upsertSweep"]["sweep"]
 
     def set_state(self, sweep_gql_id: str, entity: str, project: str, state: str) -> None:
         if state not in STATES:
             raise ValueError(f"sweep state must be one of {', '.join(STATES)} (got {state!r})")
-        self.graphql(UPSERT_SWEEP, {"id": sweep_gql_id, "state": state, "entityName": entity,
-                                    "projectName": project})
+        self.graphql(
+            UPSERT_SWEEP, {"id": sweep_gql_id, "state": state, "entityName": entity, "projectName": project}
+        )

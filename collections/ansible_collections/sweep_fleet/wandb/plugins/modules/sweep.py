@@ -144,8 +144,14 @@ def run(module: AnsibleModule) -> dict:
     api = WandbApi(p["base_url"], p["api_key"], timeout=p["timeout"], validate_certs=p["validate_certs"])
     config = p["config"]
     entity, project = p["entity"], p["project"] or (config or {}).get("project")
-    result = {"changed": False, "created": False, "sweep_id": None, "sweep_path": None, "url": None,
-              "state": None}
+    result = {
+        "changed": False,
+        "created": False,
+        "sweep_id": None,
+        "sweep_path": None,
+        "url": None,
+        "state": None,
+    }
 
     if p["sweep_id"]:
         try:
@@ -178,8 +184,10 @@ def run(module: AnsibleModule) -> dict:
                 return result
             text = yaml.safe_dump(fill_distributions(config), sort_keys=False)
             created = api.create_sweep(entity, project, text, config.get("description"))
-            sweep = api.sweep(entity, project, created["name"]) or {"name": created["name"],
-                                                                    "id": created.get("id")}
+            sweep = api.sweep(entity, project, created["name"]) or {
+                "name": created["name"],
+                "id": created.get("id"),
+            }
             result["created"] = True
 
     name = sweep["name"]
@@ -212,8 +220,11 @@ def main() -> None:
             "project": {"type": "str"},
             "base_url": {"type": "str", "default": "https://api.wandb.ai"},
             "api_key": {"type": "str", "required": True, "no_log": True},
-            "state": {"type": "str", "default": "present",
-                      "choices": ["present", "running", "paused", "finished", "canceled"]},
+            "state": {
+                "type": "str",
+                "default": "present",
+                "choices": ["present", "running", "paused", "finished", "canceled"],
+            },
             "timeout": {"type": "int", "default": 30},
             "validate_certs": {"type": "bool", "default": True},
         },

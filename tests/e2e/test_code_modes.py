@@ -1,0 +1,139 @@
+"""Code from a git repository at a pinned ref, with pyproject.toml requirements, running
+the users' RL sweep (explicit command, constants, categorical values, metric)."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from support import REPO, TEST_API_KEY, run_playbook
+
+pytestmark = pytest.mark.fleet
+
+RL = REPO / "examples" / "rl-mpe"
+
+
+def git(*args: str, cwd) -> str:
+    return subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.invalid",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.invalid",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(cwd),
+        },
+    ).stdout.strip()
+
+
+@pytest.fixture
+def git_server(make_fleet, tmp_path):
+    """The RL example in a repository served by `git daemon` where the hosts reach it."""
+    fleet = make_fleet(2)
+    work = tmp_path / "rl-mpe"
+    shutil.copytree(RL, work)
+    git("init", "-q", "-b", "main", cwd=work)
+    git("add", ".", cwd=work)
+    git("commit", "-q", "-m", "first", cwd=work)
+    pinned = git("rev-parse", "HEAD", cwd=work)
+    (work / "train" / "NOT_PINNED").write_text("a later commit the deploy must not check out\n")
+    git("add", ".", cwd=work)
+    git("commit", "-q", "-m", "later", cwd=work)
+    served = tmp_path / "served"
+    served.mkdir()
+    git("clone", "-q", "--bare", str(work), str(served / "rl-mpe.git"), cwd=tmp_path)
+    host = fleet.gateway()
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port = sock.getsockname()[1]
+    daemon = subprocess.Popen(
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            f"--base-path={served}",
+            f"--listen={host}",
+            f"--port={port}",
+            str(served),
+        ]
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield fleet, f"git://{host}:{port}/rl-mpe.git", pinned
+    daemon.terminate()
+    daemon.wait(timeout=10)
+
+
+def test_git_code_and_the_rl_sweep(git_server, standin_for, tmp_path):
+    fleet, repo, pinned = git_server
+    standin = standin_for(fleet)
+    inventory = fleet.write_inventory(tmp_path / "hosts.ini")
+    sweep = yaml.safe_load((RL / "sweep.yaml").read_text())
+    settings = tmp_path / "vars.yml"
+    settings.write_text(
+        yaml.safe_dump(
+            {
+                "wandb_credentials_api_key": TEST_API_KEY,
+                "wandb_credentials_base_url": standin.url,
+                "wandb_runtime_uv_source": "controller",
+                "wandb_code_source": "git",
+                "wandb_code_git_repo": repo,
+                "wandb_code_git_version": pinned,
+                "wandb_sweep_project": sweep["project"],
+                "wandb_sweep_name": sweep["name"],
+                "wandb_sweep_program": sweep["program"],
+                "wandb_sweep_command": sweep["command"],
+                "wandb_sweep_metric": sweep["metric"],
+                "wandb_sweep_parameters": sweep["parameters"],
+                "wandb_agent_stagger_seconds": 0.5,
+                "wandb_agent_environment": {"EPISODE_SECONDS": "0.2"},
+            }
+        )
+    )
+    run_playbook(REPO / "deploy.yml", inventory, "-e", f"@{settings}")
+
+    (created,) = standin.sweeps.values()
+    assert created.config["command"] == sweep["command"]
+    assert created.config["parameters"]["env_name"] == {"distribution": "constant", "value": "MPE"}
+    assert created.config["metric"] == {"goal": "maximize", "name": "average_episode_rewards"}
+    host = fleet.hosts()[0]
+    checkout = fleet.ssh(host, "sudo -u wandb git -C /var/lib/sweep-fleet/code rev-parse HEAD").stdout.strip()
+    assert checkout == pinned
+    assert "NOT_PINNED" not in fleet.ssh(host, "sudo ls /var/lib/sweep-fleet/code/train").stdout
+    assert (
+        fleet.ssh(
+            host, "/opt/sweep-fleet/venv/bin/python -c 'import tomli; print(tomli.__name__)'"
+        ).stdout.strip()
+        == "tomli"
+    ), "the pyproject.toml requirement is installed"
+
+    standin.wait_for(lambda s: created.state == "FINISHED", timeout=240, what="the RL sweep to finish")
+    records = standin.records(created.id)
+    grid = {
+        (lr, epochs)
+        for lr, epochs in itertools.product(
+            sweep["parameters"]["lr"]["values"], sweep["parameters"]["ppo_epoch"]["values"]
+        )
+    }
+    ran = collections.Counter((r["params"]["lr"], r["params"]["ppo_epoch"]) for r in records)
+    assert set(ran) == grid and set(ran.values()) == {1}
+    assert {r["params"]["env_name"] for r in records} == {"MPE"}
+    assert {r["state"] for r in records} == {"finished"}, "python3 on the unit's PATH is the venv's"

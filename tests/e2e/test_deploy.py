@@ -1,0 +1,313 @@
+"""deploy.yml over SSH against fresh test hosts and the W&B API stand-in.
+
+The tests in this module share one fleet and run in order, as a user's fleet would
+live: check mode on fresh hosts, the first deploy, a re-run, a second sweep, new hosts
+joining it, GPU agents. The code modes and the RL scenario get a fleet of their own.
+"""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support import REPO, TEST_API_KEY, VENV_BIN, changed_tasks, recap, run_playbook, wait_until
+
+pytestmark = pytest.mark.fleet
+
+SHARDS = REPO / "examples" / "shards"
+RL = REPO / "examples" / "rl-mpe"
+SHARD_VALUES = yaml.safe_load((SHARDS / "sweep.yaml").read_text())["parameters"]["data_path"]["values"]
+VAULT_PASSWORD = "not-a-real-vault-password"
+
+
+class Site:
+    """A fleet with an inventory directory, as a user keeps one."""
+
+    def __init__(self, fleet, standin, root: Path):
+        self.fleet, self.standin, self.root = fleet, standin, root
+        self.inventory = root / "inventory"
+        (self.inventory / "group_vars").mkdir(parents=True)
+        self.vault_password = root / "vault-pass"
+        self.vault_password.write_text(VAULT_PASSWORD)
+        self.write_inventory()
+
+    def write_inventory(self) -> None:
+        self.fleet.write_inventory(self.inventory / "hosts.ini")
+
+    def set_vars(self, **values) -> None:
+        """group_vars/fleet.yml: the settings, with the API key from Ansible Vault."""
+        encrypted = subprocess.run(
+            [
+                str(VENV_BIN / "ansible-vault"),
+                "encrypt_string",
+                "--vault-password-file",
+                str(self.vault_password),
+                "--name",
+                "wandb_credentials_api_key",
+                TEST_API_KEY,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        plain = yaml.safe_dump(
+            {
+                "wandb_credentials_base_url": self.standin.url,
+                "wandb_runtime_uv_source": "controller",
+                "wandb_agent_stagger_seconds": 0.5,
+                **values,
+            },
+            sort_keys=False,
+        )
+        (self.inventory / "group_vars" / "fleet.yml").write_text("---\n" + encrypted + plain)
+
+    def deploy(self, *args: str, check: bool = True):
+        return run_playbook(
+            REPO / "deploy.yml",
+            self.inventory / "hosts.ini",
+            "--vault-password-file",
+            str(self.vault_password),
+            *args,
+            check=check,
+        )
+
+    def sh(self, host, command: str) -> str:
+        return self.fleet.ssh(host, command).stdout
+
+    def units(self, host) -> dict[str, dict[str, str]]:
+        """Properties of the wandb-agent units on a host."""
+        out = self.sh(
+            host,
+            "systemctl show 'wandb-agent@*' --all -p Id,ActiveState,SubState,Result,"
+            "InvocationID,ExecMainStatus,NRestarts",
+        )
+        units, current = {}, {}
+        for line in [*out.splitlines(), ""]:
+            if not line.strip():
+                if current.get("Id"):
+                    units[current["Id"]] = current
+                current = {}
+                continue
+            key, _, value = line.partition("=")
+            current[key] = value
+        return units
+
+
+def journal_on_failure(site, hosts):
+    return "\n".join(
+        site.fleet.ssh(h, "sudo journalctl -u 'wandb-agent@*' --no-pager | tail -40", check=False).stdout
+        for h in hosts
+    )
+
+
+@pytest.fixture(scope="module")
+def site(make_fleet, tmp_path_factory):
+    from standin import StandIn
+
+    fleet = make_fleet(3)
+    standin = StandIn(host=fleet.gateway(), api_key=TEST_API_KEY).start()
+    yield Site(fleet, standin, tmp_path_factory.mktemp("site"))
+    standin.stop()
+
+
+SHARD_VARS = {
+    "wandb_code_local_path": str(SHARDS),
+    "wandb_sweep_project": "beauty-score",
+    "wandb_sweep_name": "beauty-score-shards",
+    "wandb_sweep_program": "main.py",
+    "wandb_sweep_metric": {"name": "mean_score", "goal": "maximize"},
+    "wandb_sweep_parameters": {"data_path": {"values": SHARD_VALUES}},
+    "wandb_agent_environment": {"SHARD_SECONDS": "1"},
+}
+
+
+def test_check_mode_on_fresh_hosts_changes_nothing(site):
+    site.set_vars(**SHARD_VARS)
+    result = site.deploy("--check")
+    assert set(recap(result.stdout)) == {h.name for h in site.fleet.hosts()}
+    assert all(c["failed"] == 0 for c in recap(result.stdout).values())
+    assert "Would create a sweep (check mode)" in result.stdout
+    for host in site.fleet.hosts():
+        out = site.sh(
+            host,
+            "id wandb 2>&1; ls /opt/sweep-fleet /etc/sweep-fleet 2>&1; "
+            "ls /etc/systemd/system/ | grep -c wandb || true",
+        )
+        assert "no such user" in out
+        assert out.count("No such file or directory") == 2
+        assert out.strip().endswith("0")
+    assert site.standin.sweeps == {}
+
+
+def test_deploy_runs_the_twelve_shards(site):
+    started = time.monotonic()
+    result = site.deploy("-vvv")
+    print(f"cold deploy on 3 hosts: {time.monotonic() - started:.1f}s")
+    assert TEST_API_KEY not in result.stdout + result.stderr, "the API key leaked into -vvv output"
+    (sweep,) = site.standin.sweeps.values()
+    assert f"Created sweep {sweep.path}" in result.stdout
+    assert f"/{sweep.path.split('/')[0]}/beauty-score/sweeps/{sweep.id}" in result.stdout
+
+    hosts = site.fleet.hosts()
+    try:
+        site.standin.wait_for(
+            lambda s: sweep.state == "FINISHED" and all(a.exited for a in s.agents.values()),
+            timeout=240,
+            what="the 12-shard sweep to finish",
+        )
+    except TimeoutError:
+        pytest.fail(journal_on_failure(site, hosts))
+    records = site.standin.records(sweep.id)
+    ran = collections.Counter(r["params"]["data_path"] for r in records)
+    assert ran == collections.Counter(SHARD_VALUES), "each shard exactly once"
+    # The code was pushed (without what is excluded) and its requirements.txt installed.
+    code = site.sh(hosts[0], "sudo ls -A /var/lib/sweep-fleet/code").split()
+    assert {"main.py", "datasets", "requirements.txt"} <= set(code)
+    assert (
+        site.sh(hosts[0], "/opt/sweep-fleet/venv/bin/python -c 'import iniconfig; print(1)'").strip() == "1"
+    )
+    assert {r["state"] for r in records} == {"finished"}
+    assert len({r["agent_host"] for r in records}) >= 2
+    # The agents stopped cleanly: inactive, exit 0, no restarts.
+    for host in hosts:
+        units = wait_until(
+            lambda h=host: (
+                all(u["ActiveState"] == "inactive" for u in site.units(h).values()) and site.units(h)
+            ),
+            timeout=60,
+            what=f"agents on {host.name} to stop",
+        )
+        for unit in units.values():
+            assert (unit["Result"], unit["ExecMainStatus"], unit["NRestarts"]) == ("success", "0", "0"), unit
+
+
+def test_second_deploy_changes_nothing(site):
+    sweeps_before = set(site.standin.sweeps)
+    started = time.monotonic()
+    result = site.deploy()
+    print(f"no-change deploy on 3 hosts: {time.monotonic() - started:.1f}s")
+    assert changed_tasks(result.stdout) == []
+    assert {h: c["changed"] for h, c in recap(result.stdout).items()} == dict.fromkeys(
+        [h.name for h in site.fleet.hosts()], 0
+    )
+    assert set(site.standin.sweeps) == sweeps_before, "no new sweep"
+    assert "is FINISHED: agents were not started" in result.stdout
+
+
+SLOW_VARS = {
+    **SHARD_VARS,
+    "wandb_sweep_name": "slow-grid",
+    "wandb_sweep_program": "main.py",
+    "wandb_sweep_parameters": {"data_path": {"values": SHARD_VALUES}, "repeat": {"values": list(range(8))}},
+    "wandb_agent_environment": {"SHARD_SECONDS": "6"},
+    "wandb_agent_count": 2,
+}
+
+
+def test_two_agents_per_host_and_new_hosts_join_the_same_sweep(site):
+    site.set_vars(**SLOW_VARS)
+    site.deploy()
+    (sweep,) = [s for s in site.standin.sweeps.values() if s.config.get("name") == "slow-grid"]
+    first = site.fleet.hosts()
+    for host in first:
+        units = site.units(host)
+        assert sorted(units) == ["wandb-agent@1.service", "wandb-agent@2.service"]
+        assert all(u["ActiveState"] == "active" for u in units.values()), units
+    site.standin.wait_for(
+        lambda s: len({a.host for a in s.agents.values() if a.sweep == sweep.path}) == 3,
+        timeout=60,
+        what="agents of all 3 hosts to join",
+    )
+    before = {h.name: {k: u["InvocationID"] for k, u in site.units(h).items()} for h in first}
+
+    # A 4th host in the inventory, deploy over the whole inventory.
+    (fourth,) = site.fleet.add(1)
+    site.write_inventory()
+    result = site.deploy()
+    assert recap(result.stdout)[fourth.name]["changed"] > 0
+    for host in first:
+        assert recap(result.stdout)[host.name]["changed"] == 0, changed_tasks(result.stdout)
+    # A 5th host, deployed alone with --limit.
+    (fifth,) = site.fleet.add(1)
+    site.write_inventory()
+    result = site.deploy("--limit", fifth.name)
+    assert set(recap(result.stdout)) == {fifth.name}
+
+    assert [s for s in site.standin.sweeps.values() if s.config.get("name") == "slow-grid"] == [sweep]
+    site.standin.wait_for(
+        lambda s: {fourth.name, fifth.name} <= {r["agent_host"] for r in s.records(sweep.id)},
+        timeout=90,
+        what="runs on the new hosts",
+    )
+    joined = {a.host for a in site.standin.agents.values() if a.sweep == sweep.path}
+    assert {fourth.name, fifth.name} <= joined
+    # Nothing on the first three hosts restarted.
+    after = {h.name: {k: u["InvocationID"] for k, u in site.units(h).items()} for h in first}
+    assert after == before
+
+
+def test_runs_are_the_service_users_inside_the_unit_and_the_key_stays_hidden(site):
+    host = site.fleet.hosts()[0]
+    (sweep,) = [s for s in site.standin.sweeps.values() if s.config.get("name") == "slow-grid"]
+    wait_until(lambda: "main.py" in site.sh(host, "ps -eo args"), timeout=60, what="a run on the host")
+    ps = site.sh(host, "ps -eo user:20,pid,cgroup:200,args --no-headers | grep '[m]ain.py --data_path'")
+    for line in ps.splitlines():
+        user, _pid, cgroup, *_ = line.split()
+        assert user == "wandb", line
+        assert "wandb-agent@" in cgroup and ".service" in cgroup, line
+    assert "venv/bin/python main.py --data_path=" in ps, "the default command uses the venv's Python"
+
+    # The key is nowhere but the root-only netrc (and the unit's private credential).
+    assert TEST_API_KEY not in site.sh(host, "ps -eo args --no-headers")
+    assert TEST_API_KEY not in site.sh(host, "systemctl show 'wandb-agent@*' --all")
+    assert TEST_API_KEY not in site.sh(host, "sudo cat /etc/systemd/system/wandb-agent@.service")
+    assert TEST_API_KEY not in site.sh(
+        host, "sudo cat /proc/$(systemctl show -p MainPID --value wandb-agent@1)/environ | tr '\\0' '\\n'"
+    )
+    holders = site.sh(
+        host, f"sudo grep -rlF '{TEST_API_KEY}' /etc /opt /var /home /tmp /srv /root 2>/dev/null || true"
+    ).split()
+    assert holders == ["/etc/sweep-fleet/netrc"]
+    assert site.sh(host, "sudo stat -c '%U:%G %a' /etc/sweep-fleet/netrc /etc/sweep-fleet").split() == [
+        "root:root",
+        "600",
+        "root:root",
+        "700",
+    ]
+    readable = site.sh(
+        host, f"grep -rlF '{TEST_API_KEY}' / --exclude-dir=proc --exclude-dir=sys 2>/dev/null || true"
+    )
+    assert readable.strip() == "", f"key readable by an ordinary user in: {readable}"
+    site.standin.set_state(sweep.id, "CANCELED")
+
+
+def test_one_agent_per_gpu(site):
+    host = site.fleet.hosts()[0]
+    hv = site.inventory / "host_vars"
+    hv.mkdir(exist_ok=True)
+    (hv / f"{host.name}.yml").write_text(yaml.safe_dump({"wandb_agent_gpus": ["0", "1,2"]}))
+    site.set_vars(**SHARD_VARS, wandb_sweep_name="gpu-grid", wandb_agent_environment={"SHARD_SECONDS": "20"})
+    site.deploy("--limit", host.name)
+    units = site.units(host)
+    assert sorted(units) == ["wandb-agent@1.service", "wandb-agent@2.service"]
+    for index, devices in (("1", "0"), ("2", "1,2")):
+        env = site.sh(
+            host,
+            f"sudo cat /proc/$(systemctl show -p MainPID --value wandb-agent@{index})/environ"
+            " | tr '\\0' '\\n' | grep ^CUDA_VISIBLE_DEVICES=",
+        )
+        assert env.strip() == f"CUDA_VISIBLE_DEVICES={devices}"
+    # Three GPUs -> one agent: the extra units are stopped and disabled.
+    (hv / f"{host.name}.yml").write_text(yaml.safe_dump({"wandb_agent_gpus": ["3"]}))
+    site.deploy("--limit", host.name)
+    units = site.units(host)
+    assert units["wandb-agent@1.service"]["ActiveState"] == "active"
+    assert units.get("wandb-agent@2.service", {}).get("ActiveState", "inactive") == "inactive"
+    assert "wandb-agent@2" not in site.sh(host, "ls /etc/systemd/system/multi-user.target.wants/")
+    (sweep,) = [s for s in site.standin.sweeps.values() if s.config.get("name") == "gpu-grid"]
+    site.standin.set_state(sweep.id, "CANCELED")

@@ -1,0 +1,145 @@
+"""The sweep_fleet.wandb.sweep module, run by Ansible against the W&B API stand-in."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from standin import StandIn
+from support import REPO, TEST_API_KEY, VENV_BIN, ansible_env
+
+GRID = {
+    "program": "main.py",
+    "method": "grid",
+    "metric": {"name": "loss", "goal": "minimize"},
+    "parameters": {"lr": {"values": [0.1, 0.01]}, "layers": {"min": 1, "max": 3}},
+}
+
+
+@pytest.fixture
+def server():
+    with StandIn(api_key=TEST_API_KEY) as s:
+        yield s
+
+
+def sweep_task(server, tmp_path, check: bool = False, key: str = TEST_API_KEY, **args) -> dict:
+    """Run the module once on localhost; return its result."""
+    args = {"base_url": server.url, "api_key": key, **args}
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "sweep",
+                    "hosts": "localhost",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "name": "sweep",
+                            "sweep_fleet.wandb.sweep": args,
+                            "register": "out",
+                            "ignore_errors": True,
+                        },
+                        {
+                            "name": "result",
+                            "ansible.builtin.copy": {
+                                "content": "{{ out | to_json }}",
+                                "dest": str(tmp_path / "out.json"),
+                                "mode": "0600",
+                            },
+                            "check_mode": False,
+                        },
+                    ],
+                }
+            ]
+        )
+    )
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), str(playbook), *(["--check"] if check else [])],
+        cwd=REPO,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert key not in proc.stdout + proc.stderr
+    return json.loads((tmp_path / "out.json").read_text())
+
+
+def test_creates_once_then_finds_the_same_sweep(server, tmp_path):
+    first = sweep_task(server, tmp_path, config=GRID, project="p")
+    assert (first["changed"], first["created"], first["state"]) == (True, True, "RUNNING")
+    (sweep,) = server.sweeps.values()
+    assert first["sweep_id"] == sweep.id
+    assert first["sweep_path"] == f"{server.entity}/p/{sweep.id}"
+    assert first["url"] == f"{server.url}/{server.entity}/p/sweeps/{sweep.id}"
+    # W&B stores the config the way the wandb client sends it.
+    assert sweep.config["parameters"]["layers"]["distribution"] == "int_uniform"
+    again = sweep_task(server, tmp_path, config=GRID, project="p")
+    assert (again["changed"], again["created"], again["sweep_id"]) == (False, False, sweep.id)
+    assert len(server.sweeps) == 1
+
+
+def test_a_different_config_is_a_different_sweep(server, tmp_path):
+    sweep_task(server, tmp_path, config=GRID, project="p")
+    other = sweep_task(server, tmp_path, config={**GRID, "name": "other"}, project="p")
+    assert other["created"] is True
+    assert len(server.sweeps) == 2
+
+
+def test_check_mode_creates_nothing(server, tmp_path):
+    result = sweep_task(server, tmp_path, check=True, config=GRID, project="p")
+    assert (result["changed"], result["sweep_id"]) == (True, None)
+    assert server.sweeps == {}
+
+
+def test_joins_an_existing_sweep_by_id(server, tmp_path):
+    sweep = server.create_sweep(GRID, project="p")
+    for ref in (sweep.path, f"p/{sweep.id}"):
+        result = sweep_task(server, tmp_path, sweep_id=ref)
+        assert (result["changed"], result["sweep_path"]) == (False, sweep.path)
+
+
+def test_unknown_sweep_id_fails_clearly(server, tmp_path):
+    result = sweep_task(server, tmp_path, sweep_id="e/p/nosuchid")
+    assert result["failed"] and "no sweep e/p/nosuchid" in result["msg"]
+
+
+def test_state_changes_are_idempotent(server, tmp_path):
+    sweep = server.create_sweep(GRID, project="p")
+    paused = sweep_task(server, tmp_path, sweep_id=sweep.path, state="paused")
+    assert (paused["changed"], paused["state"], sweep.state) == (True, "PAUSED", "PAUSED")
+    assert sweep_task(server, tmp_path, sweep_id=sweep.path, state="paused")["changed"] is False
+    check = sweep_task(server, tmp_path, check=True, sweep_id=sweep.path, state="running")
+    assert check["changed"] is True and sweep.state == "PAUSED"
+    sweep_task(server, tmp_path, sweep_id=sweep.path, state="finished")
+    refused = sweep_task(server, tmp_path, sweep_id=sweep.path, state="paused")
+    assert refused["failed"] and "cannot pause a finished sweep" in refused["msg"]
+    resumed = sweep_task(server, tmp_path, sweep_id=sweep.path, state="running")
+    assert resumed["changed"] and sweep.state == "RUNNING"
+
+
+def test_invalid_config_is_refused_before_any_request(server, tmp_path):
+    result = sweep_task(server, tmp_path, config={**GRID, "method": "grdi"}, project="p")
+    assert result["failed"]
+    assert "method must be one of grid, random, bayes (got 'grdi')" in result["msg"]
+    assert server.requests == []
+
+
+def test_wrong_key_and_unreachable_server(server, tmp_path):
+    result = sweep_task(server, tmp_path, key="wrong_" * 8, config=GRID, project="p")
+    assert result["failed"] and "refused the API key" in result["msg"]
+    server.stop()
+    result = sweep_task(server, tmp_path, config=GRID, project="p", timeout=3)
+    assert result["failed"] and "cannot reach the W&B API" in result["msg"]
+
+
+def test_server_errors_are_reported(server, tmp_path):
+    server.inject("http500", operation="GetSweeps", count=1)
+    result = sweep_task(server, tmp_path, config=GRID, project="p")
+    assert result["failed"] and "HTTP 500" in result["msg"]
+    assert server.sweeps == {}
