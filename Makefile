@@ -52,6 +52,7 @@ demo: bootstrap root-check
 
 demo-down: bootstrap root-check
 	python -m fleet down --name demo
+	rm -rf inventory/demo
 
 clean:
 	rm -rf .cache .pytest_cache .ruff_cache

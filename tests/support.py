@@ -95,12 +95,14 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     return counts
 
 
-def changed_tasks(output: str) -> list[str]:
-    """Names of tasks that reported a change (default callback output)."""
+def changed_tasks(output: str, host: str | None = None) -> list[str]:
+    """Names of tasks that reported a change (default callback output), on one host or any."""
     tasks, current = [], None
     for line in output.splitlines():
         if line.startswith(("TASK [", "RUNNING HANDLER [")):
             current = line.split("[", 1)[1].rsplit("]", 1)[0]
-        elif line.startswith("changed:") and current and current not in tasks:
-            tasks.append(current)
+        elif line.startswith("changed: [") and current and current not in tasks:
+            who = line[len("changed: [") :].split("]", 1)[0].split(" -> ")[0]
+            if host is None or who == host:
+                tasks.append(current)
     return tasks

@@ -11,9 +11,10 @@ import wandb
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data_path", required=True)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    run = wandb.init(config={"data_path": args.data_path})
+    run = wandb.init(config=vars(args))
     with open(args.data_path, newline="") as handle:
         scores = [float(row["score"]) for row in csv.DictReader(handle)]
     for step, score in enumerate(scores):

@@ -203,7 +203,7 @@ SLOW_VARS = {
     **SHARD_VARS,
     "wandb_sweep_name": "slow-grid",
     "wandb_sweep_program": "main.py",
-    "wandb_sweep_parameters": {"data_path": {"values": SHARD_VALUES}, "repeat": {"values": list(range(8))}},
+    "wandb_sweep_parameters": {"data_path": {"values": SHARD_VALUES}, "seed": {"values": list(range(8))}},
     "wandb_agent_environment": {"SHARD_SECONDS": "6"},
     "wandb_agent_count": 2,
 }
@@ -231,7 +231,7 @@ def test_two_agents_per_host_and_new_hosts_join_the_same_sweep(site):
     result = site.deploy()
     assert recap(result.stdout)[fourth.name]["changed"] > 0
     for host in first:
-        assert recap(result.stdout)[host.name]["changed"] == 0, changed_tasks(result.stdout)
+        assert recap(result.stdout)[host.name]["changed"] == 0, changed_tasks(result.stdout, host.name)
     # A 5th host, deployed alone with --limit.
     (fifth,) = site.fleet.add(1)
     site.write_inventory()
@@ -263,26 +263,27 @@ def test_runs_are_the_service_users_inside_the_unit_and_the_key_stays_hidden(sit
     assert "venv/bin/python main.py --data_path=" in ps, "the default command uses the venv's Python"
 
     # The key is nowhere but the root-only netrc (and the unit's private credential).
+    # The key goes to grep on stdin: on a command line, sudo would log it to the journal.
+    def holders(command: str) -> list[str]:
+        return site.fleet.ssh(host, command, input=TEST_API_KEY + "\n").stdout.split()
+
     assert TEST_API_KEY not in site.sh(host, "ps -eo args --no-headers")
     assert TEST_API_KEY not in site.sh(host, "systemctl show 'wandb-agent@*' --all")
     assert TEST_API_KEY not in site.sh(host, "sudo cat /etc/systemd/system/wandb-agent@.service")
-    assert TEST_API_KEY not in site.sh(
-        host, "sudo cat /proc/$(systemctl show -p MainPID --value wandb-agent@1)/environ | tr '\\0' '\\n'"
-    )
-    holders = site.sh(
-        host, f"sudo grep -rlF '{TEST_API_KEY}' /etc /opt /var /home /tmp /srv /root 2>/dev/null || true"
-    ).split()
-    assert holders == ["/etc/sweep-fleet/netrc"]
+    main_pid = site.sh(host, "systemctl show -p MainPID --value wandb-agent@1").strip()
+    assert TEST_API_KEY not in site.sh(host, f"sudo cat /proc/{main_pid}/environ")
+    found = holders("sudo grep -rlF -f /dev/stdin /etc /opt /var /home /tmp /srv /root 2>/dev/null || true")
+    assert found == ["/etc/sweep-fleet/netrc"]
     assert site.sh(host, "sudo stat -c '%U:%G %a' /etc/sweep-fleet/netrc /etc/sweep-fleet").split() == [
         "root:root",
         "600",
         "root:root",
         "700",
     ]
-    readable = site.sh(
-        host, f"grep -rlF '{TEST_API_KEY}' / --exclude-dir=proc --exclude-dir=sys 2>/dev/null || true"
+    readable = holders(
+        "grep -rlF -f /dev/stdin / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev 2>/dev/null || true"
     )
-    assert readable.strip() == "", f"key readable by an ordinary user in: {readable}"
+    assert readable == [], f"key readable by an ordinary user in: {readable}"
     site.standin.set_state(sweep.id, "CANCELED")
 
 
@@ -291,7 +292,9 @@ def test_one_agent_per_gpu(site):
     hv = site.inventory / "host_vars"
     hv.mkdir(exist_ok=True)
     (hv / f"{host.name}.yml").write_text(yaml.safe_dump({"wandb_agent_gpus": ["0", "1,2"]}))
-    site.set_vars(**SHARD_VARS, wandb_sweep_name="gpu-grid", wandb_agent_environment={"SHARD_SECONDS": "20"})
+    site.set_vars(
+        **{**SHARD_VARS, "wandb_sweep_name": "gpu-grid", "wandb_agent_environment": {"SHARD_SECONDS": "20"}}
+    )
     site.deploy("--limit", host.name)
     units = site.units(host)
     assert sorted(units) == ["wandb-agent@1.service", "wandb-agent@2.service"]

@@ -295,14 +295,22 @@ class Fleet:
         ]
 
     def ssh(
-        self, host: Host, command: str, check: bool = True, timeout: float = 120, user: str = LOGIN_USER
+        self,
+        host: Host,
+        command: str,
+        check: bool = True,
+        timeout: float = 120,
+        user: str = LOGIN_USER,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess:
+        """Run a command on a host; ``input`` goes to its stdin (keeps secrets off command lines)."""
         proc = subprocess.run(
             ["ssh", *self.ssh_args(), f"{user}@{host.ip}", command],
             text=True,
             capture_output=True,
             timeout=timeout,
-            stdin=subprocess.DEVNULL,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
         )
         if check and proc.returncode != 0:
             raise FleetError(
