@@ -117,6 +117,7 @@ def site(make_fleet, tmp_path_factory):
 
 SHARD_VARS = {
     "wandb_code_local_path": str(SHARDS),
+    "wandb_code_extra_paths": [{"src": str(SHARDS / "datasets") + "/", "dest": "data/shards"}],
     "wandb_sweep_project": "beauty-score",
     "wandb_sweep_name": "beauty-score-shards",
     "wandb_sweep_program": "main.py",
@@ -167,7 +168,9 @@ def test_deploy_runs_the_twelve_shards(site):
     assert ran == collections.Counter(SHARD_VALUES), "each shard exactly once"
     # The code was pushed (without what is excluded) and its requirements.txt installed.
     code = site.sh(hosts[0], "sudo ls -A /var/lib/sweep-fleet/code").split()
-    assert {"main.py", "datasets", "requirements.txt"} <= set(code)
+    assert {"main.py", "datasets", "requirements.txt", "data"} <= set(code)
+    extra = site.sh(hosts[0], "sudo ls /var/lib/sweep-fleet/code/data/shards").split()
+    assert sorted(extra) == sorted(f"part{i}.csv" for i in range(1, 13)), "extra paths are pushed too"
     assert (
         site.sh(hosts[0], "/opt/sweep-fleet/venv/bin/python -c 'import iniconfig; print(1)'").strip() == "1"
     )

@@ -66,11 +66,15 @@ def test_scenario(scenario, host_image):
     (REPO / ".cache" / "uv-hosts").mkdir(parents=True, exist_ok=True)
     standin = None
     try:
-        molecule("create", scenario, env)
         if scenario in NEEDS_STANDIN:
+            # `molecule create` also runs prepare, which needs the stand-in already: make the
+            # scenario's network first and serve the stand-in on its gateway.
+            if podman("network", "exists", network, check=False).returncode != 0:
+                podman("network", "create", network)
             gateway = json.loads(podman("network", "inspect", network).stdout)[0]["subnets"][0]["gateway"]
             standin = StandIn(host=gateway, api_key=TEST_API_KEY).start()
             env |= {"STANDIN_URL": standin.url, "STANDIN_API_KEY": TEST_API_KEY}
+        molecule("create", scenario, env)
         molecule("prepare", scenario, env)
         # `molecule check` would destroy and re-create the host: check mode on this one instead.
         molecule("converge", scenario, env, "--", "--check")

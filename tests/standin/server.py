@@ -704,6 +704,12 @@ def _iso(ts: float) -> str:
 class _Server(ThreadingHTTPServer):
     request_queue_size = 256  # a fleet's agents may all connect at the same instant
 
+    def server_bind(self) -> None:
+        # IP_FREEBIND: the address may be a podman network's gateway whose bridge comes up
+        # only with the network's first container.
+        self.socket.setsockopt(socket.SOL_IP, getattr(socket, "IP_FREEBIND", 15), 1)
+        super().server_bind()
+
     def handle_error(self, request, client_address) -> None:
         # Clients drop keep-alive connections at exit; that is not an error.
         log.debug("stand-in: connection from %s ended abruptly", client_address, exc_info=True)

@@ -33,7 +33,7 @@ def test_unit_properties(host, unit):
     assert props["ProtectSystem"] == "strict"
     assert props["PrivateTmp"] == "yes"
     assert props["WorkingDirectory"] == "/var/lib/sweep-fleet/code"
-    assert "netrc:/etc/sweep-fleet/netrc" in props["LoadCredential"]
+    assert "LoadCredential=netrc:/etc/sweep-fleet/netrc" in host.file(props["FragmentPath"]).content_string
     assert props["TimeoutStopUSec"] == "1min 30s", "the term timeout (60 s) plus 30 s"
     assert "--forward-signals" in props["ExecStart"]
     assert KEY not in host.check_output(f"systemctl show {unit}")

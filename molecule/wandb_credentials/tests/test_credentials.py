@@ -29,7 +29,7 @@ def test_environment_file(host):
 def test_key_is_nowhere_else(host):
     # The key is read from the netrc on the host, so that no command line carries it.
     holders = host.run(
-        "sudo sh -c 'sed -n \"s/^ *password //p\" /etc/sweep-fleet/netrc > /run/key-pattern; "
+        'sudo sh -c \'sed -n "s/^ *password //p" /etc/sweep-fleet/netrc > /run/key-pattern; '
         "grep -rlF -f /run/key-pattern /etc /opt /var /home /root /tmp 2>/dev/null; rm -f /run/key-pattern'"
     ).stdout.split()
     assert holders == ["/etc/sweep-fleet/netrc"]
