@@ -377,16 +377,7 @@ class StandIn:
                 sweep = self._find_sweep(sweep_ref)
                 if state:
                     self.set_state(sweep.path, state)
-            return {
-                "upsertSweep": {
-                    "sweep": {
-                        "name": sweep.id,
-                        "id": sweep.id,
-                        "project": self._project(sweep.entity, sweep.project),
-                    },
-                    "configValidationWarnings": [],
-                }
-            }
+            return self._upsert_answer(sweep)
         try:
             config = yaml.safe_load(variables.get("config") or "")
         except yaml.YAMLError as exc:
@@ -400,13 +391,13 @@ class StandIn:
         if variables.get("state"):
             self.set_state(sweep.path, variables["state"])
         log.info("stand-in: created sweep %s", sweep.path)
+        return self._upsert_answer(sweep)
+
+    def _upsert_answer(self, sweep: Sweep) -> dict:
+        project = self._project(sweep.entity, sweep.project)
         return {
             "upsertSweep": {
-                "sweep": {
-                    "name": sweep.id,
-                    "id": sweep.id,
-                    "project": self._project(sweep.entity, sweep.project),
-                },
+                "sweep": {"name": sweep.id, "id": sweep.id, "project": project},
                 "configValidationWarnings": [],
             }
         }
