@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -82,8 +83,6 @@ RECAP_RE = r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=
 
 def recap(output: str) -> dict[str, dict[str, int]]:
     """Per-host counts from the PLAY RECAP of ansible-playbook's default output."""
-    import re
-
     counts = {}
     for host, ok, changed, unreachable, failed in re.findall(RECAP_RE, output, re.MULTILINE):
         counts[host] = {

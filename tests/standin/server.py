@@ -507,7 +507,8 @@ class StandIn:
             alive = {run_id for run_id, running in run_state.items() if running}
             for run_id in agent.running - alive:
                 self._end_run(sweep, agent, run_id, now)
-            agent.running = alive & agent.running | {r for r in alive if self._assigned(agent, r)}
+            # Runs still alive that this agent was given (a run is only in agent.running once assigned).
+            agent.running = {r for r in alive if self._assigned(agent, r)}
             commands = self._commands_for(sweep, agent, now)
             if any(c["type"] == "exit" for c in commands):
                 agent.exited = True
