@@ -17,6 +17,7 @@ guards every state change, so two agents asking at once never get the same param
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import random
@@ -95,6 +96,7 @@ class Assignment:
     exitcode: int | None = None
     state: str = "running"
     online: bool = False
+    last_seen: float = 0.0
 
 
 @dataclass
@@ -153,9 +155,17 @@ class StandIn:
     """In-memory W&B backend. ``start()`` serves it over HTTP in a thread."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None, entity: str = "fleet-tester"
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        entity: str = "fleet-tester",
+        run_timeout: float = 120,
     ):
         self.bind = (host, port)
+        # A run that nobody reports on (neither its agent's heartbeat nor its own file_stream)
+        # for this long has crashed, as W&B decides from missing heartbeats.
+        self.run_timeout = run_timeout
         self.api_key = api_key
         self.entity = entity
         self.lock = threading.RLock()
@@ -261,6 +271,7 @@ class StandIn:
     # -- reading records (for tests) ---------------------------------------------
     def records(self, sweep: str | None = None) -> list[dict]:
         with self.lock:
+            self._expire_runs(time.time())
             return [asdict(a) for a in self.assignments if sweep is None or self._match(a.sweep, sweep)]
 
     def sweep(self, sweep: str) -> Sweep:
@@ -505,10 +516,14 @@ class StandIn:
             agent.last_heartbeat = now
             agent.heartbeats += 1
             alive = {run_id for run_id, running in run_state.items() if running}
+            for a in self.assignments:
+                if a.agent_id == agent.id and a.run_id in alive and a.end is None:
+                    a.last_seen = now
             for run_id in agent.running - alive:
                 self._end_run(sweep, agent, run_id, now)
             # Runs still alive that this agent was given (a run is only in agent.running once assigned).
             agent.running = {r for r in alive if self._assigned(agent, r)}
+            self._expire_runs(now)
             commands = self._commands_for(sweep, agent, now)
             if any(c["type"] == "exit" for c in commands):
                 agent.exited = True
@@ -520,16 +535,27 @@ class StandIn:
     def _end_run(self, sweep: Sweep, agent: Agent, run_id: str, now: float) -> None:
         for a in reversed(self.assignments):
             if a.agent_id == agent.id and a.run_id == run_id and a.end is None:
-                a.end = now
-                if a.preempting:
-                    a.state = "preempted"
-                    sweep.requeue.append(a)
-                elif a.exitcode is not None:
-                    a.state = "finished" if a.exitcode == 0 else "failed"
-                elif a.state == "running":
-                    # Offline runs and killed runs send no final record.
-                    a.state = "finished" if not a.online else "crashed"
+                self._close(sweep, a, now)
                 break
+
+    def _close(self, sweep: Sweep, a: Assignment, now: float, crashed: bool = False) -> None:
+        """End a run: by its final record, or as its agent saw it vanish, or as silent (crashed)."""
+        a.end = now
+        if a.preempting and a.exitcode != 0:
+            # mark_preempting() and then a non-zero exit (or no final record): W&B requeues it.
+            a.state = "preempted"
+            sweep.requeue.append(a)
+        elif a.exitcode is not None:
+            a.state = "finished" if a.exitcode == 0 else "failed"
+        elif crashed or a.online:
+            a.state = "crashed"  # killed runs send no final record
+        else:
+            a.state = "finished"  # offline runs report nothing
+
+    def _expire_runs(self, now: float) -> None:
+        for a in self.assignments:
+            if a.end is None and now - max(a.last_seen, a.start) > self.run_timeout:
+                self._close(self._find_sweep(a.sweep), a, now, crashed=True)
 
     def _commands_for(self, sweep: Sweep, agent: Agent, now: float) -> list[dict]:
         if sweep.state == "CANCELED":
@@ -670,21 +696,25 @@ class StandIn:
         }
 
     def file_stream(self, entity: str, project: str, run_id: str, body: dict) -> dict:
+        now = time.time()
         with self.lock:
             for a in reversed(self.assignments):
                 if a.run_id == run_id:
                     a.online = True
+                    a.last_seen = now
                     if body.get("preempting"):
                         a.preempting = True
+                    summary = body.get("files", {}).get("wandb-summary.json", {}).get("content")
+                    sweep = self.sweeps.get(a.sweep.rsplit("/", 1)[-1])
+                    if summary and sweep:
+                        with contextlib.suppress(ValueError):
+                            sweep.summaries[run_id] = json.loads(summary[-1])
                     if body.get("complete") and body.get("exitcode") is not None:
                         a.exitcode = int(body["exitcode"])
-                    summary = body.get("files", {}).get("wandb-summary.json", {}).get("content")
-                    if summary:
-                        try:
-                            sweep = self._find_sweep(a.sweep)
-                            sweep.summaries[run_id] = json.loads(summary[-1])
-                        except (GraphQLError, ValueError):
-                            pass
+                        # The run's own final record ends it, even when its agent is no longer
+                        # heartbeating (a draining or stopping agent).
+                        if a.end is None and sweep:
+                            self._close(sweep, a, now)
                     break
         return {"exitcode": None, "limits": {}}
 
