@@ -39,7 +39,10 @@ query GetSweeps($project: String!, $entity: String!, $cursor: String, $perPage: 
 GET_SWEEP = """
 query GetSweep($name: String!, $project: String, $entity: String) {
   project(name: $project, entityName: $entity) {
-    sweep(sweepName: $name) { id name displayName state config runCount runCountExpected }
+    sweep(sweepName: $name) {
+      id name displayName state config runCount runCountExpected
+      runs(first: 10000) { edges { node { name state } } }
+    }
   }
 }
 """

@@ -45,6 +45,12 @@ options:
     type: str
     choices: [present, running, paused, finished, canceled]
     default: present
+  create:
+    description:
+      - Create the sweep when no sweep in the project has O(config). V(false) fails instead, for
+        tasks that only look at or control an existing sweep.
+    type: bool
+    default: true
   timeout:
     description: Seconds to wait for each API request.
     type: int
@@ -104,6 +110,14 @@ run_count:
   description: Runs the sweep has so far, as W&B counts them.
   type: int
   returned: when the sweep exists
+run_count_expected:
+  description: Runs the sweep will have in all (a grid's size), null when not known (random, bayes).
+  type: int
+  returned: when the sweep exists
+runs_by_state:
+  description: How many of the sweep's runs are in each state (finished, running, crashed, ...).
+  type: dict
+  returned: when the sweep exists
 """
 
 import yaml  # noqa: E402 - ansible-core depends on PyYAML
@@ -137,6 +151,29 @@ def _allowed(current: str, target: str) -> str | None:
     if target in ("FINISHED", "CANCELED") and current not in ("RUNNING", "PAUSED", "PENDING"):
         return f"the sweep is already {current.lower()}"
     return None
+
+
+def _grid_size(config: dict) -> int | None:
+    """Runs a grid sweep has in all; None for other methods."""
+    if config.get("method") != "grid":
+        return None
+    size = 1
+    for spec in (config.get("parameters") or {}).values():
+        if isinstance(spec, dict) and "values" in spec:
+            size *= len(spec["values"])
+    return size
+
+
+def _progress(sweep: dict) -> dict:
+    states: dict[str, int] = {}
+    for edge in ((sweep.get("runs") or {}).get("edges")) or []:
+        state = ((edge.get("node") or {}).get("state") or "unknown").lower()
+        states[state] = states.get(state, 0) + 1
+    return {
+        "run_count": sweep.get("runCount") or sum(states.values()),
+        "run_count_expected": sweep.get("runCountExpected") or _grid_size(_load(sweep.get("config"))),
+        "runs_by_state": states,
+    }
 
 
 def run(module: AnsibleModule) -> dict:
@@ -177,6 +214,10 @@ def run(module: AnsibleModule) -> dict:
         wanted = canonical(config)
         matches = [s for s in api.sweeps(entity, project) if canonical(_load(s.get("config"))) == wanted]
         sweep = matches[0] if matches else None
+        if sweep is None and not p["create"]:
+            module.fail_json(
+                msg=f"no sweep in {entity}/{project} has this config: deploy it first, or set the sweep's ID"
+            )
         if sweep is None:
             result["changed"] = True
             if module.check_mode:
@@ -191,12 +232,14 @@ def run(module: AnsibleModule) -> dict:
             result["created"] = True
 
     name = sweep["name"]
+    if "runs" not in sweep:  # found in the project's list, which does not carry the runs
+        sweep = api.sweep(entity, project, name) or sweep
     result.update(
         sweep_id=name,
         sweep_path=f"{entity}/{project}/{name}",
         url=f"{app_url(api.base_url)}/{entity}/{project}/sweeps/{name}",
         state=(sweep.get("state") or "RUNNING").upper(),
-        run_count=sweep.get("runCount") or 0,
+        **_progress(sweep),
     )
 
     target = TARGET.get(p["state"])
@@ -225,6 +268,7 @@ def main() -> None:
                 "default": "present",
                 "choices": ["present", "running", "paused", "finished", "canceled"],
             },
+            "create": {"type": "bool", "default": True},
             "timeout": {"type": "int", "default": 30},
             "validate_certs": {"type": "bool", "default": True},
         },

@@ -1,0 +1,276 @@
+#!/usr/bin/python
+# Copyright: sweep-fleet developers
+# Apache License 2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: agent_info
+short_description: What the W&B agents on a host are doing
+description:
+  - Reads, for every C(wandb-agent@.service) instance on the host, the unit's state and since
+    when, the runs it is running now (run id, parameters, process), the runs it has ended for
+    the sweep, and the last error line of its journal.
+  - Also lists every process left of the agents' service user, so that a stop can prove that
+    nothing (no orphaned run, no GPU-holding grandchild) is left behind.
+  - Changes nothing; safe in check mode.
+version_added: "0.1.0"
+options:
+  sweep:
+    description: The sweep (ENTITY/PROJECT/ID) whose ended runs are counted. Empty counts none.
+    type: str
+    default: ""
+  env_file:
+    description: The agents' environment file, where the sweep is read from when O(sweep) is empty.
+    type: path
+    default: /etc/sweep-fleet/agent.env
+  state_dir:
+    description: The agents' state directory (run directories are C(STATE_DIR/runs/INSTANCE)).
+    type: path
+    default: /var/lib/sweep-fleet
+  user:
+    description: The agents' service user.
+    type: str
+    default: wandb
+  journal_lines:
+    description: How many of each unit's last journal lines are searched for an error.
+    type: int
+    default: 300
+author:
+  - sweep-fleet developers
+"""
+
+EXAMPLES = r"""
+- name: Read what the agents do
+  sweep_fleet.wandb.agent_info:
+    sweep: "{{ wandb_agent_sweep }}"
+  become: true
+  register: agents
+"""
+
+RETURN = r"""
+sweep:
+  description: The sweep the agents work on (ENTITY/PROJECT/ID), empty when not known.
+  type: str
+  returned: always
+agents:
+  description: One entry per agent unit, in instance order.
+  type: list
+  elements: dict
+  returned: always
+  contains:
+    instance: {description: The instance name (C(1) for C(wandb-agent@1.service)), type: str}
+    unit: {description: The unit's name, type: str}
+    active_state: {description: systemd's ActiveState (active, inactive, failed, ...), type: str}
+    sub_state: {description: systemd's SubState (running, dead, auto-restart, ...), type: str}
+    since: {description: When the unit entered its state, as systemd prints it, type: str}
+    main_pid: {description: The agent's PID (0 when it is not running), type: int}
+    restarts: {description: Automatic restarts since the unit was last started by hand, type: int}
+    runs:
+      description: The runs the agent is running now (C(id), C(pid), C(params)).
+      type: list
+      elements: dict
+    runs_ended: {description: Runs of this sweep this instance has run and that have ended, type: int}
+    last_error: {description: The last error line of the unit's journal, or an empty string, type: str}
+user_processes:
+  description: Every process of the service user on the host (C(pid), C(unit), C(command)).
+  type: list
+  elements: dict
+  returned: always
+"""
+
+import glob  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import pwd  # noqa: E402
+import re  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+UNIT_RE = re.compile(r"^wandb-agent@(.+)\.service$")
+ERROR_RE = re.compile(r"error|traceback|exception|failed|killed", re.IGNORECASE)
+SHOW = ("ActiveState", "SubState", "StateChangeTimestamp", "MainPID", "NRestarts")
+
+
+def _read(path: str, mode: str = "r"):
+    try:
+        with open(path, mode) as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _stat(pid: int) -> list[str] | None:
+    text = _read(f"/proc/{pid}/stat")
+    if not text:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = _read(f"/proc/{pid}/environ", "rb") or b""
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _unit_of(pid: int) -> str:
+    for line in (_read(f"/proc/{pid}/cgroup") or "").splitlines():
+        match = re.search(r"/(wandb-agent@[^/]+\.service)", line)
+        if match:
+            return match.group(1)
+    return ""
+
+
+def _env_value(path: str, name: str) -> str:
+    for line in (_read(path) or "").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == name:
+            return value.strip().strip("'\"")
+    return ""
+
+
+def _params(path: str) -> dict:
+    """The run's parameters from the agent's config-RUNID.yaml ({name: {value: V}})."""
+    text = _read(path) or ""
+    try:
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+        return {k: v.get("value") for k, v in data.items() if isinstance(v, dict) and "value" in v}
+    except ImportError:
+        pass
+    except Exception:  # a half-written file: report no parameters rather than fail
+        return {}
+    params, name = {}, None
+    for line in text.splitlines():
+        top = re.match(r"^([^\s#][^:]*):\s*$", line)
+        value = re.match(r"^\s+value:\s*(.*)$", line)
+        if top:
+            name = top.group(1).strip().strip("'\"")
+        elif value and name:
+            text = value.group(1).strip()
+            try:  # numbers and booleans as YAML writes them
+                params[name] = json.loads(text.replace("'", '"'))
+            except ValueError:
+                params[name] = text.strip("'\"")
+            name = None
+    return params
+
+
+class Host:
+    def __init__(self, module: AnsibleModule):
+        self.module = module
+
+    def systemctl(self, *args: str) -> str:
+        rc, out, _err = self.module.run_command(["systemctl", *args])
+        return out if rc == 0 else ""
+
+    def instances(self) -> list[str]:
+        names = set()
+        listed = self.systemctl(
+            "list-units", "--all", "--plain", "--no-legend", "--type=service", "wandb-agent@*"
+        )
+        for line in listed.splitlines():
+            match = UNIT_RE.match(line.split()[0]) if line.split() else None
+            if match:
+                names.add(match.group(1))
+        for path in glob.glob("/etc/systemd/system/*.wants/wandb-agent@*.service"):
+            match = UNIT_RE.match(os.path.basename(path))
+            if match:
+                names.add(match.group(1))
+        return sorted(names, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
+
+    def show(self, unit: str) -> dict[str, str]:
+        out = self.systemctl("show", unit, *(f"--property={p}" for p in SHOW))
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def last_error(self, unit: str, lines: int) -> str:
+        _rc, out, _err = self.module.run_command(
+            ["journalctl", "--unit", unit, "--lines", str(lines), "--output", "cat", "--no-pager", "--quiet"]
+        )
+        matches = [line.strip() for line in out.splitlines() if ERROR_RE.search(line)]
+        return matches[-1][:300] if matches else ""
+
+
+def runs_of(agent: int, pids: list[int]) -> list[dict]:
+    runs = []
+    for pid in pids:
+        fields = _stat(pid)
+        if not fields or fields[0] == "Z" or int(fields[1]) != agent:
+            continue
+        if int(fields[2]) != pid or int(fields[3]) == pid:
+            continue  # not a run: runs lead their own process group, wandb-core its own session
+        env = _environ(pid)
+        run_id = env.get("WANDB_RUN_ID", "")
+        runs.append({"id": run_id, "pid": pid, "params": _params(env.get("WANDB_SWEEP_PARAM_PATH", ""))})
+    return runs
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "sweep": {"type": "str", "default": ""},
+            "env_file": {"type": "path", "default": "/etc/sweep-fleet/agent.env"},
+            "state_dir": {"type": "path", "default": "/var/lib/sweep-fleet"},
+            "user": {"type": "str", "default": "wandb"},
+            "journal_lines": {"type": "int", "default": 300},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    host = Host(module)
+    pids = _pids()
+    sweep = p["sweep"] or _env_value(p["env_file"], "SWEEP_FLEET_SWEEP")
+    sweep_id = sweep.rsplit("/", 1)[-1] if sweep else ""
+    agents = []
+    for instance in host.instances():
+        unit = f"wandb-agent@{instance}.service"
+        props = host.show(unit)
+        main_pid = int(props.get("MainPID") or 0)
+        runs = runs_of(main_pid, pids) if main_pid else []
+        started = set()
+        if sweep_id:
+            pattern = os.path.join(
+                p["state_dir"], "runs", instance, "wandb", f"sweep-{sweep_id}", "config-*.yaml"
+            )
+            started = {os.path.basename(f)[len("config-") : -len(".yaml")] for f in glob.glob(pattern)}
+        agents.append(
+            {
+                "instance": instance,
+                "unit": unit,
+                "active_state": props.get("ActiveState", "unknown"),
+                "sub_state": props.get("SubState", "unknown"),
+                "since": props.get("StateChangeTimestamp", ""),
+                "main_pid": main_pid,
+                "restarts": int(props.get("NRestarts") or 0),
+                "runs": runs,
+                "runs_ended": len(started - {r["id"] for r in runs}),
+                "last_error": host.last_error(unit, p["journal_lines"]),
+            }
+        )
+    try:
+        uid = pwd.getpwnam(p["user"]).pw_uid
+    except KeyError:
+        uid = None
+    processes = []
+    if uid is not None:
+        for pid in pids:
+            try:
+                owner = os.stat(f"/proc/{pid}").st_uid
+            except OSError:
+                continue
+            if owner == uid:
+                command = (
+                    (_read(f"/proc/{pid}/cmdline", "rb") or b"").replace(b"\0", b" ").decode(errors="replace")
+                )
+                processes.append({"pid": pid, "unit": _unit_of(pid), "command": command.strip()[:200]})
+    module.exit_json(changed=False, sweep=sweep, agents=agents, user_processes=processes)
+
+
+if __name__ == "__main__":
+    main()
