@@ -97,6 +97,7 @@ class Assignment:
     state: str = "running"
     online: bool = False
     last_seen: float = 0.0
+    tags: list = field(default_factory=list)
 
 
 @dataclass
@@ -332,6 +333,12 @@ class StandIn:
             )
             self.sweeps[sweep_id] = sweep
             return sweep
+
+    def delete_runs(self, sweep: str, run_ids: list[str]) -> None:
+        """Delete runs, as a user does in the W&B UI before re-running them."""
+        with self.lock:
+            path = self.sweep(sweep).path
+            self.assignments = [a for a in self.assignments if not (a.sweep == path and a.run_id in run_ids)]
 
     def set_state(self, sweep: str, state: str) -> None:
         state = state.upper()
@@ -643,6 +650,7 @@ class StandIn:
             for a in reversed(self.assignments):
                 if a.run_id == name:
                     a.online = True
+                    a.tags = sorted(set(a.tags) | set(variables.get("tags") or []))
                     break
         return {
             "upsertBucket": {

@@ -59,6 +59,20 @@ def create_agent(server, sweep_id: str, host: str):
     return status, body
 
 
+def agent_on(server, sweep_id: str, host: str) -> str:
+    """A registered agent's ID."""
+    return create_agent(server, sweep_id, host)[1]["data"]["createAgent"]["agent"]["id"]
+
+
+def upsert_run(server, run_id: str, **extra) -> None:
+    """What a run's wandb.init() sends: the run comes online."""
+    gql(
+        server,
+        "mutation UpsertBucket($name: String) { upsertBucket { bucket { id } } }",
+        {"name": run_id, "project": "p", "entity": "e", **extra},
+    )
+
+
 def heartbeat(server, agent_id: str, running: dict | None = None) -> list[dict]:
     status, body = gql(
         server,
@@ -160,7 +174,7 @@ def test_simultaneous_agents_never_get_the_same_parameters(server):
 
 def test_grid_completes_then_agents_exit(server):
     sweep = server.create_sweep({**GRID, "parameters": {"x": {"values": [1, 2]}}}, project="p")
-    agent = create_agent(server, sweep.id, "h1")[1]["data"]["createAgent"]["agent"]["id"]
+    agent = agent_on(server, sweep.id, "h1")
     first = heartbeat(server, agent)
     assert [c["type"] for c in first] == ["run"]
     run1 = first[0]["run_id"]
@@ -178,7 +192,7 @@ def test_grid_completes_then_agents_exit(server):
 
 def test_paused_sweep_keeps_agents_idle_until_resumed(server):
     sweep = server.create_sweep(GRID, project="p")
-    agent = create_agent(server, sweep.id, "h1")[1]["data"]["createAgent"]["agent"]["id"]
+    agent = agent_on(server, sweep.id, "h1")
     server.set_state(sweep.id, "PAUSED")
     assert heartbeat(server, agent) == []
     assert server.records() == []
@@ -188,7 +202,7 @@ def test_paused_sweep_keeps_agents_idle_until_resumed(server):
 
 def test_canceled_sweep_stops_runs_then_exits_agents(server):
     sweep = server.create_sweep(GRID, project="p")
-    agent = create_agent(server, sweep.id, "h1")[1]["data"]["createAgent"]["agent"]["id"]
+    agent = agent_on(server, sweep.id, "h1")
     run_id = heartbeat(server, agent)[0]["run_id"]
     server.set_state(sweep.id, "CANCELED")
     assert heartbeat(server, agent, {run_id: True}) == [{"type": "stop", "run_id": run_id}]
@@ -218,8 +232,8 @@ def test_sweep_state_changes_through_the_cli(server, tmp_path):
 
 def test_preempting_run_is_reissued_to_another_agent(server):
     sweep = server.create_sweep(GRID, project="p")
-    a1 = create_agent(server, sweep.id, "h1")[1]["data"]["createAgent"]["agent"]["id"]
-    a2 = create_agent(server, sweep.id, "h2")[1]["data"]["createAgent"]["agent"]["id"]
+    a1 = agent_on(server, sweep.id, "h1")
+    a2 = agent_on(server, sweep.id, "h2")
     cmd = heartbeat(server, a1)[0]
     status, _ = post(server.url, f"/files/e/p/{cmd['run_id']}/file_stream", {"files": {}, "preempting": True})
     assert status == 200
@@ -239,7 +253,7 @@ def test_preempting_run_is_reissued_to_another_agent(server):
 
 def test_preempted_run_goes_back_to_its_own_host_when_nothing_else_can_take_it(server):
     sweep = server.create_sweep({**GRID, "parameters": {"x": {"values": [1]}}}, project="p")
-    agent = create_agent(server, sweep.id, "h1")[1]["data"]["createAgent"]["agent"]["id"]
+    agent = agent_on(server, sweep.id, "h1")
     cmd = heartbeat(server, agent)[0]
     post(server.url, f"/files/e/p/{cmd['run_id']}/file_stream", {"files": {}, "preempting": True})
     again = heartbeat(server, agent, {})[0]
@@ -249,17 +263,62 @@ def test_preempted_run_goes_back_to_its_own_host_when_nothing_else_can_take_it(s
 
 def test_online_run_reports_exit_code(server):
     sweep = server.create_sweep(GRID, project="p")
-    agent = create_agent(server, sweep.id, "h1")[1]["data"]["createAgent"]["agent"]["id"]
+    agent = agent_on(server, sweep.id, "h1")
     run_id = heartbeat(server, agent)[0]["run_id"]
-    gql(
-        server,
-        "mutation UpsertBucket($name: String) { upsertBucket { bucket { id } } }",
-        {"name": run_id, "project": "p", "entity": "e"},
-    )
+    upsert_run(server, run_id)
     post(server.url, f"/files/e/p/{run_id}/file_stream", {"files": {}, "complete": True, "exitcode": 3})
     heartbeat(server, agent, {})
     (record,) = [r for r in server.records() if r["run_id"] == run_id]
     assert (record["online"], record["exitcode"], record["state"]) == (True, 3, "failed")
+
+
+def test_a_runs_final_record_ends_it_while_its_agent_drains(server):
+    """A draining agent stops heartbeating; the run's own file_stream still ends it."""
+    sweep = server.create_sweep(GRID, project="p")
+    agent = agent_on(server, sweep.id, "h1")
+    run_id = heartbeat(server, agent)[0]["run_id"]
+    upsert_run(server, run_id, tags=["code-v2"])
+    post(server.url, f"/files/e/p/{run_id}/file_stream", {"files": {}, "complete": True, "exitcode": 0})
+    (record,) = server.records(sweep.id)
+    assert (record["state"], record["tags"]) == ("finished", ["code-v2"])
+    assert record["end"] is not None
+
+
+def test_a_preempting_run_that_exits_nonzero_is_requeued_without_its_agent(server):
+    sweep = server.create_sweep(GRID, project="p")
+    a1 = agent_on(server, sweep.id, "h1")
+    a2 = agent_on(server, sweep.id, "h2")
+    cmd = heartbeat(server, a1)[0]
+    post(server.url, f"/files/e/p/{cmd['run_id']}/file_stream", {"files": {}, "preempting": True})
+    post(server.url, f"/files/e/p/{cmd['run_id']}/file_stream", {"complete": True, "exitcode": 143})
+    assert server.records(sweep.id)[0]["state"] == "preempted"
+    again = heartbeat(server, a2)[0]
+    assert (again["run_id"], again["args"]) == (cmd["run_id"], cmd["args"])
+
+
+def test_a_run_nobody_reports_on_crashes_after_the_run_timeout():
+    with StandIn(api_key=TEST_API_KEY, run_timeout=0.5) as server:
+        sweep = server.create_sweep(GRID, project="p")
+        agent = agent_on(server, sweep.id, "h1")
+        run_id = heartbeat(server, agent)[0]["run_id"]
+        upsert_run(server, run_id)
+        assert server.records(sweep.id)[0]["state"] == "running"
+        server.wait_for(
+            lambda s: s.records(sweep.id)[0]["state"] == "crashed", timeout=5, what="the silent run to crash"
+        )
+
+
+def test_deleted_runs_of_a_finished_grid_run_again_after_resume(server):
+    sweep = server.create_sweep({**GRID, "parameters": {"x": {"values": [1, 2]}}}, project="p")
+    agent = agent_on(server, sweep.id, "h1")
+    first = heartbeat(server, agent)[0]
+    second = heartbeat(server, agent, {})[0]
+    assert heartbeat(server, agent, {}) == [{"type": "exit"}] and sweep.state == "FINISHED"
+    server.delete_runs(sweep.id, [first["run_id"]])
+    server.set_state(sweep.id, "RUNNING")
+    again = heartbeat(server, agent_on(server, sweep.id, "h2"))[0]
+    assert again["args"] == first["args"] and again["run_id"] != first["run_id"]
+    assert [r["params"]["x"] for r in server.records(sweep.id)] == [second["args"]["x"]["value"], 1]
 
 
 # -- faults ------------------------------------------------------------------------------
