@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -105,3 +106,65 @@ def changed_tasks(output: str, host: str | None = None) -> list[str]:
             if host is None or who == host:
                 tasks.append(current)
     return tasks
+
+
+def git(*args: str, cwd) -> str:
+    """Run git with a throwaway identity; return its output."""
+    return subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.invalid",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.invalid",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(cwd),
+        },
+    ).stdout.strip()
+
+
+class GitServer:
+    """Bare repositories under ``root`` served by `git daemon` on ``host`` (where hosts reach it)."""
+
+    def __init__(self, root: Path, host: str):
+        self.root, self.host = root, host
+        root.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            self.port = sock.getsockname()[1]
+        self.daemon = subprocess.Popen(
+            [
+                "git",
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                f"--base-path={root}",
+                f"--listen={host}",
+                f"--port={self.port}",
+                str(root),
+            ]
+        )
+        wait_until(self._listening, timeout=10, interval=0.1, what="git daemon listening")
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection((self.host, self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+    def publish(self, work: Path, name: str) -> str:
+        """Push the work tree's branches to the bare repository ``name``; return its URL."""
+        bare = self.root / f"{name}.git"
+        if not bare.exists():
+            git("init", "-q", "--bare", str(bare), cwd=self.root)
+        git("push", "-q", "--all", str(bare), cwd=work)
+        return f"git://{self.host}:{self.port}/{name}.git"
+
+    def stop(self) -> None:
+        self.daemon.terminate()
+        self.daemon.wait(timeout=10)

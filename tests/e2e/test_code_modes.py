@@ -6,36 +6,15 @@ from __future__ import annotations
 import collections
 import itertools
 import shutil
-import socket
-import subprocess
-import time
 
 import pytest
 import yaml
 
-from support import REPO, TEST_API_KEY, run_playbook
+from support import REPO, TEST_API_KEY, GitServer, git, run_playbook
 
 pytestmark = pytest.mark.fleet
 
 RL = REPO / "examples" / "rl-mpe"
-
-
-def git(*args: str, cwd) -> str:
-    return subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-        env={
-            "GIT_AUTHOR_NAME": "t",
-            "GIT_AUTHOR_EMAIL": "t@example.invalid",
-            "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@example.invalid",
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(cwd),
-        },
-    ).stdout.strip()
 
 
 @pytest.fixture
@@ -51,35 +30,9 @@ def git_server(make_fleet, tmp_path):
     (work / "train" / "NOT_PINNED").write_text("a later commit the deploy must not check out\n")
     git("add", ".", cwd=work)
     git("commit", "-q", "-m", "later", cwd=work)
-    served = tmp_path / "served"
-    served.mkdir()
-    git("clone", "-q", "--bare", str(work), str(served / "rl-mpe.git"), cwd=tmp_path)
-    host = fleet.gateway()
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port = sock.getsockname()[1]
-    daemon = subprocess.Popen(
-        [
-            "git",
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            f"--base-path={served}",
-            f"--listen={host}",
-            f"--port={port}",
-            str(served),
-        ]
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield fleet, f"git://{host}:{port}/rl-mpe.git", pinned
-    daemon.terminate()
-    daemon.wait(timeout=10)
+    server = GitServer(tmp_path / "served", fleet.gateway())
+    yield fleet, server.publish(work, "rl-mpe"), pinned
+    server.stop()
 
 
 def test_git_code_and_the_rl_sweep(git_server, standin_for, tmp_path):
