@@ -10,6 +10,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 
 .PHONY: help root-check bootstrap lint unit fleet-tests molecule test demo demo-down image clean
 
@@ -41,10 +42,13 @@ fleet-tests: bootstrap root-check
 image: bootstrap root-check
 	python -m fleet image
 
+# Two pytest workers, each taking whole test files (a file's tests share one fleet); the
+# host image is built first so that the workers do not both build it.
 test: bootstrap root-check
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory lint && \
-	pytest $(PYTEST_ARGS) && \
+	python -m fleet image && \
+	pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) && \
 	echo "make test: passed in $$(( $$(date +%s) - start ))s"
 
 demo: bootstrap root-check

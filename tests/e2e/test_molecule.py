@@ -74,8 +74,7 @@ def test_scenario(scenario, host_image):
             gateway = json.loads(podman("network", "inspect", network).stdout)[0]["subnets"][0]["gateway"]
             standin = StandIn(host=gateway, api_key=TEST_API_KEY).start()
             env |= {"STANDIN_URL": standin.url, "STANDIN_API_KEY": TEST_API_KEY}
-        molecule("create", scenario, env)
-        molecule("prepare", scenario, env)
+        molecule("create", scenario, env)  # runs prepare too
         # `molecule check` would destroy and re-create the host: check mode on this one instead.
         molecule("converge", scenario, env, "--", "--check")
         if standin:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -100,6 +101,16 @@ def build_image(force: bool = False, log=print) -> str:
     tag = image_tag()
     if image_exists(tag) and not force:
         return tag
+    # Parallel test workers: one builds, the others wait for it and reuse the image.
+    lock_path = Path(tempfile.gettempdir()) / "sweep-fleet-image.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if image_exists(tag) and not force:
+            return tag
+        return _build_image(tag, log)
+
+
+def _build_image(tag: str, log) -> str:
     if os.geteuid() != 0:
         raise FleetError("building the test-host image needs root (mmdebstrap and podman run as root)")
     mirror = os.environ.get("FLEET_DEBIAN_MIRROR", DEFAULT_MIRROR)
