@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from standin import StandIn
+from standin.server import Assignment
 from support import REPO, TEST_API_KEY, VENV_BIN, ansible_env
 
 GRID = {
@@ -142,4 +143,36 @@ def test_server_errors_are_reported(server, tmp_path):
     server.inject("http500", operation="GetSweeps", count=1)
     result = sweep_task(server, tmp_path, config=GRID, project="p")
     assert result["failed"] and "HTTP 500" in result["msg"]
+    assert server.sweeps == {}
+
+
+def test_progress_counts_runs_by_state_and_the_grid_size(server, tmp_path):
+    config = {**GRID, "parameters": {"lr": {"values": [0.1, 0.01, 0.001]}, "layers": {"value": 2}}}
+    created = sweep_task(server, tmp_path, config=config, project="p")
+    assert (created["run_count"], created["run_count_expected"], created["runs_by_state"]) == (0, 3, {})
+    sweep = server.sweep(created["sweep_id"])
+    server.assignments.append(
+        Assignment(sweep=sweep.path, run_id="r1", params={"lr": 0.1}, agent_id="a", agent_host="h", start=0)
+    )
+    server.assignments.append(
+        Assignment(
+            sweep=sweep.path,
+            run_id="r2",
+            params={"lr": 0.01},
+            agent_id="a",
+            agent_host="h",
+            start=0,
+            state="finished",
+        )
+    )
+    # Found by its config (the project's sweep list carries no runs) and by its ID.
+    for args in ({"config": config, "project": "p"}, {"sweep_id": sweep.path}):
+        result = sweep_task(server, tmp_path, **args)
+        assert result["run_count"] == 2 and result["run_count_expected"] == 3
+        assert result["runs_by_state"] == {"running": 1, "finished": 1}
+
+
+def test_create_false_never_creates(server, tmp_path):
+    result = sweep_task(server, tmp_path, config=GRID, project="p", create=False, state="paused")
+    assert result["failed"] and "no sweep in" in result["msg"] and "has this config" in result["msg"]
     assert server.sweeps == {}

@@ -33,9 +33,15 @@ def test_unit_properties(host, unit):
     assert props["ProtectSystem"] == "strict"
     assert props["PrivateTmp"] == "yes"
     assert props["WorkingDirectory"] == "/var/lib/sweep-fleet/code"
-    assert "LoadCredential=netrc:/etc/sweep-fleet/netrc" in host.file(props["FragmentPath"]).content_string
+    fragment = host.file(props["FragmentPath"]).content_string
+    assert "LoadCredential=netrc:/etc/sweep-fleet/netrc" in fragment
     assert props["TimeoutStopUSec"] == "1min 30s", "the term timeout (60 s) plus 30 s"
-    assert "--forward-signals" in props["ExecStart"]
+    # Stop = preempt: the helper SIGINTs the agent and SIGTERMs the run; a drain's SIGINT
+    # means "no new run" only because the agent does not forward signals itself.
+    assert "--forward-signals" not in props["ExecStart"]
+    assert "wandb-agent-stop --term-timeout 60" in props["ExecStop"]
+    assert props["RuntimeDirectory"] == unit.replace("wandb-agent@", "sweep-fleet/").removesuffix(".service")
+    assert "ExecCondition=+/opt/sweep-fleet/venv/bin/python" in fragment
     assert KEY not in host.check_output(f"systemctl show {unit}")
 
 

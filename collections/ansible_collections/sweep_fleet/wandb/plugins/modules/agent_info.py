@@ -72,7 +72,9 @@ agents:
       type: list
       elements: dict
     runs_ended: {description: Runs of this sweep this instance has run and that have ended, type: int}
-    last_error: {description: The last error line of the unit's journal, or an empty string, type: str}
+    last_error:
+      description: The last error line of the unit's journal since it was last started, or an empty string.
+      type: str
 user_processes:
   description: Every process of the service user on the host (C(pid), C(unit), C(command)).
   type: list
@@ -90,7 +92,7 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 UNIT_RE = re.compile(r"^wandb-agent@(.+)\.service$")
 ERROR_RE = re.compile(r"error|traceback|exception|failed|killed", re.IGNORECASE)
-SHOW = ("ActiveState", "SubState", "StateChangeTimestamp", "MainPID", "NRestarts")
+SHOW = ("ActiveState", "SubState", "StateChangeTimestamp", "InactiveExitTimestamp", "MainPID", "NRestarts")
 
 
 def _read(path: str, mode: str = "r"):
@@ -189,10 +191,23 @@ class Host:
         out = self.systemctl("show", unit, *(f"--property={p}" for p in SHOW))
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
-    def last_error(self, unit: str, lines: int) -> str:
-        _rc, out, _err = self.module.run_command(
-            ["journalctl", "--unit", unit, "--lines", str(lines), "--output", "cat", "--no-pager", "--quiet"]
-        )
+    def last_error(self, unit: str, lines: int, since: str) -> str:
+        """The last error line of the unit's journal since it was last started."""
+        command = [
+            "journalctl",
+            "--unit",
+            unit,
+            "--lines",
+            str(lines),
+            "--output",
+            "cat",
+            "--no-pager",
+            "--quiet",
+        ]
+        # systemd prints "Mon 2026-11-23 14:02:11 UTC"; journalctl takes it without the weekday.
+        if len(since.split()) >= 3:
+            command.append("--since=" + " ".join(since.split()[1:]))
+        _rc, out, _err = self.module.run_command(command)
         matches = [line.strip() for line in out.splitlines() if ERROR_RE.search(line)]
         return matches[-1][:300] if matches else ""
 
@@ -250,7 +265,9 @@ def main() -> None:
                 "restarts": int(props.get("NRestarts") or 0),
                 "runs": runs,
                 "runs_ended": len(started - {r["id"] for r in runs}),
-                "last_error": host.last_error(unit, p["journal_lines"]),
+                "last_error": host.last_error(
+                    unit, p["journal_lines"], props.get("InactiveExitTimestamp") or ""
+                ),
             }
         )
     try:

@@ -1,0 +1,469 @@
+"""The fleet's lifecycle over SSH against test hosts and the W&B API stand-in.
+
+One fleet of three hosts lives through the tests of this module in order, as a user's
+fleet would: status during a sweep, a rolling drain stop and a start, a preempt stop, a
+kill stop, pause/resume/cancel, a rolling update to a new code ref, and removal. Each
+scenario gets a sweep of its own. The code comes from a git repository (the preemptible
+example plus tests/programs/leaky.py, whose worker process ignores SIGTERM).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from standin import StandIn
+from support import REPO, TEST_API_KEY, GitServer, git, recap, run_playbook, wait_until
+
+pytestmark = pytest.mark.fleet
+
+EXAMPLE = REPO / "examples" / "preemptible"
+LEAKY = REPO / "tests" / "programs" / "leaky.py"
+LRS = [0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 0.0005, 0.0002]
+
+
+class Lifecycle:
+    """Inventory, code repository and playbook runs for the lifecycle fleet."""
+
+    def __init__(self, fleet, standin: StandIn, server: GitServer, root: Path):
+        self.fleet, self.standin = fleet, standin
+        self.hosts = fleet.hosts()
+        self.inventory = root / "inventory"
+        (self.inventory / "group_vars").mkdir(parents=True)
+        self.hosts_file = fleet.write_inventory(self.inventory / "hosts.ini")
+        self.work = root / "code"
+        shutil.copytree(EXAMPLE, self.work)
+        shutil.copy(LEAKY, self.work / "leaky.py")
+        git("init", "-q", "-b", "main", cwd=self.work)
+        self.server = server
+        self.refs = {}
+        self.repo_url = None
+        self.new_version("v1")
+        self.sweep_vars: dict = {}
+
+    def new_version(self, version: str) -> str:
+        (self.work / "VERSION").write_text(version + "\n")
+        git("add", ".", cwd=self.work)
+        git("commit", "-q", "-m", f"code {version}", cwd=self.work)
+        self.repo_url = self.server.publish(self.work, "lifecycle")
+        self.refs[version] = git("rev-parse", "HEAD", cwd=self.work)
+        return self.refs[version]
+
+    def write_vars(self, **extra) -> None:
+        settings = {
+            "wandb_credentials_api_key": TEST_API_KEY,
+            "wandb_credentials_base_url": self.standin.url,
+            "wandb_runtime_uv_source": "controller",
+            "wandb_code_source": "git",
+            "wandb_code_git_repo": self.repo_url,
+            "wandb_code_git_version": self.refs["v1"],
+            "wandb_sweep_project": "lifecycle",
+            "wandb_sweep_program": "leaky.py",
+            "wandb_sweep_metric": {"name": "loss", "goal": "minimize"},
+            "wandb_agent_stagger_seconds": 0.5,
+            "wandb_agent_term_timeout": 20,
+            "wandb_agent_restart_sec": 2,
+            **self.sweep_vars,
+            **extra,
+        }
+        (self.inventory / "group_vars" / "fleet.yml").write_text("---\n" + yaml.safe_dump(settings))
+
+    def new_sweep(self, name: str, values: int, epochs: int, epoch_seconds: float):
+        """Deploy a sweep of its own for a scenario; return the stand-in's sweep."""
+        self.sweep_vars = {
+            "wandb_sweep_name": name,
+            "wandb_sweep_parameters": {
+                "lr": {"values": LRS[:values]},
+                "epochs": {"value": epochs},
+                "epoch_seconds": {"value": epoch_seconds},
+            },
+        }
+        self.write_vars()
+        self.play(REPO / "deploy.yml")
+        (sweep,) = [s for s in self.standin.sweeps.values() if s.config.get("name") == name]
+        return sweep
+
+    def play(self, playbook: Path, *args: str, inventory: Path | None = None, **kwargs):
+        return run_playbook(playbook, inventory or self.hosts_file, *args, **kwargs)
+
+    def stop_one(self, host, mode: str) -> dict:
+        """stop.yml on one host in the given mode; return its report of the stopped runs."""
+        result = self.play(
+            REPO / "playbooks" / "stop.yml",
+            "-e",
+            f"wandb_agent_stop_mode={mode}",
+            "--limit",
+            host.name,
+            json_output=True,
+        )
+        return stop_reports(result.json)[host.name]
+
+    def sh(self, host, command: str) -> str:
+        return self.fleet.ssh(host, command).stdout
+
+    def wandb_processes(self, host) -> list[str]:
+        out = self.sh(host, "ps -eo user:32=,pid=,args= | awk '$1 == \"wandb\"'")
+        return [line for line in out.splitlines() if line.strip()]
+
+    def unit(self, host, *props: str) -> dict[str, str]:
+        out = self.sh(host, "systemctl show wandb-agent@1 " + " ".join(f"-p {p}" for p in props))
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def journal(self, host, since: float) -> list[tuple[float, str]]:
+        """(time, message) of the agent unit's journal entries since ``since``."""
+        out = self.sh(host, f"sudo journalctl -u wandb-agent@1 -o json --no-pager --since=@{int(since) - 1}")
+        entries = []
+        for line in out.splitlines():
+            entry = json.loads(line)
+            message = entry.get("MESSAGE")
+            if isinstance(message, list):
+                message = bytes(message).decode(errors="replace")
+            entries.append((int(entry["__REALTIME_TIMESTAMP"]) / 1e6, message or ""))
+        return entries
+
+
+def stopping(message: str) -> bool:
+    """A journal message that marks the start of an agent's stop (a drain's SIGINT, or a stop)."""
+    return "Sent signal SIGINT to main process" in message or message.startswith("Stopping ")
+
+
+def records(standin: StandIn, sweep) -> list[dict]:
+    return standin.records(sweep.id)
+
+
+def outline(rs: list[dict]) -> list[tuple]:
+    """What the status must agree with: which run is where, in which state."""
+    return [(r["run_id"], r["agent_host"], r["state"]) for r in rs]
+
+
+def running_on(standin: StandIn, sweep) -> dict[str, list[dict]]:
+    busy = collections.defaultdict(list)
+    for r in records(standin, sweep):
+        if r["state"] == "running":
+            busy[r["agent_host"]].append(r)
+    return busy
+
+
+def stop_reports(play_json: dict) -> dict[str, dict]:
+    """Each host's "Report the stopped runs" message, from every batch of a serial play."""
+    reports = {}
+    for play in play_json["plays"]:
+        for task in play["tasks"]:
+            if task["task"]["name"].endswith("Report the stopped runs"):
+                reports.update({host: result["msg"] for host, result in task["hosts"].items()})
+    return reports
+
+
+def finished_once(standin: StandIn, sweep, values: int) -> None:
+    """Every grid value finished exactly once, and nothing else is left running."""
+    rs = records(standin, sweep)
+    finished = collections.Counter(r["params"]["lr"] for r in rs if r["state"] == "finished")
+    assert finished == dict.fromkeys(LRS[:values], 1), rs
+    assert not [r for r in rs if r["state"] == "running"], rs
+
+
+@pytest.fixture(scope="module")
+def site(make_fleet, tmp_path_factory):
+    fleet = make_fleet(3)
+    root = tmp_path_factory.mktemp("lifecycle")
+    standin = StandIn(host=fleet.gateway(), api_key=TEST_API_KEY).start()
+    server = GitServer(root / "served", fleet.gateway())
+    yield Lifecycle(fleet, standin, server, root)
+    server.stop()
+    standin.stop()
+
+
+def view_at(rs: list[dict], host: str, t: float) -> tuple[dict, int]:
+    """The stand-in's view of one host at time t: its running runs' params, its ended runs."""
+    mine = [r for r in rs if r["agent_host"] == host and r["start"] <= t]
+    running = {r["run_id"]: r["params"] for r in mine if r["end"] is None or r["end"] > t}
+    return running, len(mine) - len(running)
+
+
+def test_status_equals_the_standins_records(site, tmp_path):
+    sweep = site.new_sweep("status-and-drain", values=9, epochs=8, epoch_seconds=1.5)
+    site.standin.wait_for(lambda s: len(running_on(s, sweep)) == 3, timeout=90, what="a run on every host")
+    status_file = tmp_path / "status.json"
+    before = time.time()
+    out = site.play(REPO / "playbooks" / "status.yml", "-e", f"wandb_agent_status_file={status_file}").stdout
+    after = time.time()
+    report = json.loads(status_file.read_text())
+    rs = records(site.standin, sweep)
+
+    rows = {row["host"]: row for row in report["agents"]}
+    assert sorted(rows) == sorted(h.name for h in site.hosts)
+    # Each host was read at some instant of the status run: the stand-in must have seen
+    # exactly that host's current runs (ids and parameters) and ended-run count then.
+    moments = sorted(
+        {before, after} | {t for r in rs for t in (r["start"], r["end"]) if t and before < t < after}
+    )
+    for host in site.hosts:
+        row = rows[host.name]
+        assert row["active_state"] == "active" and row["sub_state"] == "running"
+        seen = ({run["id"]: run["params"] for run in row["runs"]}, row["runs_ended"])
+        assert seen in [view_at(rs, host.name, t) for t in moments], (host.name, seen, rs)
+        assert row["since"] and "last_error" in row
+    assert sum(len(row["runs"]) for row in rows.values()) >= 2, "the status shows the current runs"
+    finished = len([r for r in rs if r["state"] == "finished" and r["end"] < before])
+    assert report["sweep"]["path"] == sweep.path
+    assert report["sweep"]["state"] == "RUNNING"
+    assert report["sweep"]["run_count_expected"] == 9
+    assert (
+        finished
+        <= report["sweep"]["runs_by_state"].get("finished", 0)
+        <= len([r for r in rs if r["state"] == "finished" and r["end"] < after])
+    )
+    # The table a person reads: a header, one line per agent, the sweep's progress and URL.
+    assert "HOST" in out and "PARAMETERS" in out
+    for host in site.hosts:
+        assert host.name in out
+    progress = report["sweep"]["runs_by_state"].get("finished", 0)
+    assert f"{progress}/9 runs finished" in out and sweep.id in out
+
+
+def test_rolling_drain_stop_then_start_completes_the_sweep(site):
+    (sweep,) = [s for s in site.standin.sweeps.values() if s.config.get("name") == "status-and-drain"]
+    site.standin.wait_for(lambda s: len(running_on(s, sweep)) >= 2, timeout=60, what="busy hosts")
+    checked = time.time()
+    site.play(REPO / "playbooks" / "stop.yml", "--check")
+    for host in site.hosts:
+        assert not [m for _, m in site.journal(host, checked) if stopping(m)], "check mode stopped nothing"
+        assert site.unit(host, "ActiveState")["ActiveState"] == "active"
+    began = time.time()
+    result = site.play(REPO / "playbooks" / "stop.yml", json_output=True)
+
+    # From the hosts' records: when each drain began (SIGINT) and when the unit went down.
+    windows = {}
+    for host in site.hosts:
+        journal = site.journal(host, began)
+        start = [t for t, m in journal if stopping(m)]
+        end = [t for t, m in journal if "Deactivated successfully" in m or m.startswith("Stopped ")]
+        assert start and end, f"{host.name}: no drain or no end in the journal\n{journal}"
+        windows[host.name] = (start[0], end[-1])
+    ordered = sorted(windows.values())
+    for (_, prev_end), (next_start, _) in itertools.pairwise(ordered):
+        assert next_start >= prev_end, f"two hosts were stopping at once: {windows}"
+
+    reports = stop_reports(result.json)
+    rs = records(site.standin, sweep)
+    assert not [r for r in rs if r["state"] != "finished"], "every started run finished"
+    for host in site.hosts:
+        assert site.wandb_processes(host) == [], host.name
+        assert site.unit(host, "ActiveState")["ActiveState"] == "inactive"
+        started_after = [r for r in rs if r["agent_host"] == host.name and r["start"] > windows[host.name][0]]
+        assert started_after == [], f"{host.name} took a run while draining"
+        report = reports[host.name]
+        assert report["preempted"] == [] and report["killed"] == []
+        finished_here = {r["run_id"] for r in rs if r["agent_host"] == host.name}
+        assert {run["id"] for run in report["drained"]} <= finished_here
+    assert any(report["drained"] for report in reports.values()), reports
+
+    site.play(REPO / "playbooks" / "start.yml")
+    site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=180, what="the sweep to finish")
+    finished_once(site.standin, sweep, 9)
+
+
+def test_preempted_runs_go_to_other_hosts_and_nothing_is_left(site):
+    sweep = site.new_sweep("preempt", values=6, epochs=10, epoch_seconds=1)
+    first = site.hosts[0]
+    # Online: the run has called wandb.init(), after installing its SIGTERM handler.
+    victim = site.standin.wait_for(
+        lambda s: next((r for r in running_on(s, sweep).get(first.name, []) if r["online"]), None),
+        timeout=90,
+        what=f"a run on {first.name}",
+    )
+    report = site.stop_one(first, "preempt")
+    assert [run["id"] for run in report["preempted"]] == [victim["run_id"]]
+    assert site.wandb_processes(first) == [], "no run, agent or leaked worker is left"
+
+    site.standin.wait_for(
+        lambda s: any(
+            r["run_id"] == victim["run_id"] and r["agent_host"] != first.name and r["state"] == "finished"
+            for r in records(s, sweep)
+        ),
+        timeout=120,
+        what="the preempted run to finish on another host",
+    )
+    attempts = [r for r in records(site.standin, sweep) if r["run_id"] == victim["run_id"]]
+    assert attempts[0]["agent_host"] == first.name
+    assert attempts[0]["preempting"] and attempts[0]["state"] == "preempted"
+    assert attempts[0]["exitcode"] != 0
+    assert attempts[0]["params"] == attempts[-1]["params"]
+
+    site.play(REPO / "playbooks" / "start.yml", "--limit", first.name)
+    site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=180, what="the sweep to finish")
+    finished_once(site.standin, sweep, 6)
+    assert len([r for r in records(site.standin, sweep) if r["state"] == "preempted"]) == 1
+
+
+def test_kill_stop_leaves_no_process_of_the_service_user(site):
+    sweep = site.new_sweep("control", values=9, epochs=6, epoch_seconds=1)
+    second = site.hosts[1]
+    site.standin.wait_for(
+        lambda s: running_on(s, sweep).get(second.name), timeout=90, what=f"a run on {second.name}"
+    )
+    # The run and its worker (own session, ignores SIGTERM) are both up.
+    wait_until(
+        lambda: len([p for p in site.wandb_processes(second) if "leaky.py" in p]) >= 2,
+        timeout=30,
+        what="the run's worker",
+    )
+    report = site.stop_one(second, "kill")
+    assert len(report["killed"]) == 1 and report["preempted"] == [] and report["drained"] == []
+    assert site.wandb_processes(second) == []
+    unit = site.unit(second, "ActiveState", "NRestarts")
+    assert unit == {"ActiveState": "inactive", "NRestarts": "0"}
+
+
+def test_pause_keeps_agents_idle_resume_continues_cancel_ends_them(site):
+    (sweep,) = [s for s in site.standin.sweeps.values() if s.config.get("name") == "control"]
+    sweep_play = REPO / "playbooks" / "sweep.yml"
+    site.play(sweep_play, "-e", "wandb_sweep_action=pause")
+    assert sweep.state == "PAUSED"
+    paused_at = time.time()
+    # The run killed on the second host never reports again (W&B would mark it crashed later).
+    up = {site.hosts[0].name, site.hosts[2].name}
+    site.standin.wait_for(
+        lambda s: not up & set(running_on(s, sweep)), timeout=60, what="the running runs to end"
+    )
+    live = [
+        a
+        for a in site.standin.agents.values()
+        if a.sweep == sweep.path and not a.exited and a.last_heartbeat and time.time() - a.last_heartbeat < 15
+    ]
+    assert len(live) == 2, "the agents of the two hosts still up"
+    seen = {a.id: a.heartbeats for a in live}
+    # Two more heartbeats from every agent: each was asked for work twice and got none.
+    site.standin.wait_for(
+        lambda s: all(a.heartbeats >= seen[a.id] + 2 for a in live),
+        timeout=30,
+        what="heartbeats while paused",
+    )
+    assert not [r for r in records(site.standin, sweep) if r["start"] > paused_at]
+    for host in (site.hosts[0], site.hosts[2]):
+        assert site.unit(host, "ActiveState")["ActiveState"] == "active", "agents stay up while paused"
+
+    resumed_at = time.time()
+    site.play(sweep_play, "-e", "wandb_sweep_action=resume")
+    site.standin.wait_for(
+        lambda s: [r for r in records(s, sweep) if r["start"] > resumed_at],
+        timeout=60,
+        what="a run after resume",
+    )
+    for host in site.hosts:  # resume started the agent that the kill test stopped, too
+        assert site.unit(host, "ActiveState")["ActiveState"] == "active"
+
+    starts_before = {h.name: site.unit(h, "NRestarts")["NRestarts"] for h in site.hosts}
+    site.play(sweep_play, "-e", "wandb_sweep_action=cancel")
+    assert sweep.state == "CANCELED"
+    for host in site.hosts:
+        wait_until(
+            lambda host=host: site.unit(host, "ActiveState")["ActiveState"] == "inactive",
+            timeout=60,
+            what=f"{host.name}'s agent to end",
+        )
+    cancelled_at = time.time()
+    # No restart loop: with RestartSec=2 a loop would restart each unit several times here.
+    deadline = cancelled_at + 8
+    while time.time() < deadline:
+        for host in site.hosts:
+            unit = site.unit(host, "ActiveState", "Result", "NRestarts")
+            assert unit["ActiveState"] == "inactive", (host.name, unit)
+            assert unit["Result"] == "success", (host.name, unit)
+            assert unit["NRestarts"] == starts_before[host.name], (host.name, unit)
+        time.sleep(1)
+    for host in site.hosts:
+        starts = [m for t, m in site.journal(host, cancelled_at) if m.startswith("Starting ")]
+        assert starts == [], f"{host.name} restarted its agent after the cancel"
+        assert site.wandb_processes(host) == []
+
+
+def test_rolling_update_to_a_new_code_ref(site):
+    # Runs long enough that work is left when the first host comes back with the new code.
+    sweep = site.new_sweep("update", values=9, epochs=8, epoch_seconds=2)
+    site.standin.wait_for(lambda s: len(running_on(s, sweep)) == 3, timeout=90, what="a run on every host")
+    v2 = site.new_version("v2")
+    began = time.time()
+    update = site.play(REPO / "playbooks" / "update.yml", "-e", f"wandb_code_git_version={v2}")
+    updated, seen = {}, {}
+    for host in site.hosts:
+        assert site.sh(host, "sudo cat /var/lib/sweep-fleet/code/VERSION").strip() == "v2"
+        journal = site.journal(host, began)
+        # The drain's SIGINT (or the agent's own end, when the sweep ran out of work first).
+        ended = [t for t, m in journal if stopping(m) or "Received exit command" in m]
+        started = [t for t, m in journal if m.startswith("Started ")]
+        seen[host.name] = [(t, m[:60]) for t, m in journal if t in ended or t in started]
+        assert ended, f"{host.name} was neither drained nor done\n{journal}"
+        if not started:
+            assert sweep.state == "FINISHED", f"{host.name} was not started again\n{journal}"
+        updated[host.name] = (ended[0], started[-1] if started else float("inf"))
+    assert any(restarted < float("inf") for _, restarted in updated.values()), (
+        began,
+        seen,
+        update.stdout[-6000:],
+    )
+
+    site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=240, what="the sweep to finish")
+    finished_once(site.standin, sweep, 9)
+    rs = records(site.standin, sweep)
+    for r in rs:
+        drain_began, restarted = updated[r["agent_host"]]
+        if r["start"] >= restarted:
+            assert r["tags"] == ["code-v2"], r
+        elif r["start"] < drain_began:
+            assert r["tags"] == ["code-v1"], r
+        else:
+            pytest.fail(f"a run started on {r['agent_host']} while it was being updated: {r}")
+    assert any(r["tags"] == ["code-v2"] for r in rs)
+
+
+def test_resuming_a_finished_sweep_runs_deleted_runs_again(site):
+    """The users' re-run: delete the failed runs in W&B, resume the sweep, agents start again."""
+    (sweep,) = [s for s in site.standin.sweeps.values() if s.config.get("name") == "update"]
+    assert sweep.state == "FINISHED"
+    for host in site.hosts:
+        assert site.unit(host, "ActiveState")["ActiveState"] == "inactive"
+    redo = records(site.standin, sweep)[:2]
+    site.standin.delete_runs(sweep.id, [r["run_id"] for r in redo])
+    resumed = time.time()
+    site.play(REPO / "playbooks" / "sweep.yml", "-e", "wandb_sweep_action=resume")
+    site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=120, what="the sweep to finish again")
+    finished_once(site.standin, sweep, 9)
+    rerun = [r for r in records(site.standin, sweep) if r["start"] > resumed]
+    assert sorted(r["params"]["lr"] for r in rerun) == sorted(r["params"]["lr"] for r in redo)
+
+
+def test_remove_leaves_nothing_behind(site):
+    retired, *kept = site.hosts
+    uids = {host.name: site.sh(host, "id -u wandb").strip() for host in site.hosts}
+    # The retired host has left the fleet group: the inventory names it in a group of its own.
+    inventory = site.fleet.write_inventory(site.inventory / "hosts.ini", hosts=kept)
+    retired_group = site.fleet.write_inventory(
+        site.inventory / "retired.ini", hosts=[retired], group="retired"
+    )
+    inventory.write_text(inventory.read_text() + "\n" + retired_group.read_text())
+    retired_group.unlink()
+    first = site.play(
+        REPO / "playbooks" / "remove.yml", "-e", "sweep_fleet_hosts=retired", inventory=inventory
+    )
+    assert sorted(recap(first.stdout)) == [retired.name]
+    site.play(REPO / "playbooks" / "remove.yml", inventory=inventory)
+    for host in site.hosts:
+        leftovers = site.sh(
+            host,
+            "systemctl list-units --all --plain --no-legend 'wandb-agent@*'; "
+            "ls -d /etc/systemd/system/wandb-agent@.service /opt/sweep-fleet /etc/sweep-fleet "
+            "/var/lib/sweep-fleet /var/cache/sweep-fleet /run/sweep-fleet /usr/local/bin/uv 2>/dev/null; "
+            "getent passwd wandb; getent group wandb; "
+            f"ps -eo uid=,args= | awk '$1 == {uids[host.name]}'; true",
+        )
+        assert leftovers.strip() == "", f"{host.name}:\n{leftovers}"
+    again = site.play(REPO / "playbooks" / "remove.yml", inventory=inventory).stdout
+    assert {counts["changed"] for counts in recap(again).values()} == {0}, again

@@ -1,0 +1,39 @@
+"""Test program: the preemptible example plus a worker that ignores SIGTERM.
+
+The worker stands for a data-loader or CUDA helper process that holds GPU memory: it leaves
+the run's process group (its own session) and ignores SIGTERM and SIGINT. On a normal end
+the run stops its worker; when the run is preempted or killed the worker is left behind,
+and only the agent unit's cgroup still holds it. The code's VERSION file becomes a run tag.
+"""
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import train
+
+
+def worker() -> None:
+    os.setsid()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        time.sleep(60)
+
+
+def main() -> int:
+    version = (Path(__file__).parent / "VERSION").read_text().strip()
+    os.environ["WANDB_TAGS"] = f"code-{version}"
+    pid = os.fork()
+    if pid == 0:
+        worker()
+    code = train.main()
+    if code == 0:
+        os.kill(pid, signal.SIGKILL)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The status table filter and the agent_info module's parsing of the agent's run files."""
+
+from __future__ import annotations
+
+from ansible_collections.sweep_fleet.wandb.plugins.filter.fleet_status import fleet_status_table
+from ansible_collections.sweep_fleet.wandb.plugins.modules import agent_info
+
+REPORT = {
+    "agents": [
+        {
+            "host": "gpu-1",
+            "instance": "1",
+            "active_state": "active",
+            "sub_state": "running",
+            "since": "Mon 2026-11-23 14:02:11 UTC",
+            "runs": [{"id": "abc123", "pid": 10, "params": {"lr": 0.01, "data_path": "datasets/part1.csv"}}],
+            "runs_ended": 4,
+            "last_error": "",
+        },
+        {
+            "host": "gpu-2",
+            "instance": "1",
+            "active_state": "failed",
+            "sub_state": "failed",
+            "since": "Mon 2026-11-23 13:00:00 UTC",
+            "runs": [],
+            "runs_ended": 0,
+            "last_error": "Error: Sweep e/p/x is not running",
+        },
+    ],
+    "sweep": {
+        "path": "e/p/x",
+        "state": "RUNNING",
+        "url": "https://wandb.ai/e/p/sweeps/x",
+        "run_count": 6,
+        "run_count_expected": 12,
+        "runs_by_state": {"finished": 4, "running": 1, "crashed": 1},
+    },
+}
+
+
+def test_table_has_one_line_per_agent_then_the_sweep():
+    lines = fleet_status_table(REPORT).splitlines()
+    assert lines[0].split()[:5] == ["HOST", "AGENT", "STATE", "SINCE", "RUN"]
+    assert lines[1].split()[:7] == [
+        "gpu-1",
+        "1",
+        "active/running",
+        "2026-11-23",
+        "14:02:11",
+        "abc123",
+        "lr=0.01",
+    ]
+    assert "data_path=datasets/part1.csv" in lines[1]
+    assert lines[2].startswith("gpu-2") and lines[2].endswith("Error: Sweep e/p/x is not running")
+    # Columns line up: every row's RUN column starts where the header's does.
+    column = lines[0].index("RUN")
+    assert lines[1][column:].startswith("abc123") and lines[2][column:].startswith("-")
+    assert lines[-2] == "sweep e/p/x: RUNNING, 4/12 runs finished (1 crashed, 1 running)"
+    assert lines[-1] == "https://wandb.ai/e/p/sweeps/x"
+
+
+def test_table_without_agents_or_a_known_total():
+    text = fleet_status_table({"agents": [], "sweep": {**REPORT["sweep"], "run_count_expected": None}})
+    assert "(no agents)" in text
+    assert "RUNNING, 4 runs finished" in text
+
+
+def test_run_parameters_are_read_without_pyyaml(tmp_path, monkeypatch):
+    config = tmp_path / "config-abc123.yaml"
+    config.write_text(
+        "wandb_version: 1\n\ndata_path:\n  value: datasets/part1.csv\nlr:\n  value: 0.01\n"
+        "epochs:\n  value: 8\nflag:\n  value: true\nname:\n  value: 'a: b'\n"
+    )
+    expected = {"data_path": "datasets/part1.csv", "lr": 0.01, "epochs": 8, "flag": True, "name": "a: b"}
+    assert agent_info._params(str(config)) == expected
+    monkeypatch.setitem(__import__("sys").modules, "yaml", None)  # a host without PyYAML
+    assert agent_info._params(str(config)) == expected
+
+
+def test_the_sweep_is_read_from_the_agents_environment_file(tmp_path):
+    env = tmp_path / "agent.env"
+    env.write_text("# managed\nSWEEP_FLEET_SWEEP=e/p/x1y2\nWANDB_MODE=offline\n")
+    assert agent_info._env_value(str(env), "SWEEP_FLEET_SWEEP") == "e/p/x1y2"
+    assert agent_info._env_value(str(tmp_path / "missing"), "SWEEP_FLEET_SWEEP") == ""
