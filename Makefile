@@ -48,7 +48,7 @@ test: bootstrap root-check
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory lint && \
 	python -m fleet image && \
-	pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) && \
+	pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS) && \
 	echo "make test: passed in $$(( $$(date +%s) - start ))s"
 
 demo: bootstrap root-check

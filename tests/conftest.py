@@ -11,6 +11,24 @@ from fleet import Fleet, build_image
 from standin import StandIn
 from support import TEST_API_KEY
 
+# The longest test files first, so that two workers taking whole files (make test) end
+# together: each file's tests share one fleet. Files not named here come after, in order.
+LONGEST_FIRST = [
+    "test_molecule.py",
+    "test_lifecycle.py",
+    "test_deploy.py",
+    "test_code_modes.py",
+    "test_proof.py",
+]
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file is kept
+
 
 @pytest.fixture(scope="session")
 def host_image() -> str:

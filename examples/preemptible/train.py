@@ -17,6 +17,7 @@ A run that finishes normally exits 0 and is never requeued.
 import argparse
 import json
 import os
+import random
 import signal
 import sys
 import time
@@ -38,6 +39,7 @@ def request_stop(signum, frame) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--epoch_seconds", type=float, default=1.0)
     parser.add_argument(
@@ -51,7 +53,8 @@ def main() -> int:
     # resume="allow": a requeued run keeps its id, and continues where it was stopped.
     run = wandb.init(config=vars(args), resume="allow")
     checkpoint = Path(args.checkpoint_dir) / f"{run.id}.json"
-    state = {"epoch": 0, "loss": 1.0}
+    random.seed(args.seed)
+    state = {"epoch": 0, "loss": 1.0 + random.random() / 100}
     if checkpoint.exists():
         state = json.loads(checkpoint.read_text())
         print(f"resuming run {run.id} from epoch {state['epoch']}", flush=True)
