@@ -60,12 +60,20 @@ def run_playbook(
 
 
 def task_results(play_json: dict, task_name: str) -> dict[str, dict]:
-    """Per-host results of the task named ``task_name`` from the json callback's output."""
+    """Per-host results of the task named ``task_name`` from the json callback's output.
+
+    A role's task may be named "role : name"; a serial play reports each batch as a play
+    of its own, so the hosts of every matching task are gathered.
+    """
+    results = {}
     for play in play_json["plays"]:
         for task in play["tasks"]:
-            if task["task"]["name"] == task_name:
-                return task["hosts"]
-    raise KeyError(f"no task named {task_name!r} in the play output")
+            name = task["task"]["name"]
+            if name == task_name or name.endswith(f" : {task_name}"):
+                results.update(task["hosts"])
+    if not results:
+        raise KeyError(f"no task named {task_name!r} in the play output")
+    return results
 
 
 def wait_until(predicate, timeout: float = 60, interval: float = 0.2, what: str = "condition"):

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from standin import StandIn
-from support import REPO, TEST_API_KEY, GitServer, git, recap, run_playbook, wait_until
+from support import REPO, TEST_API_KEY, GitServer, git, recap, run_playbook, task_results, wait_until
 
 pytestmark = pytest.mark.fleet
 
@@ -155,12 +155,9 @@ def running_on(standin: StandIn, sweep) -> dict[str, list[dict]]:
 
 def stop_reports(play_json: dict) -> dict[str, dict]:
     """Each host's "Report the stopped runs" message, from every batch of a serial play."""
-    reports = {}
-    for play in play_json["plays"]:
-        for task in play["tasks"]:
-            if task["task"]["name"].endswith("Report the stopped runs"):
-                reports.update({host: result["msg"] for host, result in task["hosts"].items()})
-    return reports
+    return {
+        host: result["msg"] for host, result in task_results(play_json, "Report the stopped runs").items()
+    }
 
 
 def finished_once(standin: StandIn, sweep) -> None:
