@@ -125,6 +125,7 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.sweep_config import (  # noqa: E402
     canonical,
     fill_distributions,
+    grid_size,
     sweep_config_problems,
 )
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.wandb_api import (  # noqa: E402
@@ -153,17 +154,6 @@ def _allowed(current: str, target: str) -> str | None:
     return None
 
 
-def _grid_size(config: dict) -> int | None:
-    """Runs a grid sweep has in all; None for other methods."""
-    if config.get("method") != "grid":
-        return None
-    size = 1
-    for spec in (config.get("parameters") or {}).values():
-        if isinstance(spec, dict) and "values" in spec:
-            size *= len(spec["values"])
-    return size
-
-
 def _progress(sweep: dict) -> dict:
     states: dict[str, int] = {}
     for edge in ((sweep.get("runs") or {}).get("edges")) or []:
@@ -171,14 +161,17 @@ def _progress(sweep: dict) -> dict:
         states[state] = states.get(state, 0) + 1
     return {
         "run_count": sweep.get("runCount") or sum(states.values()),
-        "run_count_expected": sweep.get("runCountExpected") or _grid_size(_load(sweep.get("config"))),
+        "run_count_expected": sweep.get("runCountExpected") or grid_size(_load(sweep.get("config"))),
         "runs_by_state": states,
     }
 
 
 def run(module: AnsibleModule) -> dict:
     p = module.params
-    api = WandbApi(p["base_url"], p["api_key"], timeout=p["timeout"], validate_certs=p["validate_certs"])
+    # A key from `echo KEY | ansible-vault encrypt_string` ends in a line break.
+    api = WandbApi(
+        p["base_url"], p["api_key"].strip(), timeout=p["timeout"], validate_certs=p["validate_certs"]
+    )
     config = p["config"]
     entity, project = p["entity"], p["project"] or (config or {}).get("project")
     result = {

@@ -1,0 +1,523 @@
+# Copyright: sweep-fleet developers
+# Apache License 2.0
+"""The rules every input of sweep-fleet must follow, beyond its type and choices.
+
+``problems(roles, values, controller)`` returns one message per problem, each naming the
+variable, what is wrong with its value and how to fix it. Types and choices come from the
+roles' ``meta/argument_specs.yml`` (checked by the ``preflight`` action before these rules);
+these rules are the rest. A message never repeats a secret's value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.sweep_config import sweep_config_problems
+
+MISSING = object()
+NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # a user or group name, as useradd takes it
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+API_KEY = re.compile(r"^([A-Za-z0-9]+-)?[A-Za-z0-9_]{40,}$")
+VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*((a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?$")
+UV_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
+URL = re.compile(r"^https?://[^\s/?#@]+(/\S*)?$")
+BASE_URL = re.compile(r"^https?://[^\s/?#@]+/?$")
+PROXY_URL = re.compile(r"^https?://([^\s/@]+@)?[^\s/@]+/?$")
+GIT_URL = re.compile(r"^((https?|ssh|git|file)://\S+|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:\S+|/\S+)$")
+SWEEP_ID = re.compile(r"^[A-Za-z0-9]+$")
+GPU = re.compile(r"^[A-Za-z0-9:-]+$")
+SERIAL = re.compile(r"^([1-9][0-9]*|([1-9][0-9]?|100)%)$")
+W_AND_B_NAME_CHARS = set("/\\#?%:")
+# CPython versions uv (0.13) can install.
+PYTHON_MINORS = range(8, 15)
+# Paths that remove.yml would delete or that are not sweep-fleet's to own.
+SYSTEM_DIRS = {
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib64",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/local",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/var",
+    "/var/cache",
+    "/var/lib",
+    "/var/log",
+    "/var/tmp",
+}
+# Environment the agent unit sets itself; an agent environment entry must not change it.
+UNIT_ENVIRONMENT = ("NETRC", "HOME", "PATH", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_API_KEY")
+
+
+class Controller:
+    """What the rules may ask of the controller; tests give a fake one."""
+
+    def isdir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def isfile(self, path: str) -> bool:
+        return os.path.isfile(path)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def executable(self, path: str) -> bool:
+        return os.path.isfile(path) and os.access(path, os.X_OK)
+
+    def which(self, command: str) -> bool:
+        return any(
+            self.executable(os.path.join(d, command))
+            for d in os.environ.get("PATH", "").split(os.pathsep)
+            if d
+        )
+
+
+class Values:
+    def __init__(self, values: dict, controller: Controller):
+        self._values = values
+        self.controller = controller
+
+    def __getitem__(self, name: str):
+        return self._values.get(name, MISSING)
+
+    def has(self, *names: str) -> bool:
+        return all(self._values.get(n, MISSING) is not MISSING for n in names)
+
+
+def _inside(path: str, parent: str) -> bool:
+    path, parent = os.path.normpath(path), os.path.normpath(parent)
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _names(values: Values, *names: str) -> Iterator[str]:
+    for name in names:
+        value = values[name]
+        if value is MISSING or not isinstance(value, str):
+            continue
+        if value == "root":
+            yield (
+                f"{name} must not be root: the agents and every run would have root's rights; "
+                "use an unprivileged name such as wandb"
+            )
+        elif not NAME.match(value):
+            yield (
+                f"{name} must be a user or group name such as wandb: lowercase letters, digits, "
+                f"_ and -, at most 32 (got {value!r})"
+            )
+
+
+def _paths(values: Values, *names: str, removable: bool = False) -> Iterator[str]:
+    for name in names:
+        value = values[name]
+        if value is MISSING or not isinstance(value, str):
+            continue
+        if not os.path.isabs(value):
+            yield f"{name} must be an absolute path such as /opt/sweep-fleet (got {value!r})"
+        elif removable and os.path.normpath(value) in SYSTEM_DIRS:
+            yield (
+                f"{name} is {value}, a directory of the system: sweep-fleet owns this directory and "
+                "playbooks/remove.yml deletes it; use one of its own, such as /opt/sweep-fleet"
+            )
+
+
+def _not_writable_by_runs(values: Values, state_name: str, *names: str) -> Iterator[str]:
+    """Root reads these paths: the service user's directory must not hold them."""
+    state = values[state_name]
+    if not isinstance(state, str) or not os.path.isabs(state):
+        return
+    for name in names:
+        value = values[name]
+        if (
+            isinstance(value, str)
+            and os.path.isabs(value)
+            and (_inside(value, state) or _inside(state, value))
+        ):
+            yield (
+                f"{name} ({value}) and {state_name} ({state}) must not contain one another: the "
+                "service user owns the state directory, and root must never install or run what it "
+                "could change; keep them apart, e.g. /opt/sweep-fleet and /var/lib/sweep-fleet"
+            )
+
+
+def _at_least(values: Values, name: str, least: float, what: str) -> Iterator[str]:
+    value = values[name]
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < least:
+        yield f"{name} must be at least {least:g} {what} (got {value})"
+
+
+def _requirements(values: Values, name: str, items) -> Iterator[str]:
+    if not isinstance(items, list):
+        return
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:  # pragma: no cover - ansible-core depends on packaging
+        return
+    for item in items:
+        try:
+            Requirement(str(item))
+        except InvalidRequirement:
+            yield f"{name} has {item!r}, which is not a requirement specifier such as torch==2.5.1"
+
+
+def _environment(values: Values, name: str, forbidden: tuple[str, ...]) -> Iterator[str]:
+    env = values[name]
+    if not isinstance(env, dict):
+        return
+    for key, value in env.items():
+        if not isinstance(key, str) or not ENV_NAME.match(key):
+            yield f"{name} has {key!r}, which is not an environment variable name (letters, digits and _)"
+        elif key.upper() in forbidden:
+            yield (
+                f"{name}.{key} cannot be set here: sweep-fleet sets it itself"
+                + (" (the key goes in wandb_credentials_api_key)" if key.upper() == "WANDB_API_KEY" else "")
+            )
+        elif isinstance(value, (dict, list)) or value is None:
+            kind = type(value).__name__
+            yield f"{name}.{key} must be a plain value such as a string or a number (got {kind})"
+
+
+def _w_and_b_name(name: str, value: str, what: str) -> Iterator[str]:
+    bad = sorted(W_AND_B_NAME_CHARS.intersection(value)) + (["a space"] if re.search(r"\s", value) else [])
+    if len(value) > 128:
+        yield f"{name} is {len(value)} characters long: W&B takes {what} names of at most 128"
+    if bad:
+        yield f"{name} {value!r} has {', '.join(bad)}, which W&B refuses in {what} names"
+
+
+# -- wandb_runtime ---------------------------------------------------------------------
+def runtime_rules(values: Values) -> Iterator[str]:
+    yield from _names(values, "wandb_runtime_user", "wandb_runtime_group")
+    yield from _paths(values, "wandb_runtime_home", "wandb_runtime_state_dir", removable=True)
+    yield from _paths(values, "wandb_runtime_venv", "wandb_runtime_uv_path", "wandb_runtime_system_python")
+    yield from _not_writable_by_runs(
+        values, "wandb_runtime_state_dir", "wandb_runtime_home", "wandb_runtime_venv", "wandb_runtime_uv_path"
+    )
+    python = values["wandb_runtime_python"]
+    if isinstance(python, (int, float)) and not isinstance(python, bool):
+        yield (
+            f"wandb_runtime_python is the number {python}: YAML reads an unquoted 3.10 as 3.1; "
+            f'quote the version, e.g. wandb_runtime_python: "3.10"'
+        )
+    elif isinstance(python, str) and python != "system":
+        match = re.match(r"^3\.([0-9]+)(\.[0-9]+)?$", python)
+        if not match or int(match.group(1)) not in PYTHON_MINORS:
+            yield (
+                f"wandb_runtime_python must be 'system' or a CPython version uv can install, "
+                f"3.{PYTHON_MINORS[0]} to 3.{PYTHON_MINORS[-1]} such as '3.12' (got {python!r})"
+            )
+    uv_version = values["wandb_runtime_uv_version"]
+    if isinstance(uv_version, str) and not UV_VERSION.match(uv_version):
+        yield f"wandb_runtime_uv_version must be a version such as 0.13.8 (got {uv_version!r})"
+    version = values["wandb_runtime_wandb_version"]
+    if isinstance(version, str) and not VERSION.match(version):
+        yield f"wandb_runtime_wandb_version must be a version such as 0.31.0 (got {version!r})"
+    if values["wandb_runtime_uv_source"] == "controller":
+        path = values["wandb_runtime_uv_controller_path"]
+        if isinstance(path, str) and not values.controller.executable(path):
+            yield (
+                f"wandb_runtime_uv_source is controller, but there is no executable uv at {path} on "
+                "the controller: set wandb_runtime_uv_controller_path, or use wandb_runtime_uv_source: pypi"
+            )
+    for name in ("wandb_runtime_index_url", "wandb_runtime_python_install_mirror"):
+        value = values[name]
+        if isinstance(value, str) and value and not URL.match(value):
+            yield f"{name} must be an http:// or https:// URL such as https://pypi.org/simple (got {value!r})"
+    yield from _requirements(values, "wandb_runtime_extra_packages", values["wandb_runtime_extra_packages"])
+    constraints = values["wandb_runtime_constraints"]
+    yield from _requirements(values, "wandb_runtime_constraints", constraints)
+    if isinstance(constraints, list) and isinstance(version, str):
+        pins = [str(c).replace(" ", "") for c in constraints]
+        if f"wandb=={version}" not in pins:
+            yield (
+                f"wandb_runtime_constraints must keep wandb=={version} (wandb_runtime_wandb_version), "
+                "or the code's requirements could move the wandb the agents run"
+            )
+    yield from _environment(values, "wandb_runtime_environment", ("WANDB_API_KEY",))
+
+
+# -- wandb_credentials -----------------------------------------------------------------
+def credentials_rules(values: Values) -> Iterator[str]:
+    key = values["wandb_credentials_api_key"]
+    if key is not MISSING:
+        key = "" if key is None else str(key).strip()
+        if not key:
+            yield (
+                "wandb_credentials_api_key is empty: put the key in Ansible Vault (ansible-vault "
+                "encrypt_string --name wandb_credentials_api_key), or export WANDB_API_KEY on the controller"
+            )
+        elif re.search(r"\s", key):
+            yield (
+                "wandb_credentials_api_key has a space or line break inside: copy the key again "
+                "(from https://wandb.ai/authorize, or your server's /authorize page)"
+            )
+        elif not API_KEY.match(key):
+            yield (
+                f"wandb_credentials_api_key is not a W&B API key: one is 40 or more letters, digits "
+                f"or _, optionally after a prefix such as local- (this one has {len(key)} characters)"
+            )
+    base = values["wandb_credentials_base_url"]
+    if isinstance(base, str) and not BASE_URL.match(base):
+        shown = repr(base) if "@" not in base else "a URL with credentials in it"
+        yield (
+            f"wandb_credentials_base_url must be the W&B server's address, such as https://api.wandb.ai "
+            f"or https://wandb.example.com:8080, without a path (got {shown})"
+        )
+    for name in ("wandb_credentials_http_proxy", "wandb_credentials_https_proxy"):
+        value = values[name]
+        if isinstance(value, str) and value and not PROXY_URL.match(value):
+            # The value may hold a password: it is not repeated.
+            yield f"{name} is not a proxy URL such as http://proxy.example.com:3128 or http://user:pass@proxy:3128"
+    no_proxy = values["wandb_credentials_no_proxy"]
+    if isinstance(no_proxy, str) and re.search(r"\s", no_proxy):
+        yield f"wandb_credentials_no_proxy must be a comma-separated list without spaces (got {no_proxy!r})"
+    yield from _paths(values, "wandb_credentials_dir", removable=True)
+
+
+# -- wandb_code ------------------------------------------------------------------------
+def code_rules(values: Values) -> Iterator[str]:
+    controller = values.controller
+    source = values["wandb_code_source"]
+    if source == "local":
+        path = values["wandb_code_local_path"]
+        if isinstance(path, str):
+            if not path:
+                yield (
+                    "wandb_code_local_path is empty: with wandb_code_source local, give the code's "
+                    "directory on the controller (or use wandb_code_source: git)"
+                )
+            elif not controller.isdir(path):
+                yield f"wandb_code_local_path {path!r} is not a directory on the controller"
+        if not controller.which("rsync"):
+            yield "pushing the code needs rsync on the controller: install it (apt-get install rsync)"
+    elif source == "git":
+        repo = values["wandb_code_git_repo"]
+        if isinstance(repo, str) and not repo:
+            yield "wandb_code_git_repo is empty: with wandb_code_source git, give the repository's URL"
+        elif isinstance(repo, str) and not GIT_URL.match(repo):
+            yield (
+                f"wandb_code_git_repo is not a git URL (got {repo!r}): use https://host/path.git, "
+                "ssh://host/path.git, git@host:path.git or file:///path"
+            )
+        version = values["wandb_code_git_version"]
+        if isinstance(version, str) and not version:
+            yield (
+                "wandb_code_git_version is empty: give the tag, branch or commit to check out "
+                "(a tag or commit makes the runs reproducible)"
+            )
+        elif isinstance(version, str) and re.search(r"\s", version):
+            yield f"wandb_code_git_version must be a tag, branch or commit without spaces (got {version!r})"
+    yield from _paths(values, "wandb_code_dest", removable=True)
+    yield from _not_writable_by_runs(values, "wandb_runtime_state_dir", "wandb_code_dest")
+    yield from _names(values, "wandb_code_group")
+    requirements = values["wandb_code_requirements"]
+    if isinstance(requirements, str) and requirements not in ("auto", "none"):
+        if os.path.isabs(requirements) or ".." in requirements.split("/"):
+            yield (
+                f"wandb_code_requirements must be auto, none, or a path inside the code such as "
+                f"requirements/gpu.txt (got {requirements!r})"
+            )
+        elif source == "local" and isinstance(values["wandb_code_local_path"], str):
+            local = values["wandb_code_local_path"]
+            if local and controller.isdir(local) and not controller.isfile(os.path.join(local, requirements)):
+                yield (
+                    f"wandb_code_requirements {requirements!r} is not a file in "
+                    f"wandb_code_local_path ({local})"
+                )
+    extra = values["wandb_code_extra_paths"]
+    for item in extra if isinstance(extra, list) else []:
+        if not isinstance(item, dict):
+            continue
+        src, dest = item.get("src"), item.get("dest")
+        if isinstance(dest, str) and (not dest.strip("/") or os.path.isabs(dest) or ".." in dest.split("/")):
+            yield (
+                f"wandb_code_extra_paths: dest {dest!r} must be a path inside the code directory, "
+                "such as datasets (not absolute, no ..)"
+            )
+        if isinstance(src, str) and not controller.exists(src):
+            yield f"wandb_code_extra_paths: src {src!r} does not exist on the controller"
+    yield from _requirements(values, "wandb_code_constraints", values["wandb_code_constraints"])
+
+
+# -- wandb_sweep -----------------------------------------------------------------------
+def sweep_rules(values: Values) -> Iterator[str]:
+    ref = values["wandb_sweep_id"]
+    if isinstance(ref, str) and ref:
+        parts = ref.strip().split("/")
+        if not 1 <= len(parts) <= 3 or not all(parts) or not SWEEP_ID.match(parts[-1]):
+            yield (
+                f"wandb_sweep_id must be ID, PROJECT/ID or ENTITY/PROJECT/ID, such as "
+                f"team/beauty-score/uzag2px2 (got {ref!r})"
+            )
+        else:
+            named = dict(zip(("entity", "project")[3 - len(parts) :], parts[:-1], strict=True))
+            for name, part in named.items():
+                yield from _w_and_b_name(f"wandb_sweep_id's {name}", part, name)
+            if len(parts) == 1 and not values["wandb_sweep_project"]:
+                yield "wandb_sweep_id names no project: give PROJECT/ID, or set wandb_sweep_project"
+    for name, what in (("wandb_sweep_project", "project"), ("wandb_sweep_entity", "entity")):
+        value = values[name]
+        if isinstance(value, str) and value:
+            yield from _w_and_b_name(name, value, what)
+
+
+def sweep_config_rules(config, from_variables: bool) -> Iterator[str]:
+    """The rendered sweep config, each problem named by the variable it came from."""
+    for problem in sweep_config_problems(config):
+        if from_variables:
+            head = re.match(r"^(unknown top-level keys|[a-z_]+)", problem)
+            key = head.group(1) if head else ""
+            variable = {
+                "method": "wandb_sweep_method",
+                "parameters": "wandb_sweep_parameters",
+                "metric": "wandb_sweep_metric",
+                "early_terminate": "wandb_sweep_early_terminate",
+                "command": "wandb_sweep_command",
+                "program": "wandb_sweep_program",
+                "name": "wandb_sweep_name",
+                "description": "wandb_sweep_description",
+                "project": "wandb_sweep_project",
+                "entity": "wandb_sweep_entity",
+            }.get(key)
+            if variable:
+                yield variable + problem[len(key) :]
+            else:
+                yield f"wandb_sweep_extra: {problem}"
+        else:
+            yield f"the sweep config from wandb_sweep_template: {problem}"
+
+
+def deploy_rules(values: Values, config) -> Iterator[str]:
+    """Rules across roles: the sweep's program must be in the pushed code."""
+    if values["wandb_code_source"] != "local" or not isinstance(config, dict):
+        return
+    local, program = values["wandb_code_local_path"], config.get("program")
+    if not (isinstance(local, str) and local and values.controller.isdir(local)):
+        return
+    if isinstance(program, str) and program and not values.controller.isfile(os.path.join(local, program)):
+        yield (
+            f"wandb_sweep_program {program!r} is not a file in wandb_code_local_path ({local}): "
+            "give the script's path relative to that directory"
+        )
+
+
+# -- wandb_agent -----------------------------------------------------------------------
+def agent_rules(values: Values) -> Iterator[str]:
+    gpus = values["wandb_agent_gpus"]
+    count = values["wandb_agent_count"]
+    if isinstance(gpus, list) and gpus:
+        if len(gpus) > 64:
+            yield f"wandb_agent_gpus lists {len(gpus)} agents: at most 64 per host"
+        seen: dict[str, int] = {}
+        for entry in gpus:
+            devices = str(entry).split(",")
+            if not all(GPU.match(d.strip()) for d in devices):
+                yield (
+                    f"wandb_agent_gpus has {entry!r}: each entry is a GPU index or UUID, or several "
+                    'joined by commas, such as 0 or "0,1"'
+                )
+                continue
+            for device in devices:
+                seen[device.strip()] = seen.get(device.strip(), 0) + 1
+        twice = sorted(d for d, n in seen.items() if n > 1)
+        if twice:
+            yield (
+                f"wandb_agent_gpus lists GPU {', '.join(twice)} more than once ({gpus}): each GPU "
+                "belongs to one agent; list each device once"
+            )
+    elif _integer(count) and not 1 <= count <= 64:
+        yield f"wandb_agent_count must be 1 to 64 agents per host (got {count})"
+    yield from _at_least(values, "wandb_agent_term_timeout", 1, "second")
+    yield from _at_least(values, "wandb_agent_drain_timeout", 0, "seconds")
+    yield from _at_least(values, "wandb_agent_stagger_seconds", 0, "seconds")
+    yield from _at_least(values, "wandb_agent_stagger_slots", 1, "slot")
+    yield from _at_least(values, "wandb_agent_runs_per_agent", 0, "runs (0: until the sweep ends)")
+    yield from _at_least(values, "wandb_agent_restart_sec", 0, "seconds")
+    yield from _at_least(values, "wandb_agent_restart_burst", 1, "restart")
+    yield from _at_least(values, "wandb_agent_restart_interval", 1, "second")
+    yield from _environment(values, "wandb_agent_environment", UNIT_ENVIRONMENT)
+    yield from _names(values, "wandb_agent_user", "wandb_agent_group")
+    sweep = values["wandb_agent_sweep"]
+    if isinstance(sweep, str) and sweep and len(sweep.split("/")) != 3:
+        yield f"wandb_agent_sweep must be ENTITY/PROJECT/ID (got {sweep!r})"
+    status_file = values["wandb_agent_status_file"]
+    if isinstance(status_file, str) and status_file:
+        parent = os.path.dirname(os.path.abspath(status_file))
+        if not values.controller.isdir(parent):
+            yield (
+                f"wandb_agent_status_file {status_file!r}: the directory {parent} does not exist "
+                "on the controller"
+            )
+
+
+# -- the playbooks' own variables ------------------------------------------------------
+def playbook_rules(values: Values) -> Iterator[str]:
+    serial = values["sweep_fleet_serial"]
+    if serial is not MISSING and not SERIAL.match(str(serial).strip()):
+        yield (
+            f"sweep_fleet_serial must be a number of hosts of at least 1, or a percentage such as "
+            f"25% (got {serial!r}); 0 would stop every host at once"
+        )
+
+
+RULES: dict[str, Callable[[Values], Iterator[str]]] = {
+    "wandb_runtime": runtime_rules,
+    "wandb_credentials": credentials_rules,
+    "wandb_code": code_rules,
+    "wandb_sweep": sweep_rules,
+    "wandb_agent": agent_rules,
+    "playbook": playbook_rules,
+}
+
+
+def problems(roles: list[str], values: dict, controller: Controller | None = None) -> list[str]:
+    """Every problem of the given roles' inputs (plus the playbooks' own variables)."""
+    checked = Values(values, controller or Controller())
+    found: list[str] = []
+    for role in [*roles, "playbook"]:
+        for problem in RULES[role](checked):
+            if problem not in found:
+                found.append(problem)
+    return found
+
+
+# -- the hosts ---------------------------------------------------------------------------
+def platform_problem(facts: dict) -> str | None:
+    """Why a host cannot run the agents, from its facts (None: it can)."""
+    system = facts.get("system") or facts.get("os_family") or "unknown"
+    if system == "Linux":
+        manager = facts.get("service_mgr", "unknown")
+        if manager != "systemd":
+            return (
+                f"Linux without systemd (its service manager is {manager}): the agents run as "
+                "systemd services; use a host with systemd 250 or newer (Debian 12, Ubuntu 22.04 and later)"
+            )
+        return None
+    name = {"Darwin": "macOS", "Win32NT": "Windows"}.get(system, system)
+    if facts.get("os_family") == "Windows" or system == "Win32NT":
+        name = "Windows"
+    return (
+        f"{name} ({facts.get('distribution', system)} {facts.get('distribution_version', '')}".rstrip()
+        + ") is not supported: sweep-fleet runs agents on Linux hosts with systemd"
+    )

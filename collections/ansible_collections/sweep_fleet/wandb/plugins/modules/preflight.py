@@ -1,0 +1,79 @@
+#!/usr/bin/python
+# Copyright: sweep-fleet developers
+# Apache License 2.0
+# The work is done on the controller by the action plugin of the same name
+# (plugins/action/preflight.py); this file documents it.
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: preflight
+short_description: Check sweep-fleet's inputs and hosts on the controller, before any host changes
+description:
+  - With O(roles), checks every variable of those roles (or of a role's entry point, as
+    C(wandb_agent:stop)) for the current host, with the roles' defaults under the host's own
+    values; types and choices come from the roles' C(meta/argument_specs.yml), then sweep-fleet's
+    own rules (names, paths, URLs, versions, the API key's shape, the rendered sweep config
+    against W&B's schema, files that must exist on the controller).
+  - With O(platform), checks from the gathered facts that the host can run the agents.
+  - With O(report), run once, gathers what the other two registered on every host, checks
+    the pinned versions against the package index, and fails with one short message per
+    problem, naming the hosts a problem applies to when it does not apply to all.
+  - Runs on the controller only; no host is contacted. Never shows a secret's value.
+version_added: "0.2.0"
+options:
+  roles:
+    description: The roles (or C(role:entry_point)) whose inputs to check.
+    type: list
+    elements: str
+  require:
+    description: Variables the playbook cannot do without (an empty value is a problem).
+    type: list
+    elements: str
+    default: []
+  platform:
+    description: Check the host's platform (needs its facts).
+    type: bool
+    default: false
+  collect:
+    description: Return the problems instead of failing (for O(report) to gather them).
+    type: bool
+    default: false
+  report:
+    description: The name the per-host checks were registered as; fail once with every host's problems.
+    type: str
+attributes:
+  check_mode:
+    support: full
+  action:
+    support: full
+author:
+  - sweep-fleet developers
+"""
+
+EXAMPLES = r"""
+- name: Check every input on the controller
+  sweep_fleet.wandb.preflight:
+    roles: [wandb_runtime, wandb_credentials, "wandb_agent:stop"]
+    collect: true
+  register: checked
+
+- name: Stop if an input is wrong
+  sweep_fleet.wandb.preflight:
+    report: checked
+  run_once: true
+"""
+
+RETURN = r"""
+problems:
+  description: One message per problem (empty when all is well).
+  type: list
+  elements: str
+  returned: always
+index_checks:
+  description: Versions to look up in the package index (for O(report)).
+  type: list
+  elements: dict
+  returned: when O(roles) is given
+"""

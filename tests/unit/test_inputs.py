@@ -1,0 +1,200 @@
+"""sweep-fleet's input rules (module_utils/inputs.py), with a controller that is faked."""
+
+from __future__ import annotations
+
+import pytest
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils import inputs
+
+from support import TEST_API_KEY
+
+
+class FakeController(inputs.Controller):
+    def __init__(self, dirs=(), files=(), tools=("rsync",)):
+        self.dirs, self.files, self.tools = set(dirs), set(files), set(tools)
+
+    def isdir(self, path):
+        return path.rstrip("/") in self.dirs
+
+    def isfile(self, path):
+        return path in self.files
+
+    def exists(self, path):
+        return self.isdir(path) or self.isfile(path)
+
+    def executable(self, path):
+        return path in self.files
+
+    def which(self, command):
+        return command in self.tools
+
+
+GOOD = {
+    "wandb_runtime_user": "wandb",
+    "wandb_runtime_group": "wandb",
+    "wandb_runtime_home": "/opt/sweep-fleet",
+    "wandb_runtime_state_dir": "/var/lib/sweep-fleet",
+    "wandb_runtime_venv": "/opt/sweep-fleet/venv",
+    "wandb_runtime_uv_path": "/usr/local/bin/uv",
+    "wandb_runtime_python": "system",
+    "wandb_runtime_uv_version": "0.13.8",
+    "wandb_runtime_wandb_version": "0.31.0",
+    "wandb_runtime_constraints": ["wandb==0.31.0"],
+    "wandb_runtime_extra_packages": ["torch==2.5.1"],
+    "wandb_runtime_environment": {"HTTPS_PROXY": "http://u:p@proxy:3128"},
+    "wandb_credentials_api_key": TEST_API_KEY,
+    "wandb_credentials_base_url": "https://api.wandb.ai",
+    "wandb_credentials_https_proxy": "",
+    "wandb_credentials_dir": "/etc/sweep-fleet",
+    "wandb_code_source": "local",
+    "wandb_code_local_path": "/home/me/my code",
+    "wandb_code_dest": "/opt/sweep-fleet/code",
+    "wandb_code_group": "wandb",
+    "wandb_code_requirements": "auto",
+    "wandb_code_extra_paths": [{"src": "/data/shards/", "dest": "datasets"}],
+    "wandb_sweep_id": "",
+    "wandb_sweep_project": "beauty-score",
+    "wandb_agent_count": 2,
+    "wandb_agent_gpus": [],
+    "wandb_agent_term_timeout": 60,
+    "wandb_agent_environment": {"SHARD_SECONDS": 1},
+}
+ROLES = ["wandb_runtime", "wandb_credentials", "wandb_code", "wandb_sweep", "wandb_agent"]
+CONTROLLER = FakeController(dirs={"/home/me/my code"}, files={"/data/shards/"})
+
+
+def problems(**change):
+    values = {**GOOD, **change}
+    return inputs.problems(ROLES, values, CONTROLLER)
+
+
+def test_good_values_have_no_problem():
+    assert inputs.problems(ROLES, GOOD, FakeController(dirs={"/home/me/my code", "/data/shards"})) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"wandb_runtime_user": "root"}, "wandb_runtime_user must not be root"),
+        ({"wandb_runtime_user": "Wandb User"}, "wandb_runtime_user must be a user or group name"),
+        ({"wandb_runtime_state_dir": "/var"}, "wandb_runtime_state_dir is /var, a directory of the system"),
+        ({"wandb_runtime_home": "opt/sf"}, "wandb_runtime_home must be an absolute path"),
+        ({"wandb_runtime_home": "/var/lib/sweep-fleet/opt"}, "must not contain one another"),
+        ({"wandb_runtime_python": 3.1}, 'quote the version, e.g. wandb_runtime_python: "3.10"'),
+        ({"wandb_runtime_python": "3.99"}, "3.8 to 3.14"),
+        ({"wandb_runtime_wandb_version": "latest"}, "wandb_runtime_wandb_version must be a version"),
+        ({"wandb_runtime_extra_packages": ["torch=="]}, "'torch==', which is not a requirement specifier"),
+        ({"wandb_runtime_constraints": ["torch==2.5.1"]}, "must keep wandb==0.31.0"),
+        ({"wandb_runtime_environment": {"WANDB_API_KEY": "x"}}, "the key goes in wandb_credentials_api_key"),
+        ({"wandb_credentials_api_key": ""}, "wandb_credentials_api_key is empty"),
+        ({"wandb_credentials_api_key": "a b" * 20}, "has a space or line break inside"),
+        ({"wandb_credentials_api_key": "short"}, "is not a W&B API key"),
+        (
+            {"wandb_credentials_base_url": "api.wandb.ai"},
+            "wandb_credentials_base_url must be the W&B server's",
+        ),
+        ({"wandb_credentials_base_url": "https://x/graphql"}, "without a path"),
+        ({"wandb_credentials_https_proxy": "proxy:3128"}, "wandb_credentials_https_proxy is not a proxy URL"),
+        ({"wandb_code_local_path": ""}, "wandb_code_local_path is empty"),
+        ({"wandb_code_local_path": "/nowhere"}, "'/nowhere' is not a directory on the controller"),
+        (
+            {
+                "wandb_code_source": "git",
+                "wandb_code_git_repo": "github.com/x/y",
+                "wandb_code_git_version": "v1",
+            },
+            "wandb_code_git_repo is not a git URL",
+        ),
+        (
+            {
+                "wandb_code_source": "git",
+                "wandb_code_git_repo": "https://h/r.git",
+                "wandb_code_git_version": "",
+            },
+            "wandb_code_git_version is empty",
+        ),
+        ({"wandb_code_dest": "/var/lib/sweep-fleet/code"}, "must not contain one another"),
+        ({"wandb_code_extra_paths": [{"src": "/data/shards/", "dest": "../etc"}]}, "must be a path inside"),
+        ({"wandb_code_extra_paths": [{"src": "/missing", "dest": "d"}]}, "'/missing' does not exist"),
+        ({"wandb_code_requirements": "/abs/req.txt"}, "wandb_code_requirements must be auto, none"),
+        ({"wandb_sweep_id": "a/b/c/d"}, "wandb_sweep_id must be ID, PROJECT/ID or ENTITY/PROJECT/ID"),
+        ({"wandb_sweep_id": "team/pro ject/abc123"}, "which W&B refuses in project names"),
+        ({"wandb_sweep_project": "a/b"}, "wandb_sweep_project 'a/b' has /"),
+        ({"wandb_sweep_project": "p" * 129}, "at most 128"),
+        ({"wandb_agent_count": 0}, "wandb_agent_count must be 1 to 64"),
+        ({"wandb_agent_gpus": ["0", "1", "0"]}, "lists GPU 0 more than once"),
+        ({"wandb_agent_gpus": ["0,1", "1,2"]}, "lists GPU 1 more than once"),
+        ({"wandb_agent_gpus": ["gpu 0"]}, "each entry is a GPU index or UUID"),
+        ({"wandb_agent_term_timeout": 0}, "wandb_agent_term_timeout must be at least 1"),
+        ({"wandb_agent_environment": {"MY-VAR": 1}}, "'MY-VAR', which is not an environment variable name"),
+        ({"wandb_agent_environment": {"PATH": "/bin"}}, "wandb_agent_environment.PATH cannot be set here"),
+        ({"sweep_fleet_serial": 0}, "0 would stop every host at once"),
+        ({"sweep_fleet_serial": "all"}, "sweep_fleet_serial must be a number of hosts"),
+    ],
+)
+def test_each_rule_names_the_variable_and_the_fix(change, message):
+    found = problems(**change)
+    assert any(message in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"wandb_code_local_path": "/home/me/my code"},  # spaces in a path
+        {"wandb_credentials_base_url": "https://wandb.example.com:8080/"},  # a trailing slash
+        {"wandb_credentials_api_key": "local-" + "0123456789abcdef" * 3},  # a self-hosted server's key
+        {"wandb_credentials_api_key": TEST_API_KEY + "\n"},  # echo KEY | ansible-vault encrypt_string
+        {"wandb_agent_gpus": ["0", "1", "GPU-4f2c3a1b-aaaa-bbbb-cccc-0123456789ab"]},
+        {"sweep_fleet_serial": "25%"},
+        {"wandb_runtime_python": "3.12"},
+        {"wandb_credentials_https_proxy": "http://user:pa55@proxy.example.com:3128"},
+    ],
+)
+def test_unusual_but_valid_values_pass(change):
+    assert problems(**change) == []
+
+
+def test_secrets_never_appear_in_messages():
+    key = "s3cret" + "x" * 40 + " y"
+    assert key not in " ".join(problems(wandb_credentials_api_key=key))
+    proxy = "http://user:pa55word@proxy example:3128"
+    assert "pa55word" not in " ".join(problems(wandb_credentials_https_proxy=proxy))
+    assert "pa55word" not in " ".join(problems(wandb_credentials_base_url="https://u:pa55word@h/x"))
+
+
+def test_the_program_must_be_in_the_pushed_code():
+    values = inputs.Values(
+        {**GOOD}, FakeController(dirs={"/home/me/my code"}, files={"/home/me/my code/main.py"})
+    )
+    assert list(inputs.deploy_rules(values, {"program": "main.py"})) == []
+    (problem,) = inputs.deploy_rules(values, {"program": "train.py"})
+    assert "wandb_sweep_program 'train.py' is not a file in wandb_code_local_path" in problem
+
+
+def test_rules_skip_what_an_entry_point_does_not_use():
+    # remove.yml checks only the paths it removes: no code path, no key.
+    assert (
+        inputs.problems(["wandb_code"], {"wandb_code_dest": "/opt/sweep-fleet/code"}, FakeController()) == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("facts", "message"),
+    [
+        ({"system": "Linux", "service_mgr": "systemd"}, None),
+        (
+            {"system": "Linux", "service_mgr": "sysvinit"},
+            "Linux without systemd (its service manager is sysvinit)",
+        ),
+        (
+            {"system": "Darwin", "distribution": "MacOSX", "distribution_version": "14.1"},
+            "macOS (MacOSX 14.1)",
+        ),
+        ({"system": "Win32NT", "os_family": "Windows", "distribution": "Microsoft Windows"}, "Windows"),
+    ],
+)
+def test_platform(facts, message):
+    problem = inputs.platform_problem(facts)
+    if message is None:
+        assert problem is None
+    else:
+        assert (message in problem and "is not supported" in problem) or "systemd" in problem
