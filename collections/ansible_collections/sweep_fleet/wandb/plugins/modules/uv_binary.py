@@ -1,0 +1,200 @@
+#!/usr/bin/python
+# Copyright: sweep-fleet developers
+# Apache License 2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: uv_binary
+short_description: The uv binary at a pinned version, from a package index's uv wheel
+description:
+  - Installs C(uv) at O(dest) unless the binary there already reports O(version).
+  - Looks the wheel for this host's architecture up in the package index's simple API
+    (JSON form, PEP 691), or takes the wheel file O(wheel) already on the host, checks its
+    sha256 (against O(sha256) when given, else against the index's), and writes the binary
+    next to O(dest) before renaming it into place. The download stays in this module's
+    memory, so no file that another user could create or change first is ever read.
+  - O(environment) (proxies) reaches only this module's process, never a command line or
+    Ansible's output.
+  - Supports check mode.
+version_added: "0.2.0"
+options:
+  version:
+    description: The uv version, e.g. V(0.13.8).
+    type: str
+    required: true
+  dest:
+    description: Where the uv binary goes.
+    type: path
+    default: /usr/local/bin/uv
+  index_url:
+    description: The package index's simple API.
+    type: str
+    default: https://pypi.org/simple
+  wheel:
+    description:
+      - A uv wheel already on the host (for example pushed from the controller); the index is not asked.
+    type: path
+  sha256:
+    description: The wheel's expected sha256; when empty, the hash the index lists is checked.
+    type: str
+    default: ""
+  environment:
+    description: Environment for the download (HTTPS_PROXY, NO_PROXY).
+    type: dict
+    default: {}
+  timeout:
+    description: Seconds to wait for the index.
+    type: int
+    default: 60
+author:
+  - sweep-fleet developers
+"""
+
+EXAMPLES = r"""
+- name: Install uv from the package index
+  sweep_fleet.wandb.uv_binary:
+    version: "0.13.8"
+  become: true
+"""
+
+RETURN = r"""
+version:
+  description: The uv version at O(dest) after the task.
+  type: str
+  returned: always
+wheel:
+  description: The wheel's file name, when one was installed.
+  type: str
+  returned: when changed
+"""
+
+import hashlib  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import stat  # noqa: E402
+import tempfile  # noqa: E402
+import zipfile  # noqa: E402
+from urllib.parse import urljoin  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.urls import open_url  # noqa: E402
+
+ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}
+PROXY_NAMES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
+
+
+def installed_version(module: AnsibleModule, dest: str) -> str:
+    if not os.access(dest, os.X_OK):
+        return ""
+    rc, out, _err = module.run_command([dest, "--version"], check_rc=False)
+    parts = out.split()
+    return parts[1] if rc == 0 and len(parts) >= 2 else ""
+
+
+def wheel_pattern(version: str) -> re.Pattern:
+    machine = platform.machine().lower()
+    arch = ARCHES.get(machine, machine)
+    return re.compile(rf"^uv-{re.escape(version)}-py3-none-manylinux[^-]*_{re.escape(arch)}\.whl$")
+
+
+def find_wheel(module: AnsibleModule) -> tuple[str, str, str]:
+    """(file name, URL, sha256) of the wheel for this host, from the index's simple API."""
+    p = module.params
+    index = p["index_url"].rstrip("/") + "/uv/"
+    try:
+        response = open_url(
+            index, headers={"Accept": "application/vnd.pypi.simple.v1+json"}, timeout=p["timeout"]
+        )
+        files = json.loads(response.read())["files"]
+    except Exception as err:
+        module.fail_json(msg=f"cannot read uv's releases from {index}: {err}")
+    pattern = wheel_pattern(p["version"])
+    for entry in files:
+        if pattern.match(entry.get("filename", "")) and not entry.get("yanked"):
+            url = urljoin(index, entry["url"])  # PEP 691 allows URLs relative to the index page
+            return entry["filename"], url, entry.get("hashes", {}).get("sha256", "")
+    module.fail_json(
+        msg=f"{index} has no uv {p['version']} wheel for {platform.machine()}: "
+        "use wandb_runtime_uv_source: controller"
+    )
+    raise AssertionError  # fail_json does not return
+
+
+def install(module: AnsibleModule, data: bytes, dest: str) -> None:
+    with zipfile.ZipFile(io.BytesIO(data)) as wheel:
+        name = next((n for n in wheel.namelist() if n.endswith(".data/scripts/uv")), None)
+        if name is None:
+            module.fail_json(msg="the wheel holds no uv binary")
+        binary = wheel.read(name)
+    directory = os.path.dirname(dest)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=".uv-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(binary)
+        os.chmod(temp, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+        os.replace(temp, dest)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def run(module: AnsibleModule) -> dict:
+    p = module.params
+    before = installed_version(module, p["dest"])
+    if before == p["version"]:
+        return {"changed": False, "version": before}
+    for name, value in (p["environment"] or {}).items():
+        if name.lower() in PROXY_NAMES:
+            os.environ[name] = str(value)
+    if p["wheel"]:
+        filename, url, listed = os.path.basename(p["wheel"]), None, ""
+    else:
+        filename, url, listed = find_wheel(module)
+    expected = (p["sha256"] or listed).lower()
+    if not expected:
+        module.fail_json(msg=f"no sha256 for {filename}: give sha256")
+    if module.check_mode:
+        return {"changed": True, "version": p["version"], "wheel": filename}
+    try:
+        if url:
+            data = open_url(url, timeout=p["timeout"]).read()
+        else:
+            with open(p["wheel"], "rb") as handle:
+                data = handle.read()
+    except Exception as err:
+        module.fail_json(msg=f"cannot read {url or p['wheel']}: {err}")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        module.fail_json(msg=f"{filename} has sha256 {actual}, expected {expected}: not installed")
+    install(module, data, p["dest"])
+    after = installed_version(module, p["dest"])
+    if after != p["version"]:
+        module.fail_json(msg=f"the installed uv reports version {after!r}, expected {p['version']}")
+    return {"changed": True, "version": after, "wheel": filename}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "version": {"type": "str", "required": True},
+            "dest": {"type": "path", "default": "/usr/local/bin/uv"},
+            "index_url": {"type": "str", "default": "https://pypi.org/simple"},
+            "wheel": {"type": "path"},
+            "sha256": {"type": "str", "default": ""},
+            "environment": {"type": "dict", "default": {}, "no_log": True},
+            "timeout": {"type": "int", "default": 60},
+        },
+        supports_check_mode=True,
+    )
+    module.exit_json(**run(module))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+#!/usr/bin/python
+# Copyright: sweep-fleet developers
+# Apache License 2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: venv
+short_description: A Python venv made and filled by uv, in one step
+description:
+  - Creates the venv at O(path) with uv when it is missing or was made from another
+    interpreter, installs a uv-managed Python first when O(python) is a version, then
+    installs O(packages) and the O(requirements) files, under O(constraints).
+  - Reports a change only when a package was added, removed or replaced.
+  - O(environment) (proxies, a package index mirror) reaches uv only through this module's
+    own process, never a command line or Ansible's output, so a proxy password stays hidden.
+  - Supports check mode (uv's dry run).
+version_added: "0.2.0"
+options:
+  path:
+    description: The venv's directory.
+    type: path
+    required: true
+  python:
+    description:
+      - The interpreter the venv is made from, as a path (the host's Python), or a version
+        such as V(3.12), which uv installs first (C(uv python install)).
+      - When not given, the venv must exist already; it is only filled.
+    type: str
+  uv:
+    description: The uv binary.
+    type: path
+    default: /usr/local/bin/uv
+  packages:
+    description: Requirement specifiers to install, e.g. V(wandb==0.31.0).
+    type: list
+    elements: str
+    default: []
+  requirements:
+    description: Requirements files on the host (C(requirements.txt), C(pyproject.toml)) to install.
+    type: list
+    elements: path
+    default: []
+  requirement_candidates:
+    description: Requirements files of which the first one that exists is installed (none may exist).
+    type: list
+    elements: path
+    default: []
+  constraints:
+    description: Requirement specifiers nothing installed may contradict, e.g. V(wandb==0.31.0).
+    type: list
+    elements: str
+    default: []
+  environment:
+    description: Environment for uv (HTTPS_PROXY, NO_PROXY, UV_DEFAULT_INDEX, UV_CACHE_DIR, ...).
+    type: dict
+    default: {}
+author:
+  - sweep-fleet developers
+"""
+
+EXAMPLES = r"""
+- name: A venv with a pinned wandb
+  sweep_fleet.wandb.venv:
+    path: /opt/sweep-fleet/venv
+    python: /usr/bin/python3
+    packages: [wandb==0.31.0]
+    constraints: [wandb==0.31.0]
+    environment:
+      HTTPS_PROXY: "{{ proxy_with_password }}"
+  become: true
+"""
+
+RETURN = r"""
+requirements:
+  description: The requirements files installed.
+  type: list
+  elements: str
+  returned: always
+created:
+  description: Whether the venv was created (or made again from another interpreter).
+  type: bool
+  returned: always
+installed:
+  description: Packages added or replaced, as C(name==version).
+  type: list
+  elements: str
+  returned: always
+removed:
+  description: Packages removed or replaced, as C(name==version).
+  type: list
+  elements: str
+  returned: always
+python_version:
+  description: The venv's Python version.
+  type: str
+  returned: when the venv exists
+"""
+
+import os  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+CHANGE_RE = re.compile(r"^ ([-+]) (\S+)$", re.MULTILINE)
+VERSION_RE = re.compile(r"^version_info = (\S+)$", re.MULTILINE)
+
+
+def _pyvenv(path: str) -> str:
+    try:
+        with open(os.path.join(path, "pyvenv.cfg")) as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+class Venv:
+    def __init__(self, module: AnsibleModule):
+        self.module = module
+        self.p = module.params
+        env = {k: str(v) for k, v in (self.p["environment"] or {}).items()}
+        self.env = env
+
+    def uv(self, *args: str, check: bool = True) -> tuple[int, str, str]:
+        rc, out, err = self.module.run_command([self.p["uv"], *args], environ_update=self.env, check_rc=False)
+        if check and rc != 0:
+            self.module.fail_json(
+                msg=f"uv {args[0]} {args[1] if len(args) > 1 else ''} failed: {err.strip()}"
+            )
+        return rc, out, err
+
+    def interpreter(self) -> str:
+        """The interpreter path for the venv, installing a managed Python if asked."""
+        python = self.p["python"]
+        if os.path.isabs(python):
+            if not os.access(python, os.X_OK):
+                self.module.fail_json(msg=f"there is no Python at {python} on this host")
+            return python
+        rc, out, _err = self.uv("python", "find", "--python-preference", "only-managed", python, check=False)
+        if rc == 0 and out.strip():
+            return out.strip().splitlines()[-1]
+        if self.module.check_mode:
+            return python
+        self.uv("python", "install", python)
+        _rc, out, _err = self.uv("python", "find", "--python-preference", "only-managed", python)
+        return out.strip().splitlines()[-1]
+
+    def wants_new_venv(self, interpreter: str) -> bool:
+        cfg = _pyvenv(self.p["path"])
+        if not cfg or not os.path.exists(os.path.join(self.p["path"], "bin", "python")):
+            return True
+        if not os.path.isabs(interpreter):
+            return False  # a managed Python that check mode did not install: cannot compare
+        home = re.search(r"^home = (.*)$", cfg, re.MULTILINE)
+        real = os.path.realpath(interpreter)
+        return not home or os.path.realpath(os.path.join(home.group(1), os.path.basename(real))) != real
+
+
+def run(module: AnsibleModule) -> dict:
+    p = module.params
+    venv = Venv(module)
+    result = {"changed": False, "created": False, "installed": [], "removed": []}
+    if not os.access(p["uv"], os.X_OK):
+        module.fail_json(msg=f"uv is not installed at {p['uv']}: run the wandb_runtime role first")
+    requirements = list(p["requirements"])
+    found = [path for path in p["requirement_candidates"] if os.path.isfile(path)]
+    requirements += found[:1]
+    result["requirements"] = requirements
+    if p["python"] is None:
+        if not os.path.exists(os.path.join(p["path"], "bin", "python")):
+            if module.check_mode:  # a fresh host: the runtime role would have made it
+                result.update(changed=bool(p["packages"] or requirements), installed=list(p["packages"]))
+                return result
+            module.fail_json(msg=f"there is no venv at {p['path']}: run the wandb_runtime role first")
+    elif venv.wants_new_venv(interpreter := venv.interpreter()):
+        result.update(changed=True, created=True)
+        if module.check_mode:
+            result["installed"] = list(p["packages"])
+            return result
+        venv.uv("venv", "--clear", "--python", interpreter, p["path"])
+    if not p["packages"] and not requirements:
+        return result
+    workdir = tempfile.mkdtemp(prefix="sweep-fleet-venv-")  # private: mode 0700
+    try:
+        args = ["pip", "install", "--python", os.path.join(p["path"], "bin", "python")]
+        if p["constraints"]:
+            constraints = os.path.join(workdir, "constraints.txt")
+            with open(constraints, "w") as handle:
+                handle.write("\n".join(p["constraints"]) + "\n")
+            args += ["--constraint", constraints]
+        for requirement in requirements:
+            args += ["--requirement", requirement]
+        if module.check_mode:
+            args.append("--dry-run")
+        _rc, _out, err = venv.uv(*args, *p["packages"])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    for sign, package in CHANGE_RE.findall(err):
+        result["installed" if sign == "+" else "removed"].append(package)
+    if result["installed"] or result["removed"]:
+        result["changed"] = True
+    version = VERSION_RE.search(_pyvenv(p["path"]))
+    if version:
+        result["python_version"] = version.group(1)
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path", "required": True},
+            "python": {"type": "str"},
+            "uv": {"type": "path", "default": "/usr/local/bin/uv"},
+            "packages": {"type": "list", "elements": "str", "default": []},
+            "requirements": {"type": "list", "elements": "path", "default": []},
+            "requirement_candidates": {"type": "list", "elements": "path", "default": []},
+            "constraints": {"type": "list", "elements": "str", "default": []},
+            "environment": {"type": "dict", "default": {}, "no_log": True},
+        },
+        supports_check_mode=True,
+    )
+    module.exit_json(**run(module))
+
+
+if __name__ == "__main__":
+    main()
