@@ -89,6 +89,11 @@ import pwd  # noqa: E402
 import re  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (  # noqa: E402
+    agent_of,
+    pids,
+    runs_of,
+)
 
 UNIT_RE = re.compile(r"^wandb-agent@(.+)\.service$")
 ERROR_RE = re.compile(r"error|traceback|exception|failed|killed", re.IGNORECASE)
@@ -103,21 +108,10 @@ def _read(path: str, mode: str = "r"):
         return None
 
 
-def _stat(pid: int) -> list[str] | None:
-    text = _read(f"/proc/{pid}/stat")
-    if not text:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
 def _environ(pid: int) -> dict[str, str]:
     raw = _read(f"/proc/{pid}/environ", "rb") or b""
     pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
-
-
-def _pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
 def _unit_of(pid: int) -> str:
@@ -212,17 +206,18 @@ class Host:
         return matches[-1][:300] if matches else ""
 
 
-def runs_of(agent: int, pids: list[int]) -> list[dict]:
+def run_entries(main_pid: int, among: list[int]) -> list[dict]:
+    """The runs of the unit whose main process is ``main_pid`` (the launcher)."""
     runs = []
-    for pid in pids:
-        fields = _stat(pid)
-        if not fields or fields[0] == "Z" or int(fields[1]) != agent:
-            continue
-        if int(fields[2]) != pid or int(fields[3]) == pid:
-            continue  # not a run: runs lead their own process group, wandb-core its own session
+    for pid in runs_of(agent_of(main_pid, among), among):
         env = _environ(pid)
-        run_id = env.get("WANDB_RUN_ID", "")
-        runs.append({"id": run_id, "pid": pid, "params": _params(env.get("WANDB_SWEEP_PARAM_PATH", ""))})
+        runs.append(
+            {
+                "id": env.get("WANDB_RUN_ID", ""),
+                "pid": pid,
+                "params": _params(env.get("WANDB_SWEEP_PARAM_PATH", "")),
+            }
+        )
     return runs
 
 
@@ -239,7 +234,7 @@ def main() -> None:
     )
     p = module.params
     host = Host(module)
-    pids = _pids()
+    every = pids()
     sweep = p["sweep"] or _env_value(p["env_file"], "SWEEP_FLEET_SWEEP")
     sweep_id = sweep.rsplit("/", 1)[-1] if sweep else ""
     agents = []
@@ -247,7 +242,7 @@ def main() -> None:
         unit = f"wandb-agent@{instance}.service"
         props = host.show(unit)
         main_pid = int(props.get("MainPID") or 0)
-        runs = runs_of(main_pid, pids) if main_pid else []
+        runs = run_entries(main_pid, every) if main_pid else []
         started = set()
         if sweep_id:
             pattern = os.path.join(
@@ -276,7 +271,7 @@ def main() -> None:
         uid = None
     processes = []
     if uid is not None:
-        for pid in pids:
+        for pid in every:
             try:
                 owner = os.stat(f"/proc/{pid}").st_uid
             except OSError:

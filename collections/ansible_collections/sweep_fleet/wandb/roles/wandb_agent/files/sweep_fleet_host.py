@@ -1,0 +1,1 @@
+../../../plugins/module_utils/agent_host.py

@@ -1,0 +1,272 @@
+"""The agent launcher (wandb_agent/files/sweep_fleet_agent.py) against real processes and the stand-in.
+
+A fake agent stands for ``wandb agent`` where only its process tree matters: it starts a
+run in its own process group (as the agent does), the run starts a helper in that group
+and a worker in a session of its own (a GPU-holding grandchild), and the agent stops taking
+runs on SIGINT. The sweep state is read from the W&B API stand-in over HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from standin import StandIn
+from support import REPO, TEST_API_KEY, wait_until
+
+FILES = REPO / "roles" / "wandb_agent" / "files"
+sys.path.insert(0, str(FILES))
+import sweep_fleet_agent as launcher  # noqa: E402
+import sweep_fleet_host as host  # noqa: E402
+
+FAKE_AGENT = textwrap.dedent(
+    """
+    import os, signal, subprocess, sys, time
+    state, run_seconds, on_term = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    draining = False
+    def drain(*_):
+        global draining
+        draining = True
+    signal.signal(signal.SIGINT, drain)
+    run = subprocess.Popen([sys.executable, "-c", sys.argv[4], state, str(run_seconds), on_term],
+                           process_group=0)
+    open(os.path.join(state, "run.pid"), "w").write(str(run.pid))
+    run.wait()
+    open(os.path.join(state, "agent.exit"), "w").write(str(run.returncode))
+    sys.exit(0)
+    """
+)
+FAKE_RUN = textwrap.dedent(
+    """
+    import os, signal, subprocess, sys, time
+    state, seconds, on_term = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    def term(*_):
+        open(os.path.join(state, "run.sigterm"), "w").write("1")
+        if on_term == "exit":
+            sys.exit(143)
+    signal.signal(signal.SIGTERM, term if on_term in ("exit", "ignore") else signal.SIG_DFL)
+    helper = subprocess.Popen(["sleep", "300"])  # same process group as the run
+    worker = subprocess.Popen(["sleep", "300"], start_new_session=True)  # its own session
+    open(os.path.join(state, "tree.pids"), "w").write(f"{helper.pid} {worker.pid}")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    helper.kill(); worker.kill()
+    sys.exit(0)
+    """
+)
+
+
+def pid_alive(pid: int) -> bool:
+    return host.alive(pid)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """Start a launcher Supervisor over the fake agent; yield (supervisor, state dir)."""
+    started = []
+
+    def start(run_seconds: float, on_term: str, term_timeout: float = 5):
+        argv = [sys.executable, "-c", FAKE_AGENT, str(tmp_path), str(run_seconds), on_term, FAKE_RUN]
+        supervisor = launcher.Supervisor(argv, term_timeout)
+        supervisor.start()
+        started.append(supervisor)
+        wait_until(lambda: (tmp_path / "tree.pids").exists(), timeout=10, what="the run's process tree")
+        return supervisor
+
+    yield start, tmp_path
+    for supervisor in started:
+        if supervisor.agent.poll() is None:
+            supervisor.agent.kill()
+    for name in ("tree.pids", "run.pid"):
+        if (tmp_path / name).exists():
+            for pid in (tmp_path / name).read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+
+
+def test_the_run_is_the_agents_child_that_leads_its_own_group(tree):
+    start, state = tree
+    supervisor = start(run_seconds=30, on_term="exit")
+    run_pid = int((state / "run.pid").read_text())
+    helper, worker = map(int, (state / "tree.pids").read_text().split())
+    assert host.runs_of(supervisor.agent.pid) == [run_pid]
+    assert host.agent_of(supervisor.agent.pid) == 0, "the fake agent is not `wandb agent`"
+    assert helper not in host.runs_of(supervisor.agent.pid) and worker not in host.runs_of(run_pid)
+
+
+def test_drain_lets_the_run_finish(tree):
+    start, state = tree
+    supervisor = start(run_seconds=1.5, on_term="exit")
+    supervisor.on_signal(signal.SIGINT, None)
+    assert supervisor.wait() == 0
+    assert (state / "agent.exit").read_text() == "0", "the run finished on its own"
+    assert not (state / "run.sigterm").exists(), "a drain never signals the run"
+
+
+def test_preempt_sends_the_run_sigterm_once(tree):
+    start, state = tree
+    supervisor = start(run_seconds=60, on_term="exit")
+    started = time.monotonic()
+    supervisor.on_signal(signal.SIGTERM, None)
+    assert supervisor.wait() == 0
+    assert time.monotonic() - started < 5, "the run saved and exited at once"
+    assert (state / "run.sigterm").exists()
+    assert (state / "agent.exit").read_text() == "143"
+
+
+def test_a_run_that_ignores_sigterm_is_killed_with_its_group_after_the_timeout(tree):
+    start, state = tree
+    supervisor = start(run_seconds=60, on_term="ignore", term_timeout=1.5)
+    run_pid = int((state / "run.pid").read_text())
+    helper, worker = map(int, (state / "tree.pids").read_text().split())
+    started = time.monotonic()
+    supervisor.on_signal(signal.SIGTERM, None)
+    assert supervisor.wait() == 0
+    took = time.monotonic() - started
+    assert 1.5 <= took < 10, took
+    assert (state / "run.sigterm").exists(), "it was asked first"
+    assert (state / "agent.exit").read_text() == str(-signal.SIGKILL)
+    wait_until(
+        lambda: not pid_alive(run_pid) and not pid_alive(helper), timeout=5, what="the run's group gone"
+    )
+    # A worker in a session of its own is out of the group's reach: systemd's cgroup kill
+    # (KillMode=mixed) ends it once the launcher exits (tests/e2e: the kill and preempt stops).
+    assert pid_alive(worker)
+
+
+def test_a_second_signal_does_not_interrupt_the_agent_again(tree):
+    start, state = tree
+    supervisor = start(run_seconds=1.5, on_term="exit")
+    supervisor.on_signal(signal.SIGINT, None)
+    supervisor.step()
+    supervisor.on_signal(signal.SIGINT, None)
+    supervisor.step()
+    assert supervisor._sent_sigint
+    assert supervisor.wait() == 0
+    assert (state / "agent.exit").read_text() == "0"
+
+
+def test_link_code_shows_the_code_and_keeps_what_runs_wrote(tmp_path):
+    code, work = tmp_path / "code", tmp_path / "work"
+    (code / "train").mkdir(parents=True)
+    (code / "main.py").write_text("print(1)\n")
+    (code / ".git").mkdir()
+    work.mkdir()
+    (work / "checkpoints").mkdir()
+    (work / "wandb").mkdir()
+    assert launcher.link_code(code, work) == ["+main.py", "+train"]
+    assert os.readlink(work / "main.py") == str(code / "main.py")
+    assert not (work / ".git").exists() and (work / "checkpoints").is_dir()
+    assert launcher.link_code(code, work) == [], "a second time changes nothing"
+    (code / "main.py").unlink()
+    (code / "eval.py").write_text("")
+    assert launcher.link_code(code, work) == ["-main.py", "+eval.py"]
+    # A run replaced a link with a file of its own: it stays.
+    (work / "eval.py").unlink()
+    (work / "eval.py").write_text("mine")
+    assert launcher.link_code(code, work) == []
+    assert (work / "eval.py").read_text() == "mine"
+
+
+@pytest.fixture
+def standin():
+    with StandIn(api_key=TEST_API_KEY) as server:
+        yield server
+
+
+def netrc_for(path: Path, server: StandIn, key: str = TEST_API_KEY) -> Path:
+    path.write_text(f"machine {server.url.split('://', 1)[1]}\n  login user\n  password {key}\n")
+    path.chmod(0o600)
+    return path
+
+
+GRID = {"program": "main.py", "method": "grid", "parameters": {"x": {"values": [1, 2]}}}
+
+
+@pytest.mark.parametrize("state", ["RUNNING", "PAUSED", "FINISHED", "CANCELED"])
+def test_state_check_reads_the_sweep(standin, tmp_path, monkeypatch, state):
+    sweep = standin.create_sweep(GRID, project="p")
+    standin.set_state(sweep.id, state)
+    monkeypatch.setenv("WANDB_BASE_URL", standin.url)
+    monkeypatch.setenv("NETRC", str(netrc_for(tmp_path / "netrc", standin)))
+    assert launcher.read_state(sweep.path) == state
+
+
+def test_state_check_of_an_unknown_sweep_or_key_is_permanent(standin, tmp_path, monkeypatch):
+    sweep = standin.create_sweep(GRID, project="p")
+    monkeypatch.setenv("WANDB_BASE_URL", standin.url)
+    monkeypatch.setenv("NETRC", str(netrc_for(tmp_path / "netrc", standin)))
+    with pytest.raises(host.SweepStateError) as err:
+        launcher.read_state(f"{standin.entity}/p/nosuchid")
+    assert err.value.permanent
+    netrc_for(tmp_path / "netrc", standin, key="wrong-" + "k" * 40)
+    with pytest.raises(host.SweepStateError) as err:
+        launcher.read_state(sweep.path)
+    assert err.value.permanent and "401" in str(err.value)
+
+
+def test_state_check_waits_while_wandb_is_unreachable(standin, tmp_path, monkeypatch):
+    sweep = standin.create_sweep(GRID, project="p")
+    monkeypatch.setenv("WANDB_BASE_URL", standin.url)
+    monkeypatch.setenv("NETRC", str(netrc_for(tmp_path / "netrc", standin)))
+    standin.inject("http500", count=2)
+    waited = []
+    state = launcher.wait_for_state(sweep.path, lambda: False, wait=lambda s, _stopping: waited.append(s))
+    assert state == "RUNNING"
+    assert waited == [5.0, 10.0], "asked again with a growing pause"
+    assert len([r for r in standin.requests if r[2] == "SweepState"]) == 3
+
+
+def run_launcher(standin, tmp_path, sweep_path: str) -> subprocess.CompletedProcess:
+    """The launcher as the unit starts it, in a working directory of its own."""
+    code, work = tmp_path / "code", tmp_path / "work"
+    code.mkdir(exist_ok=True)
+    (code / "main.py").write_text("")
+    work.mkdir(exist_ok=True)
+    env = dict(
+        os.environ,
+        WANDB_BASE_URL=standin.url,
+        NETRC=str(netrc_for(tmp_path / "netrc", standin)),
+        PYTHONPATH=str(FILES),
+    )
+    return subprocess.run(
+        [
+            sys.executable,
+            str(FILES / "sweep_fleet_agent.py"),
+            "run",
+            "--sweep",
+            sweep_path,
+            "--code",
+            str(code),
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_launcher_does_not_start_an_agent_for_an_ended_sweep(standin, tmp_path):
+    sweep = standin.create_sweep(GRID, project="p")
+    standin.set_state(sweep.id, "FINISHED")
+    proc = run_launcher(standin, tmp_path, sweep.path)
+    assert proc.returncode == 0, proc.stderr
+    assert "is finished: not starting the agent" in proc.stderr
+    assert (tmp_path / "work" / "main.py").is_symlink(), "the code was linked first"
+    assert standin.agents == {}
+
+
+def test_launcher_refuses_a_sweep_that_does_not_exist_without_a_restart_loop(standin, tmp_path):
+    proc = run_launcher(standin, tmp_path, f"{standin.entity}/p/nosuchid")
+    assert proc.returncode == launcher.EXIT_CONFIG, proc.stderr
+    assert "not starting the agent" in proc.stderr
