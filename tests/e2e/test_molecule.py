@@ -1,13 +1,15 @@
-"""Each role's molecule scenario: check mode -> converge -> idempotence -> testinfra verify.
+"""The molecule scenario: every role on one host, check mode -> converge -> idempotence ->
+testinfra verify (one test file per role's contract).
 
 Steps run one by one so that the W&B API stand-in can be started where the
-scenario's host reaches it (its network exists only after `molecule create`).
+scenario's host reaches it, on the scenario's own network.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -19,11 +21,12 @@ from support import REPO, TEST_API_KEY, VENV_BIN
 
 pytestmark = pytest.mark.fleet
 
-SCENARIOS = ["wandb_runtime", "wandb_credentials", "wandb_code", "wandb_sweep", "wandb_agent"]
-NEEDS_STANDIN = {"wandb_sweep", "wandb_agent"}
+SCENARIO = "default"
+NETWORK = "molecule-fleet"  # .config/molecule/config.yml
+ROLE_TESTS = ["test_runtime.py", "test_credentials.py", "test_code.py", "test_sweep.py", "test_agent.py"]
 
 
-def molecule(step: str, scenario: str, env: dict, *extra: str) -> None:
+def molecule(step: str, scenario: str, env: dict, *extra: str) -> str:
     started = time.monotonic()
     proc = subprocess.run(
         [str(VENV_BIN / "molecule"), step, "-s", scenario, *extra],
@@ -36,10 +39,10 @@ def molecule(step: str, scenario: str, env: dict, *extra: str) -> None:
     print(f"molecule {step} -s {scenario}: {time.monotonic() - started:.1f}s", flush=True)
     if proc.returncode != 0:
         journal = ""
-        if step in ("converge", "idempotence", "verify") and scenario == "wandb_agent":
+        if step in ("converge", "idempotence", "verify"):
             journal = podman(
                 "exec",
-                f"molecule-{scenario.removeprefix('wandb_')}",
+                "molecule-fleet",
                 "journalctl",
                 "-u",
                 "wandb-agent@*",
@@ -52,40 +55,39 @@ def molecule(step: str, scenario: str, env: dict, *extra: str) -> None:
             f"molecule {step} -s {scenario} failed ({proc.returncode}):\n{proc.stdout[-15000:]}\n"
             f"{proc.stderr[-5000:]}\n{journal}"
         )
+    return proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_scenario(scenario, host_image):
+def test_scenario(host_image):
     env = podman_env() | {
         "SWEEP_FLEET_IMAGE": host_image,
         "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
         "ANSIBLE_FORCE_COLOR": "0",
         "PY_COLORS": "0",
     }
-    network = f"molecule-{scenario.removeprefix('wandb_')}"
-    (REPO / ".cache" / "uv-hosts").mkdir(parents=True, exist_ok=True)
     standin = None
     try:
-        if scenario in NEEDS_STANDIN:
-            # `molecule create` also runs prepare, which needs the stand-in already: make the
-            # scenario's network first and serve the stand-in on its gateway.
-            if podman("network", "exists", network, check=False).returncode != 0:
-                podman("network", "create", network)
-            gateway = json.loads(podman("network", "inspect", network).stdout)[0]["subnets"][0]["gateway"]
-            standin = StandIn(host=gateway, api_key=TEST_API_KEY).start()
-            env |= {"STANDIN_URL": standin.url, "STANDIN_API_KEY": TEST_API_KEY}
-        molecule("create", scenario, env)  # runs prepare too
+        # `molecule create` also runs prepare: make the scenario's network first and serve
+        # the stand-in on its gateway, where the host reaches it.
+        if podman("network", "exists", NETWORK, check=False).returncode != 0:
+            podman("network", "create", NETWORK)
+        gateway = json.loads(podman("network", "inspect", NETWORK).stdout)[0]["subnets"][0]["gateway"]
+        standin = StandIn(host=gateway, api_key=TEST_API_KEY).start()
+        env |= {"STANDIN_URL": standin.url, "STANDIN_API_KEY": TEST_API_KEY}
+        molecule("create", SCENARIO, env)  # runs prepare too
         # `molecule check` would destroy and re-create the host: check mode on this one instead.
-        molecule("converge", scenario, env, "--", "--check")
-        if standin:
-            assert standin.sweeps == {}, "check mode created a sweep"
-        molecule("converge", scenario, env)
-        molecule("idempotence", scenario, env)
-        if standin:
-            assert len(standin.sweeps) == 1, "converge twice, one sweep"
-        molecule("verify", scenario, env)
+        molecule("converge", SCENARIO, env, "--", "--check")
+        assert standin.sweeps == {}, "check mode created a sweep"
+        molecule("converge", SCENARIO, env)
+        molecule("idempotence", SCENARIO, env)
+        assert len(standin.sweeps) == 1, "converge twice, one sweep"
+        out = molecule("verify", SCENARIO, env)
+        # A verify that collected nothing would pass: every role's file must have run.
+        for name in ROLE_TESTS:
+            assert re.search(rf"{name}::\S+ PASSED", out), f"{name} ran no test:\n{out[-5000:]}"
+        assert re.search(r"\b(\d+) passed\b", out), out[-3000:]
     finally:
-        molecule("destroy", scenario, env)
-        podman("network", "rm", "--force", network, check=False)
+        molecule("destroy", SCENARIO, env)
+        podman("network", "rm", "--force", NETWORK, check=False)
         if standin:
             standin.stop()

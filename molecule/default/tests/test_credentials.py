@@ -1,16 +1,19 @@
 """wandb_credentials: the key only in a root-only netrc; address and proxies in a root-only file."""
 
-KEY = "molecule-" + "k3y" * 14
+import os
+
+KEY = os.environ["STANDIN_API_KEY"]
 
 
-def test_netrc_is_root_only_and_holds_the_key(host):
+def test_netrc_is_root_only_and_holds_the_trimmed_key(host):
     directory = host.file("/etc/sweep-fleet")
     assert (directory.user, directory.group, directory.mode) == ("root", "root", 0o700)
     netrc = host.file("/etc/sweep-fleet/netrc")
     assert (netrc.user, netrc.group, netrc.mode) == ("root", "root", 0o600)
-    content = host.run("sudo cat /etc/sweep-fleet/netrc").stdout
-    assert "machine wandb.example.com:8080" in content
-    assert f"password {KEY}" in content
+    lines = host.run("sudo cat /etc/sweep-fleet/netrc").stdout.splitlines()
+    # The key was given with a line break after it, as `echo KEY | ansible-vault encrypt_string` does.
+    assert lines[-1] == f"  password {KEY}", "the key, trimmed, ends the file"
+    assert any(line.startswith("machine ") and ":" in line for line in lines), "host:port of the stand-in"
 
 
 def test_environment_file(host):
@@ -18,7 +21,7 @@ def test_environment_file(host):
     assert (env.user, env.mode) == ("root", 0o600)
     lines = set(host.run("sudo cat /etc/sweep-fleet/wandb.env").stdout.splitlines())
     assert {
-        "WANDB_BASE_URL=https://wandb.example.com:8080",
+        f"WANDB_BASE_URL={os.environ['STANDIN_URL']}",
         "HTTPS_PROXY=http://proxy.example.com:3128",
         "https_proxy=http://proxy.example.com:3128",
         "NO_PROXY=localhost,127.0.0.1",

@@ -1,4 +1,6 @@
-"""wandb_runtime: the service user, uv from the package index, the venv with pinned wandb."""
+"""wandb_runtime: the service user, uv from the package index, a root-owned venv with pinned wandb."""
+
+PLANTED = "/tmp/uv-0.13.8-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 
 
 def test_service_user(host):
@@ -9,13 +11,23 @@ def test_service_user(host):
     assert user.uid < 1000
     home = host.file("/var/lib/sweep-fleet")
     assert (home.user, home.group, home.mode) == ("wandb", "wandb", 0o750)
+    runtime = host.file("/opt/sweep-fleet")
+    assert (runtime.user, runtime.group, runtime.mode) == ("root", "root", 0o755)
 
 
 def test_uv_is_pinned(host):
     uv = host.file("/usr/local/bin/uv")
     assert (uv.user, uv.mode) == ("root", 0o755)
     assert host.check_output("/usr/local/bin/uv --version").split()[:2] == ["uv", "0.13.8"]
-    assert not host.file("/tmp").listdir() or not any(n.endswith(".whl") for n in host.file("/tmp").listdir())
+    assert not [n for n in host.file("/usr/local/bin").listdir() if n.startswith(".uv-")], "no temporary left"
+
+
+def test_a_file_another_user_planted_is_neither_read_nor_replaced(host):
+    """The uv download once went to this predictable name in /tmp (a local root exploit)."""
+    planted = host.file(PLANTED)
+    assert (planted.user, planted.mode) == ("nobody", 0o666)
+    assert planted.content_string == "not a wheel\n"
+    assert [n for n in host.file("/tmp").listdir() if n.endswith(".whl")] == [PLANTED.rsplit("/", 1)[1]]
 
 
 def test_venv_has_pinned_wandb_and_is_root_owned(host):
@@ -29,9 +41,3 @@ def test_venv_has_pinned_wandb_and_is_root_owned(host):
     assert host.run("sudo -u wandb /opt/sweep-fleet/venv/bin/python -c 'import wandb'").rc == 0
     assert host.run("sudo -u wandb touch /opt/sweep-fleet/venv/lib/x").rc != 0
     assert host.file("/opt/sweep-fleet/venv/pyvenv.cfg").contains("home = /usr/bin")
-
-
-def test_constraints_pin_wandb(host):
-    constraints = host.file("/opt/sweep-fleet/constraints.txt")
-    assert constraints.contains("^wandb==0.31.0$")
-    assert constraints.mode == 0o644
