@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -91,9 +92,14 @@ RECAP_RE = r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:
-    """Per-host counts from the PLAY RECAP of ansible-playbook's default output."""
+    """Per-host counts from the PLAY RECAP of ansible-playbook's default output.
+
+    localhost is left out: it is the controller, where the preflight checks the inventory.
+    """
     counts = {}
     for host, ok, changed, unreachable, failed in re.findall(RECAP_RE, output, re.MULTILINE):
+        if host == "localhost":
+            continue
         counts[host] = {
             "ok": int(ok),
             "changed": int(changed),
@@ -176,3 +182,89 @@ class GitServer:
     def stop(self) -> None:
         self.daemon.terminate()
         self.daemon.wait(timeout=10)
+
+
+class AuthProxy:
+    """An HTTP CONNECT proxy on ``host`` that wants Basic auth (the hosts' downloads go through it).
+
+    It counts the tunnels it opened for the right password and refuses the rest (407), so
+    a test can show that a proxy password was really used while it never showed up.
+    """
+
+    def __init__(self, host: str, user: str, password: str):
+        import base64
+        import threading
+
+        self.expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.tunnels = 0
+        self.refused = 0
+        self._lock = threading.Lock()
+        self._server = socket.create_server((host, 0))
+        self.port = self._server.getsockname()[1]
+        self.url_host = f"{host}:{self.port}"
+        self._stopping = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def url(self, user: str, password: str) -> str:
+        return f"http://{user}:{password}@{self.url_host}"
+
+    def _serve(self) -> None:
+        import threading
+
+        while not self._stopping:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _handle(self, client: socket.socket) -> None:
+        import threading
+
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = client.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            lines = head.split(b"\r\n\r\n", 1)[0].decode(errors="replace").split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            headers = {
+                k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
+            }
+            if headers.get("proxy-authorization") != self.expected:
+                with self._lock:
+                    self.refused += 1
+                client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+                return
+            if method != "CONNECT":
+                client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            host, _, port = target.rpartition(":")
+            upstream = socket.create_connection((host, int(port)), timeout=30)
+            with self._lock:
+                self.tunnels += 1
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+            def pipe(src: socket.socket, dst: socket.socket) -> None:
+                try:
+                    while data := src.recv(65536):
+                        dst.sendall(data)
+                except OSError:
+                    pass
+                finally:
+                    for end in (src, dst):
+                        with contextlib.suppress(OSError):
+                            end.shutdown(socket.SHUT_RDWR)
+
+            threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+            pipe(client, upstream)
+        except (OSError, ValueError):
+            pass
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._server.close()

@@ -68,9 +68,9 @@ def test_git_code_and_the_rl_sweep(git_server, standin_for, tmp_path):
     assert created.config["parameters"]["env_name"] == {"distribution": "constant", "value": "MPE"}
     assert created.config["metric"] == {"goal": "maximize", "name": "average_episode_rewards"}
     host = fleet.hosts()[0]
-    checkout = fleet.ssh(host, "sudo -u wandb git -C /var/lib/sweep-fleet/code rev-parse HEAD").stdout.strip()
+    checkout = fleet.ssh(host, "sudo git -C /opt/sweep-fleet/code rev-parse HEAD").stdout.strip()
     assert checkout == pinned
-    assert "NOT_PINNED" not in fleet.ssh(host, "sudo ls /var/lib/sweep-fleet/code/train").stdout
+    assert "NOT_PINNED" not in fleet.ssh(host, "sudo ls /opt/sweep-fleet/code/train").stdout
     assert (
         fleet.ssh(
             host, "/opt/sweep-fleet/venv/bin/python -c 'import tomli; print(tomli.__name__)'"

@@ -167,9 +167,9 @@ def test_deploy_runs_the_twelve_shards(site):
     ran = collections.Counter(r["params"]["data_path"] for r in records)
     assert ran == collections.Counter(SHARD_VALUES), "each shard exactly once"
     # The code was pushed (without what is excluded) and its requirements.txt installed.
-    code = site.sh(hosts[0], "sudo ls -A /var/lib/sweep-fleet/code").split()
+    code = site.sh(hosts[0], "sudo ls -A /opt/sweep-fleet/code").split()
     assert {"main.py", "datasets", "requirements.txt", "data"} <= set(code)
-    extra = site.sh(hosts[0], "sudo ls /var/lib/sweep-fleet/code/data/shards").split()
+    extra = site.sh(hosts[0], "sudo ls /opt/sweep-fleet/code/data/shards").split()
     assert sorted(extra) == sorted(f"part{i}.csv" for i in range(1, 13)), "extra paths are pushed too"
     assert (
         site.sh(hosts[0], "/opt/sweep-fleet/venv/bin/python -c 'import iniconfig; print(1)'").strip() == "1"
@@ -308,6 +308,16 @@ def test_one_agent_per_gpu(site):
             " | tr '\\0' '\\n' | grep ^CUDA_VISIBLE_DEVICES=",
         )
         assert env.strip() == f"CUDA_VISIBLE_DEVICES={devices}"
+    # Only the NVIDIA devices may be opened (these test hosts have none; systemd inside a
+    # container cannot enforce it either, so the unit's settings are what is checked here).
+    props = site.sh(host, "systemctl show wandb-agent@1 -p DevicePolicy -p PrivateDevices")
+    assert set(props.split()) == {"DevicePolicy=closed", "PrivateDevices=no"}
+    unit = site.sh(host, "cat /etc/systemd/system/wandb-agent@.service")
+    assert "DeviceAllow=char-nvidia rw" in unit and "DeviceAllow=/dev/nvidiactl rw" in unit
+    exposure = site.fleet.ssh(
+        host, "systemd-analyze security --no-pager --threshold=20 wandb-agent@1", check=False
+    )
+    assert exposure.returncode == 0, exposure.stdout[-2000:]
     # Three GPUs -> one agent: the extra units are stopped and disabled.
     (hv / f"{host.name}.yml").write_text(yaml.safe_dump({"wandb_agent_gpus": ["3"]}))
     site.deploy("--limit", host.name)

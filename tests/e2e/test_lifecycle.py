@@ -153,6 +153,12 @@ def running_on(standin: StandIn, sweep) -> dict[str, list[dict]]:
     return busy
 
 
+def latest_agent(standin: StandIn, sweep, host: str):
+    """The agent that registered last from a host for a sweep (None if none did)."""
+    mine = [a for a in standin.agents.values() if a.sweep == sweep.path and a.host == host]
+    return max(mine, key=lambda a: a.created, default=None)
+
+
 def stop_reports(play_json: dict) -> dict[str, dict]:
     """Each host's "Report the stopped runs" message, from every batch of a serial play."""
     return {
@@ -342,19 +348,21 @@ def test_pause_keeps_agents_idle_resume_continues_cancel_ends_them(site):
     site.standin.wait_for(
         lambda s: not up & set(running_on(s, sweep)), timeout=60, what="the running runs to end"
     )
-    live = [
-        a
-        for a in site.standin.agents.values()
-        if a.sweep == sweep.path and not a.exited and a.last_heartbeat and time.time() - a.last_heartbeat < 15
+    # The agents that matter are each up host's latest; the second host's agent was killed.
+    live = [latest_agent(site.standin, sweep, name) for name in sorted(up)]
+    assert all(a is not None and not a.exited for a in live), "the agents of the two hosts still up"
+    killed = [
+        a for a in site.standin.agents.values() if a.sweep == sweep.path and a.host == site.hosts[1].name
     ]
-    assert len(live) == 2, "the agents of the two hosts still up"
+    killed_beats = {a.id: a.heartbeats for a in killed}
     seen = {a.id: a.heartbeats for a in live}
-    # Two more heartbeats from every agent: each was asked for work twice and got none.
+    # Two more heartbeats from every live agent: each was asked for work twice and got none.
     site.standin.wait_for(
         lambda s: all(a.heartbeats >= seen[a.id] + 2 for a in live),
         timeout=30,
         what="heartbeats while paused",
     )
+    assert {a.id: a.heartbeats for a in killed} == killed_beats, "the killed agent is gone"
     assert not [r for r in records(site.standin, sweep) if r["start"] > paused_at]
     for host in (site.hosts[0], site.hosts[2]):
         assert site.unit(host, "ActiveState")["ActiveState"] == "active", "agents stay up while paused"
@@ -403,7 +411,7 @@ def test_rolling_update_to_a_new_code_ref(site):
     update = site.play(REPO / "playbooks" / "update.yml", "-e", f"wandb_code_git_version={v2}")
     updated, seen = {}, {}
     for host in site.hosts:
-        assert site.sh(host, "sudo cat /var/lib/sweep-fleet/code/VERSION").strip() == "v2"
+        assert site.sh(host, "sudo cat /opt/sweep-fleet/code/VERSION").strip() == "v2"
         journal = site.journal(host, began)
         # The drain's SIGINT (or the agent's own end, when the sweep ran out of work first).
         ended = [t for t, m in journal if stopping(m) or "Received exit command" in m]
@@ -437,8 +445,12 @@ def test_resuming_a_finished_sweep_runs_deleted_runs_again(site):
     """The users' re-run: delete the failed runs in W&B, resume the sweep, agents start again."""
     (sweep,) = [s for s in site.standin.sweeps.values() if s.config.get("name") == "update"]
     assert sweep.state == "FINISHED"
-    for host in site.hosts:
-        assert site.unit(host, "ActiveState")["ActiveState"] == "inactive"
+    for host in site.hosts:  # each agent learns of the end at its next heartbeat
+        wait_until(
+            lambda host=host: site.unit(host, "ActiveState")["ActiveState"] == "inactive",
+            timeout=60,
+            what=f"{host.name}'s agent to end with the sweep",
+        )
     redo = records(site.standin, sweep)[:2]
     site.standin.delete_runs(sweep.id, [r["run_id"] for r in redo])
     resumed = time.time()

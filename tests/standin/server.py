@@ -168,6 +168,9 @@ class StandIn:
         # for this long has crashed, as W&B decides from missing heartbeats.
         self.run_timeout = run_timeout
         self.api_key = api_key
+        # Further keys the server takes (a user may have several, e.g. a local- key of a
+        # self-hosted server next to a cloud one).
+        self.other_keys: set[str] = set()
         self.entity = entity
         self.lock = threading.RLock()
         self.sweeps: dict[str, Sweep] = {}
@@ -774,7 +777,7 @@ class _Handler(BaseHTTPRequestHandler):
                 _user, _, given = base64.b64decode(header[6:]).decode().partition(":")
             except ValueError:
                 return False
-            return given == key
+            return given == key or given in self.standin.other_keys
         return False
 
     def _fault(self, operation: str) -> bool:

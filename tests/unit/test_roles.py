@@ -42,3 +42,63 @@ def test_readme_names_every_role():
     readme = (REPO / "README.md").read_text()
     for role in ROLES:
         assert f"`{role}`" in readme
+
+
+def _defaults(roles: list[str]) -> dict:
+    merged = {}
+    for role in roles:
+        merged.update(yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text()) or {})
+    return merged
+
+
+def _render(name: str, context: dict, depth: int = 0):
+    """A default's value, its templates resolved against ``context`` (missing names: undefined)."""
+    import jinja2
+
+    value = context[name]
+    if not isinstance(value, str) or "{{" not in value or depth > 10:
+        return value
+
+    class Variables(dict):
+        def __missing__(self, key):
+            if key in context:
+                return _render(key, context, depth + 1)
+            raise KeyError(key)
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env.filters["default"] = lambda v, d=None, _b=False: d if isinstance(v, jinja2.Undefined) else v
+    variables = Variables()
+
+    def resolve(expr_name):
+        try:
+            return variables[expr_name]
+        except KeyError:
+            return jinja2.StrictUndefined(name=expr_name)
+
+    template = env.from_string(value)
+    names = jinja2.meta.find_undeclared_variables(env.parse(value))
+    return template.render({n: resolve(n) for n in names} | {"lookup": lambda *a, **k: ""})
+
+
+CROSS_ROLE = re.compile(r"\{\{\s*(wandb_[a-z]+)_")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_cross_role_fallbacks_equal_the_other_roles_defaults(role):
+    """A role's default that falls back for another role's variable gives that role's own default."""
+    import jinja2
+    import jinja2.meta
+
+    own = _defaults([role])
+    everything = _defaults(ROLES)
+    for name, value in own.items():
+        if not isinstance(value, str) or not any(m != role for m in CROSS_ROLE.findall(value)):
+            continue
+        if "default(" not in value:
+            continue  # used only where the other role is loaded too (deploy, update, remove)
+        try:
+            alone = _render(name, own)
+        except jinja2.UndefinedError:
+            continue  # its fallback names the other role too: used only beside it
+        together = _render(name, everything)
+        assert alone == together, f"{name}: {alone!r} alone, {together!r} beside the other roles"

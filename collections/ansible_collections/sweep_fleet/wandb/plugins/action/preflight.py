@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.module_utils.errors import ArgumentTypeError, ArgumentValueError
+from ansible.module_utils.errors import ArgumentTypeError, ArgumentValueError, RequiredError
 from ansible.module_utils.urls import open_url
 from ansible.plugins.action import ActionBase
 from ansible.plugins.loader import lookup_loader
@@ -79,6 +79,9 @@ def spec_problems(name: str, spec: dict, value) -> list[str]:
             problems.append(f"{name} must be one of {choices} (got {shown(spec, value)})")
         elif isinstance(error, ArgumentTypeError):
             problems.append(f"{name} must be {describe(spec)} (got {shown(spec, value)})")
+        elif isinstance(error, RequiredError) and spec.get("options"):
+            needed = [key for key, sub in spec["options"].items() if sub.get("required")]
+            problems.append(f"{name}: each entry needs {' and '.join(needed)} (got {shown(spec, value)})")
         else:
             message = str(error).replace(f"argument '{name}'", name)
             problems.append(f"{name}: {message}" if not message.startswith(name) else message)

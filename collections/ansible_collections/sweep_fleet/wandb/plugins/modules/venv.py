@@ -164,6 +164,9 @@ def run(module: AnsibleModule) -> dict:
     venv = Venv(module)
     result = {"changed": False, "created": False, "installed": [], "removed": []}
     if not os.access(p["uv"], os.X_OK):
+        if module.check_mode:  # a fresh host: the runtime role would have installed uv first
+            result.update(changed=True, created=p["python"] is not None, installed=list(p["packages"]))
+            return result
         module.fail_json(msg=f"uv is not installed at {p['uv']}: run the wandb_runtime role first")
     requirements = list(p["requirements"])
     found = [path for path in p["requirement_candidates"] if os.path.isfile(path)]
