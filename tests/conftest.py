@@ -14,9 +14,10 @@ from support import TEST_API_KEY
 # The longest test files first, so that two workers taking whole files (make test) end
 # together: each file's tests share one fleet. Files not named here come after, in order.
 LONGEST_FIRST = [
-    "test_molecule.py",
     "test_lifecycle.py",
     "test_deploy.py",
+    "test_trust.py",
+    "test_molecule.py",
     "test_code_modes.py",
     "test_proof.py",
 ]
