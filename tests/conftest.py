@@ -31,6 +31,18 @@ def pytest_collection_modifyitems(items):
     items.sort(key=rank)  # stable: the order within a file is kept
 
 
+@pytest.fixture(autouse=True)
+def standin_refusals():
+    """Fail the test during which a W&B stand-in refused a request it did not expect.
+
+    W&B refuses a query outside its schema, a wrong sweep path, a forbidden state change;
+    so does the stand-in. A test that causes one on purpose takes it with take_errors().
+    """
+    yield
+    refused = [f"{s.url}: {e}" for s in list(StandIn.made) for e in s.take_errors()]
+    assert refused == [], "the W&B stand-in refused requests:\n" + "\n".join(refused)
+
+
 @pytest.fixture(scope="session")
 def host_image() -> str:
     """The test-host image, built once per recipe and then reused."""

@@ -3,6 +3,6 @@
 It is a test double. Nothing outside ``tests/`` points at it.
 """
 
-from .server import Assignment, StandIn, SweepConfigError
+from .server import Assignment, ServiceError, StandIn, SweepConfigError
 
-__all__ = ["Assignment", "StandIn", "SweepConfigError"]
+__all__ = ["Assignment", "ServiceError", "StandIn", "SweepConfigError"]

@@ -1,23 +1,40 @@
-"""The W&B API stand-in: sweeps, agents, heartbeats and online runs, in memory.
+"""The W&B API stand-in: a model of the service the wandb CLI, agent and SDK talk to.
 
 What it serves (the operations wandb 0.31 sends, see ../shared/CONTEXT.md):
 
-* ``POST /graphql``: Viewer, UpsertSweep (create, and state changes), SweepWithRuns and
-  other sweep look-ups, CreateAgent, Heartbeat, UpsertBucket and the few run-side queries.
-* ``POST /files/<entity>/<project>/<run>/file_stream``: run output, with ``preempting``
-  and ``exitcode`` kept.
+* ``POST /graphql``: a real GraphQL executor (graphql-core) over ``schema.graphql``, the
+  part of W&B's schema that wandb and sweep-fleet use. A query that asks for a field or
+  an argument the service does not have is refused (HTTP 400), as W&B refuses it; so is
+  one the model cannot answer. Every refusal is kept in ``errors`` for the tests to check.
+* ``POST /files/<entity>/<project>/<run>/file_stream``: run output; the final record
+  (``complete`` with ``exitcode``) decides how a run ended, and ``preempting`` is kept.
 * ``/sdk/otel/...``: telemetry, accepted and dropped.
-* ``/_standin/...``: a control API for tests that run the stand-in in another process:
-  ``GET records``, ``GET sweeps``, ``POST faults``, ``POST sweeps/<id>/state``.
+* ``/_standin/...``: a control API for tests that run the stand-in in another process.
 
-The search itself comes from the ``sweeps`` package, as on the real server. One lock
-guards every state change, so two agents asking at once never get the same parameters.
+The model: sweeps, runs and agents belong to an entity and a project, and are found only
+there; the API key belongs to one user (the viewer) and the entities it may write to. A
+sweep is searched with the ``sweeps`` package, as on the real server, under one lock, so
+two agents asking at once never get the same parameters. Each run handed to an agent is
+an attempt (``records()``); a requeued run gets a second attempt with the same run id.
+
+How a run ends, as W&B records it:
+
+* its final record with exit code 0: ``finished``; another exit code: ``failed``, or
+  ``preempted`` when it called ``mark_preempting()`` first (then it is requeued);
+* it vanished (its agent stopped reporting it) without a final record: ``crashed``; a
+  preempting run that is killed this way is not requeued;
+* stopped by the server (a cancelled sweep): ``killed``;
+* nobody reports on it for ``run_timeout`` seconds: ``crashed``.
+
+Where the model is a choice of ours rather than W&B's documented behaviour, a comment
+says so ("Our choice").
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -27,63 +44,118 @@ import string
 import threading
 import time
 import warnings
+import weakref
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
+import graphql
 import yaml
 
 with warnings.catch_warnings():
     # sweeps 0.2 declares pydantic v1 config keys; harmless under pydantic v2.
     warnings.simplefilter("ignore")
     import sweeps
-    from sweeps.config.schema import validator as sweep_schema_validator
+    from sweeps import grid_search
 
 log = logging.getLogger("standin")
 
-RUNNABLE = ("RUNNING", "PENDING")
 STATES = ("PENDING", "RUNNING", "PAUSED", "FINISHED", "CANCELED")
-OPERATION_RE = re.compile(r"^\s*(?:query|mutation)\s+(\w+)", re.MULTILINE)
+# Which state a sweep may go to from which. The wandb CLI checks pause and stop/cancel
+# on its own side; the server refuses the rest. Our choice where W&B does not document
+# it: a CANCELED sweep stays cancelled; a FINISHED one may only be resumed (the users'
+# re-run: delete runs, resume).
+TRANSITIONS = {
+    "PENDING": {"RUNNING", "PAUSED", "FINISHED", "CANCELED"},
+    "RUNNING": {"PAUSED", "FINISHED", "CANCELED"},
+    "PAUSED": {"RUNNING", "FINISHED", "CANCELED"},
+    "FINISHED": {"RUNNING"},
+    "CANCELED": set(),
+}
+# How long an online run that vanished may take to send its final record before it is
+# crashed (the record can trail the process's exit). Our choice.
+FINAL_RECORD_GRACE = 15.0
+SCHEMA_FILE = Path(__file__).with_name("schema.graphql")
 
 
 class SweepConfigError(ValueError):
-    """A sweep config the real server would refuse."""
+    """A sweep config W&B refuses outright (not YAML, not a mapping)."""
 
 
-def validate_sweep_config(config: Any) -> list[str]:
-    """Schema violations, each naming the field it is about."""
-    if not isinstance(config, dict):
-        return ["sweep config must be a mapping (got " + type(config).__name__ + ")"]
-    problems = []
-    # Keys W&B accepts that the schema of the sweeps package (0.2) predates.
-    newer = {"run_cap": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0}
-    for key, valid in newer.items():
-        if key in config and not valid(config[key]):
-            problems.append(f"{key}: {config[key]!r} is not valid")
-    config = {k: v for k, v in config.items() if k not in newer}
-    for error in sweep_schema_validator.iter_errors(config):
-        where = ".".join(str(p) for p in error.absolute_path) or "config"
-        problems.append(f"{where}: {error.message}")
+class ServiceError(Exception):
+    """A refusal of the service, with the HTTP status W&B answers it with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# -- the schema --------------------------------------------------------------------------
+def _without_newer(document: graphql.DocumentNode) -> graphql.DocumentNode:
+    """The schema document with everything marked @newer left out (an older server)."""
+
+    class Strip(graphql.Visitor):
+        def _drop(self, node, *_args):
+            if any(d.name.value == "newer" for d in node.directives or ()):
+                return graphql.REMOVE
+            return None
+
+        enter_field_definition = _drop
+        enter_input_value_definition = _drop
+
+    return graphql.visit(document, Strip())
+
+
+@functools.lru_cache(maxsize=2)
+def schema(version: str = "current") -> graphql.GraphQLSchema:
+    document = graphql.parse(SCHEMA_FILE.read_text())
+    if version == "old":
+        document = _without_newer(document)
+    built = graphql.build_ast_schema(document)
+    for name in ("JSONString", "JSON", "DateTime"):
+        scalar = built.type_map[name]
+        scalar.serialize = lambda value: value  # type: ignore[method-assign]
+        scalar.parse_value = lambda value: value  # type: ignore[method-assign]
+    return built
+
+
+@functools.lru_cache(maxsize=512)
+def _validated(version: str, query: str) -> tuple[graphql.DocumentNode | None, tuple[str, ...]]:
+    """The parsed query and what the schema refuses in it (empty: it may be executed)."""
     try:
-        extra = sweeps.schema_violations_from_proposed_config(config)
+        document = graphql.parse(query)
+    except graphql.GraphQLError as err:
+        return None, (err.message,)
+    return document, tuple(e.message for e in graphql.validate(schema(version), document))
+
+
+def sweep_config_warnings(config: Any) -> list[str]:
+    """What W&B's schema says is wrong with a config: returned as warnings, not refused."""
+    try:
+        return list(sweeps.schema_violations_from_proposed_config(config))
     except ValueError as exc:
-        extra = [str(exc)]
-    for message in extra:
-        if not any(message in p for p in problems):
-            problems.append(message if ":" in message else f"parameters: {message}")
-    if "program" not in config and "command" not in config:
-        problems.append("program: a sweep needs 'program' or a 'command'")
-    return problems
+        return [str(exc)]
 
 
 def new_id(length: int = 8) -> str:
     return "".join(random.choices(string.ascii_lowercase + string.digits, k=length))
 
 
+def _node_id(kind: str, number: int) -> str:
+    """A GraphQL node id as W&B gives them: opaque, not the object's name."""
+    return base64.b64encode(f"{kind}:{number}".encode()).decode()
+
+
+def _iso(ts: float | None) -> str | None:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) if ts else None
+
+
+# -- the model ---------------------------------------------------------------------------
 @dataclass
 class Assignment:
-    """One run handed to one agent (a requeued run gets a second assignment)."""
+    """One attempt: a run handed to one agent (a requeued run gets a second one)."""
 
     sweep: str
     run_id: str
@@ -98,6 +170,8 @@ class Assignment:
     online: bool = False
     last_seen: float = 0.0
     tags: list = field(default_factory=list)
+    stopped_by_server: bool = False
+    vanished: float | None = None
 
 
 @dataclass
@@ -114,19 +188,46 @@ class Agent:
 
 @dataclass
 class Sweep:
-    id: str
+    id: str  # the sweep's name, what `wandb agent ENTITY/PROJECT/ID` takes
     entity: str
     project: str
     config: dict
     config_yaml: str
+    number: int = 0
     state: str = "RUNNING"
     created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
     requeue: deque = field(default_factory=deque)
     summaries: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    expected: int | None = None
 
     @property
     def path(self) -> str:
         return f"{self.entity}/{self.project}/{self.id}"
+
+    @property
+    def node_id(self) -> str:
+        return _node_id("Sweep", self.number)
+
+
+@dataclass
+class Run:
+    """W&B's record of one run id, across its attempts (what UpsertBucket writes)."""
+
+    name: str
+    entity: str
+    project: str
+    number: int
+    sweep: str | None = None
+    config: str = "{}"
+    tags: list = field(default_factory=list)
+    created: float = field(default_factory=time.time)
+    history_lines: int = 0
+
+    @property
+    def node_id(self) -> str:
+        return _node_id("Run", self.number)
 
 
 @dataclass
@@ -145,15 +246,11 @@ class Fault:
         return self.operation is None or self.operation == operation
 
 
-class GraphQLError(Exception):
-    def __init__(self, message: str, status: int = 200, path: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.path = path
-
-
 class StandIn:
     """In-memory W&B backend. ``start()`` serves it over HTTP in a thread."""
+
+    # Every stand-in made, so that the tests' fixture can check each for refusals.
+    made: ClassVar[weakref.WeakSet[StandIn]] = weakref.WeakSet()
 
     def __init__(
         self,
@@ -162,6 +259,7 @@ class StandIn:
         api_key: str | None = None,
         entity: str = "fleet-tester",
         run_timeout: float = 120,
+        version: str = "current",
     ):
         self.bind = (host, port)
         # A run that nobody reports on (neither its agent's heartbeat nor its own file_stream)
@@ -172,16 +270,26 @@ class StandIn:
         # self-hosted server next to a cloud one).
         self.other_keys: set[str] = set()
         self.entity = entity
+        # The entities the key may write to: the user's own and its team's.
+        self.teams = [entity, f"{entity}-team"]
+        self.version = version
+        self.schema = schema(version)
         self.lock = threading.RLock()
-        self.sweeps: dict[str, Sweep] = {}
+        self.sweeps: dict[str, Sweep] = {}  # by name (unique here; found only in its project)
+        self.runs: dict[tuple[str, str, str], Run] = {}  # by (entity, project, name)
+        self.projects: set[tuple[str, str]] = set()
         self.agents: dict[str, Agent] = {}
         self.assignments: list[Assignment] = []
         self.requests: list[tuple[float, str, str]] = []  # (time, path, operation)
-        self.unknown_operations: list[str] = []
+        # Refused requests (a query the service does not answer, a model error): tests
+        # that expect some take them with take_errors(); the fixtures fail on the rest.
+        self.errors: list[dict] = []
         self.faults: list[Fault] = []
+        self._numbers = iter(range(1, 1_000_000))
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._refusing = threading.Event()
+        StandIn.made.add(self)
 
     # -- serving -----------------------------------------------------------------
     @property
@@ -213,6 +321,12 @@ class StandIn:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def take_errors(self) -> list[dict]:
+        """The refusals so far (and forget them): for tests that cause them on purpose."""
+        with self.lock:
+            taken, self.errors = self.errors, []
+        return taken
 
     # -- faults ------------------------------------------------------------------
     def inject(
@@ -275,8 +389,12 @@ class StandIn:
     # -- reading records (for tests) ---------------------------------------------
     def records(self, sweep: str | None = None) -> list[dict]:
         with self.lock:
-            self._expire_runs(time.time())
-            return [asdict(a) for a in self.assignments if sweep is None or self._match(a.sweep, sweep)]
+            self._settle(time.time())
+            return [
+                {k: v for k, v in asdict(a).items() if k not in ("stopped_by_server", "vanished")}
+                for a in self.assignments
+                if sweep is None or self._match(a.sweep, sweep)
+            ]
 
     def sweep(self, sweep: str) -> Sweep:
         with self.lock:
@@ -287,7 +405,8 @@ class StandIn:
 
     @staticmethod
     def _match(path: str, ref: str) -> bool:
-        return path == ref or path.rsplit("/", 1)[-1] == ref.rsplit("/", 1)[-1]
+        """A test's reference to a sweep: its path, or its name alone."""
+        return path == ref or ("/" not in ref and path.rsplit("/", 1)[-1] == ref)
 
     def sweep_summary(self) -> list[dict]:
         with self.lock:
@@ -297,6 +416,7 @@ class StandIn:
                     "path": s.path,
                     "state": s.state,
                     "config": s.config,
+                    "warnings": s.warnings,
                     "runs": sum(1 for a in self.assignments if a.sweep == s.path),
                     "agents": [
                         asdict(a) | {"running": sorted(a.running)}
@@ -318,258 +438,239 @@ class StandIn:
                 raise TimeoutError(f"stand-in: {what} not reached within {timeout}s")
             time.sleep(interval)
 
-    # -- sweep control (what the W&B UI would do) -------------------------------------
+    # -- what a user does in the W&B UI (for tests) --------------------------------------
     def create_sweep(self, config: dict, entity: str | None = None, project: str | None = None) -> Sweep:
-        problems = validate_sweep_config(config)
-        if problems:
-            raise SweepConfigError("; ".join(problems))
+        if not isinstance(config, dict):
+            raise SweepConfigError(f"the sweep config must be a mapping (got {type(config).__name__})")
+        entity = entity or self.entity
+        project = project or config.get("project") or "uncategorized"
         with self.lock:
             sweep_id = new_id()
             while sweep_id in self.sweeps:
                 sweep_id = new_id()
             sweep = Sweep(
                 id=sweep_id,
-                entity=entity or self.entity,
-                project=project or config.get("project") or "uncategorized",
+                entity=entity,
+                project=project,
                 config=config,
                 config_yaml=yaml.safe_dump(config, sort_keys=False),
+                number=next(self._numbers),
+                warnings=sweep_config_warnings(config),
+                expected=self._expected(config),
             )
             self.sweeps[sweep_id] = sweep
+            self.projects.add((entity, project))
             return sweep
+
+    @staticmethod
+    def _expected(config: dict) -> int | None:
+        """How many runs the sweep will have: the grid's size (or run_cap), as W&B shows it."""
+        cap = config.get("run_cap")
+        cap = cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
+        if config.get("method") != "grid":
+            return cap
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                size = sum(1 for r in grid_search.grid_search_next_runs([], config, n=100_000) if r)
+        except Exception:  # a grid the search cannot walk: W&B shows no count
+            return cap
+        return min(size, cap) if cap else size
 
     def delete_runs(self, sweep: str, run_ids: list[str]) -> None:
         """Delete runs, as a user does in the W&B UI before re-running them."""
         with self.lock:
-            path = self.sweep(sweep).path
-            self.assignments = [a for a in self.assignments if not (a.sweep == path and a.run_id in run_ids)]
+            found = self.sweep(sweep)
+            for run_id in run_ids:
+                self._delete_run(found, run_id)
+
+    def _delete_run(self, sweep: Sweep, run_id: str) -> None:
+        self.assignments = [a for a in self.assignments if not (a.sweep == sweep.path and a.run_id == run_id)]
+        self.runs.pop((sweep.entity, sweep.project, run_id), None)
+        sweep.requeue = deque(a for a in sweep.requeue if a.run_id != run_id)
 
     def set_state(self, sweep: str, state: str) -> None:
-        state = state.upper()
-        if state not in STATES:
-            raise ValueError(f"sweep state must be one of {', '.join(STATES)} (got {state!r})")
+        """Change a sweep's state as the W&B UI does (the same rules as the API)."""
         with self.lock:
-            self.sweep(sweep).state = state
+            self._change_state(self.sweep(sweep), state.upper())
+
+    def _change_state(self, sweep: Sweep, state: str) -> None:
+        if state not in STATES:
+            raise ServiceError(f"sweep state must be one of {', '.join(STATES)} (got {state!r})")
+        if state == sweep.state:
+            return
+        if state not in TRANSITIONS[sweep.state]:
+            raise ServiceError(
+                f"Sweep {sweep.path} is {sweep.state.lower()}: it cannot become {state.lower()}", 400
+            )
+        sweep.state = state
+        sweep.updated = time.time()
 
     # -- GraphQL -----------------------------------------------------------------
-    def graphql(self, operation: str, query: str, variables: dict) -> dict:
-        handler = getattr(self, f"_op_{operation}", None)
-        if handler is None:
-            if "project(" in query and "sweep(" in query:
-                handler = self._op_SweepWithRuns
-            else:
-                with self.lock:
-                    self.unknown_operations.append(operation)
-                log.warning("stand-in: unsupported operation %s", operation)
-                return {}
-        return handler(variables, query)
+    def execute(self, query: str, variables: dict, operation: str | None) -> tuple[int, dict]:
+        """Answer one GraphQL request: (HTTP status, body)."""
+        document, problems = _validated(self.version, query)
+        if problems:
+            return self._refuse(operation, problems, 400)
+        with self.lock:
+            result = graphql.execute(
+                self.schema,
+                document,
+                root_value=_Root(self),
+                variable_values=variables,
+                operation_name=operation if operation and operation != "anonymous" else None,
+            )
+        if not result.errors:
+            return 200, {"data": result.data}
+        status = max(
+            getattr(error.original_error, "status", 400 if error.original_error is None else 500)
+            for error in result.errors
+        )
+        errors = [{"message": e.message, "path": list(e.path or [])} for e in result.errors]
+        self._record_error(operation, [e["message"] for e in errors], status)
+        return status, {"errors": errors, "data": result.data}
 
-    def _project(self, entity: str, project: str) -> dict:
-        return {
-            "id": f"project:{entity}/{project}",
-            "name": project,
-            "entity": {"id": f"entity:{entity}", "name": entity},
-        }
+    def _refuse(self, operation: str | None, problems, status: int) -> tuple[int, dict]:
+        self._record_error(operation, list(problems), status)
+        return status, {"errors": [{"message": p} for p in problems]}
 
-    def _op_Viewer(self, variables: dict, query: str) -> dict:
-        return {
-            "viewer": {
-                "id": "user:1",
-                "entity": self.entity,
-                "username": self.entity,
-                "email": f"{self.entity}@example.invalid",
-                "admin": False,
-                "flags": "{}",
-                "teams": {"edges": [{"node": {"name": self.entity}}]},
-                "userInfo": "{}",
-                "defaultFramework": None,
-            }
-        }
+    def _record_error(self, operation: str | None, messages: list[str], status: int) -> None:
+        with self.lock:
+            self.errors.append({"operation": operation, "status": status, "messages": messages})
+        log.warning("stand-in: %s refused (%s): %s", operation, status, "; ".join(messages))
 
-    def _op_ServerInfo(self, variables: dict, query: str) -> dict:
-        return {"serverInfo": {"cliVersionInfo": "{}", "latestLocalVersionInfo": None, "features": []}}
+    # -- what the resolvers use ----------------------------------------------------
+    def readable(self, entity: str) -> bool:
+        return entity in self.teams
 
-    _op_ServerFeaturesQuery = _op_ServerInfo
+    def writable(self, entity: str) -> None:
+        if entity not in self.teams:
+            # Our choice of wording; W&B refuses writes to an entity the key is not a member of.
+            raise ServiceError(f"permission denied: this API key cannot write to entity {entity!r}", 403)
 
-    def _op_UpsertSweep(self, variables: dict, query: str) -> dict:
-        sweep_ref = variables.get("id")
-        if sweep_ref:
-            state = variables.get("state")
-            with self.lock:
-                sweep = self._find_sweep(sweep_ref)
-                if state:
-                    self.set_state(sweep.path, state)
-            return self._upsert_answer(sweep)
+    def find_sweep(self, entity: str, project: str, name: str) -> Sweep | None:
+        sweep = self.sweeps.get(name)
+        if sweep and (sweep.entity, sweep.project) == (entity, project):
+            return sweep
+        return None
+
+    def sweep_by_node_id(self, node_id: str) -> Sweep:
+        for sweep in self.sweeps.values():
+            if sweep.node_id == node_id:
+                return sweep
+        raise ServiceError(f"Sweep {node_id} not found", 404)
+
+    def upsert_sweep(self, data: dict) -> dict:
+        if data.get("id"):
+            sweep = self.sweep_by_node_id(data["id"])
+            for key, value in (("entityName", sweep.entity), ("projectName", sweep.project)):
+                if data.get(key) and data[key] != value:
+                    raise ServiceError(f"Sweep {data['id']} not found in {data[key]}", 404)
+            if data.get("state"):
+                self._change_state(sweep, data["state"].upper())
+            return {"sweep": _SweepView(self, sweep), "inserted": False, "configValidationWarnings": []}
+        entity = data.get("entityName") or self.entity
+        project = data.get("projectName") or "uncategorized"
+        self.writable(entity)
         try:
-            config = yaml.safe_load(variables.get("config") or "")
+            config = yaml.safe_load(data.get("config") or "")
         except yaml.YAMLError as exc:
-            raise GraphQLError(f"Invalid sweep config: not YAML: {exc}", 400, "upsertSweep") from exc
-        try:
-            sweep = self.create_sweep(
-                config, entity=variables.get("entityName"), project=variables.get("projectName")
-            )
-        except SweepConfigError as exc:
-            raise GraphQLError(f"Invalid sweep config: {exc}", 400, "upsertSweep") from exc
-        if variables.get("state"):
-            self.set_state(sweep.path, variables["state"])
+            raise ServiceError(f"Invalid sweep config: not YAML: {exc}", 400) from exc
+        if not isinstance(config, dict):
+            raise ServiceError("Invalid sweep config: it must be a mapping", 400)
+        sweep = self.create_sweep(config, entity=entity, project=project)
+        if data.get("state"):
+            self._change_state(sweep, data["state"].upper())
         log.info("stand-in: created sweep %s", sweep.path)
-        return self._upsert_answer(sweep)
-
-    def _upsert_answer(self, sweep: Sweep) -> dict:
-        project = self._project(sweep.entity, sweep.project)
         return {
-            "upsertSweep": {
-                "sweep": {"name": sweep.id, "id": sweep.id, "project": project},
-                "configValidationWarnings": [],
-            }
+            "sweep": _SweepView(self, sweep),
+            "inserted": True,
+            "configValidationWarnings": sweep.warnings,
         }
 
-    def _find_sweep(self, ref: str) -> Sweep:
-        ref = ref.rsplit("/", 1)[-1]
-        sweep = self.sweeps.get(ref)
-        if sweep is None:
-            raise GraphQLError(f"Sweep {ref} not found", 404)
-        return sweep
+    def create_agent(self, data: dict) -> dict:
+        entity = data.get("entityName") or self.entity
+        project = data.get("projectName") or "uncategorized"
+        name = data["sweep"].rsplit("/", 1)[-1]
+        sweep = self.find_sweep(entity, project, name)
+        if sweep is None or not self.readable(entity):
+            raise ServiceError(f"Sweep {entity}/{project}/{name} not found", 404)
+        self.writable(entity)
+        if sweep.state not in ("RUNNING", "PENDING", "PAUSED"):
+            raise ServiceError(f"Sweep {sweep.path} is not running", 400)
+        agent = Agent(id=new_id(12), sweep=sweep.path, host=data.get("host") or "?", created=time.time())
+        self.agents[agent.id] = agent
+        log.info("stand-in: agent %s on %s joined %s", agent.id, agent.host, sweep.path)
+        return {"agent": {"id": agent.id, "name": agent.id, "host": agent.host, "state": "RUNNING"}}
 
-    def _op_SweepWithRuns(self, variables: dict, query: str) -> dict:
-        ref = variables.get("sweep") or variables.get("name") or variables.get("sweepName")
-        with self.lock:
-            sweep = self.sweeps.get(str(ref).rsplit("/", 1)[-1])
-            if sweep is None:
-                return {"project": None}
-            runs = []
-            for a in self._latest_assignments(sweep):
-                runs.append(
-                    {
-                        "name": a.run_id,
-                        "state": a.state,
-                        "config": json.dumps({k: {"value": v} for k, v in a.params.items()}),
-                        "exitcode": a.exitcode,
-                        "heartbeatAt": None,
-                        "shouldStop": False,
-                        "failed": a.state == "failed",
-                        "stopped": False,
-                        "running": a.end is None,
-                        "summaryMetrics": json.dumps(sweep.summaries.get(a.run_id, {})),
-                        "sampledHistory": [[]],
-                    }
-                )
-            node = {
-                "id": sweep.id,
-                "name": sweep.id,
-                "displayName": sweep.config.get("name"),
-                "method": sweep.config.get("method"),
-                "state": sweep.state,
-                "description": sweep.config.get("description"),
-                "config": sweep.config_yaml,
-                "createdAt": _iso(sweep.created),
-                "heartbeatAt": None,
-                "updatedAt": None,
-                "earlyStopJobRunning": False,
-                "bestLoss": None,
-                "controller": None,
-                "scheduler": None,
-                "runCount": len(runs),
-                "runCountExpected": None,
-                "runs": {"edges": [{"node": r} for r in runs]},
-            }
-            return {"project": self._project(sweep.entity, sweep.project) | {"sweep": node}}
-
-    def _op_GetSweeps(self, variables: dict, query: str) -> dict:
-        entity = variables.get("entity") or self.entity
-        project = variables.get("project")
-        with self.lock:
-            nodes = [
-                {
-                    "id": sw.id,
-                    "name": sw.id,
-                    "displayName": sw.config.get("name"),
-                    "state": sw.state,
-                    "config": sw.config_yaml,
-                    "method": sw.config.get("method"),
-                    "runCount": len(self._latest_assignments(sw)),
-                    "createdAt": _iso(sw.created),
-                }
-                for sw in self.sweeps.values()
-                if sw.entity == entity and sw.project == project
-            ]
-        return {
-            "project": self._project(entity, project)
-            | {
-                "totalSweeps": len(nodes),
-                "sweeps": {
-                    "pageInfo": {"endCursor": None, "hasNextPage": False},
-                    "edges": [{"node": n} for n in nodes],
-                },
-            }
-        }
-
-    def _op_CreateAgent(self, variables: dict, query: str) -> dict:
-        with self.lock:
-            sweep = self._find_sweep(variables["sweep"])
-            if sweep.state not in (*RUNNABLE, "PAUSED"):
-                raise GraphQLError(f"Sweep {sweep.path} is not running", 400, "createAgent")
-            agent = Agent(
-                id=new_id(12), sweep=sweep.path, host=variables.get("host") or "?", created=time.time()
-            )
-            self.agents[agent.id] = agent
-            log.info("stand-in: agent %s on %s joined %s", agent.id, agent.host, sweep.path)
-            return {"createAgent": {"agent": {"id": agent.id}}}
-
-    def _op_Heartbeat(self, variables: dict, query: str) -> dict:
-        run_state = json.loads(variables.get("runState") or "{}")
+    def heartbeat(self, data: dict) -> dict:
+        run_state = json.loads(data.get("runState") or "{}")
         now = time.time()
-        with self.lock:
-            agent = self.agents.get(variables.get("id"))
-            if agent is None:
-                raise GraphQLError("agent not found", 404)
-            sweep = self._find_sweep(agent.sweep)
-            agent.last_heartbeat = now
-            agent.heartbeats += 1
-            alive = {run_id for run_id, running in run_state.items() if running}
-            for a in self.assignments:
-                if a.agent_id == agent.id and a.run_id in alive and a.end is None:
-                    a.last_seen = now
-            for run_id in agent.running - alive:
-                self._end_run(sweep, agent, run_id, now)
-            # Runs still alive that this agent was given (a run is only in agent.running once assigned).
-            agent.running = {r for r in alive if self._assigned(agent, r)}
-            self._expire_runs(now)
-            commands = self._commands_for(sweep, agent, now)
-            if any(c["type"] == "exit" for c in commands):
-                agent.exited = True
-            return {"agentHeartbeat": {"agent": {"id": agent.id}, "commands": json.dumps(commands)}}
+        agent = self.agents.get(data.get("id"))
+        if agent is None:
+            raise ServiceError("agent not found", 404)
+        sweep = self.sweep(agent.sweep)
+        agent.last_heartbeat = now
+        agent.heartbeats += 1
+        alive = {run_id for run_id, running in run_state.items() if running}
+        for a in self.assignments:
+            if a.agent_id == agent.id and a.run_id in alive and a.end is None:
+                a.last_seen = now
+        for run_id in agent.running - alive:
+            self._vanished(agent, run_id, now)
+        # Runs still alive that this agent was given (a run is only in agent.running once assigned).
+        agent.running = {r for r in alive if self._assigned(agent, r)}
+        self._settle(now)
+        commands = self._commands_for(sweep, agent, now)
+        if any(c["type"] == "exit" for c in commands):
+            agent.exited = True
+        return {"agent": {"id": agent.id, "name": agent.id}, "commands": json.dumps(commands)}
 
     def _assigned(self, agent: Agent, run_id: str) -> bool:
         return any(a.agent_id == agent.id and a.run_id == run_id for a in self.assignments)
 
-    def _end_run(self, sweep: Sweep, agent: Agent, run_id: str, now: float) -> None:
+    def _vanished(self, agent: Agent, run_id: str, now: float) -> None:
+        """The agent reports a run gone: its process ended."""
         for a in reversed(self.assignments):
             if a.agent_id == agent.id and a.run_id == run_id and a.end is None:
-                self._close(sweep, a, now)
+                a.vanished = a.vanished or now
+                if not a.online:  # it died before wandb.init(): nothing more will come
+                    self._close(a, now)
                 break
 
-    def _close(self, sweep: Sweep, a: Assignment, now: float, crashed: bool = False) -> None:
-        """End a run: by its final record, or as its agent saw it vanish, or as silent (crashed)."""
+    def _close(self, a: Assignment, now: float) -> None:
+        """End an attempt and decide its state (see the module's docstring)."""
+        sweep = self.sweep(a.sweep)
         a.end = now
-        if a.preempting and a.exitcode != 0:
-            # mark_preempting() and then a non-zero exit (or no final record): W&B requeues it.
+        if a.stopped_by_server:
+            a.state = "killed"
+        elif a.exitcode == 0:
+            a.state = "finished"
+        elif a.exitcode is not None and a.preempting:
             a.state = "preempted"
             sweep.requeue.append(a)
         elif a.exitcode is not None:
-            a.state = "finished" if a.exitcode == 0 else "failed"
-        elif crashed or a.online:
-            a.state = "crashed"  # killed runs send no final record
+            a.state = "failed"
         else:
-            a.state = "finished"  # offline runs report nothing
+            a.state = "crashed"  # no final record: killed, or died before it could say
 
-    def _expire_runs(self, now: float) -> None:
+    def _settle(self, now: float) -> None:
+        """Runs whose final record did not come, or that nobody reports on any more, crashed."""
         for a in self.assignments:
-            if a.end is None and now - max(a.last_seen, a.start) > self.run_timeout:
-                self._close(self._find_sweep(a.sweep), a, now, crashed=True)
+            if a.end is not None:
+                continue
+            late = a.vanished is not None and now - a.vanished > FINAL_RECORD_GRACE
+            silent = now - max(a.last_seen, a.start) > self.run_timeout
+            if late or silent:
+                self._close(a, now)
 
     def _commands_for(self, sweep: Sweep, agent: Agent, now: float) -> list[dict]:
         if sweep.state == "CANCELED":
             if agent.running:
+                # W&B stops a cancelled sweep's runs: the agent SIGTERMs, then SIGKILLs them.
+                for a in self.assignments:
+                    if a.agent_id == agent.id and a.run_id in agent.running and a.end is None:
+                        a.stopped_by_server = True
                 return [{"type": "stop", "run_id": r} for r in sorted(agent.running)]
             return [{"type": "exit"}]
         if sweep.state == "FINISHED":
@@ -581,16 +682,16 @@ class StandIn:
             busy = any(a.end is None for a in self.assignments if a.sweep == sweep.path)
             if not busy and not sweep.requeue:
                 sweep.state = "FINISHED"
+                sweep.updated = now
                 log.info("stand-in: sweep %s finished", sweep.path)
                 return [{"type": "exit"}]
             return []
         agent.running.add(nxt.run_id)
-        program = sweep.config.get("program")
         return [
             {
                 "type": "run",
                 "run_id": nxt.run_id,
-                "program": program,
+                "program": sweep.config.get("program"),
                 "args": {k: {"value": v} for k, v in nxt.params.items()},
             }
         ]
@@ -603,8 +704,8 @@ class StandIn:
         return list(latest.values())
 
     def _next_assignment(self, sweep: Sweep, agent: Agent, now: float) -> Assignment | None:
-        # A preempted run goes to an agent on another host first: its own host is
-        # most likely going down. Failing that, new work comes first.
+        # A preempted run goes to an agent on another host first: its own host is most
+        # likely going down (our choice). Failing that, new work comes first.
         old = next((a for a in sweep.requeue if a.agent_host != agent.host), None)
         suggestion = None if old else self._suggest(sweep)
         if old is None and suggestion is None and sweep.requeue:
@@ -640,98 +741,306 @@ class StandIn:
                     summaryMetrics=sweep.summaries.get(a.run_id, {}),
                 )
             )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return sweeps.next_run(sweep.config, runs)
+        cap = sweep.config.get("run_cap")
+        if isinstance(cap, int) and len(runs) >= cap:
+            return None  # run_cap reached: W&B hands out no more runs
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return sweeps.next_run(sweep.config, runs)
+        except Exception as exc:  # a config W&B accepted with warnings but cannot search
+            log.warning("stand-in: sweep %s cannot be searched: %s", sweep.path, exc)
+            return None
 
     # Run side (the child processes of the agent, when online).
-    def _op_UpsertBucket(self, variables: dict, query: str) -> dict:
-        name = variables.get("name") or new_id()
-        entity = variables.get("entity") or self.entity
-        project = variables.get("project") or "uncategorized"
-        with self.lock:
-            for a in reversed(self.assignments):
-                if a.run_id == name:
-                    a.online = True
-                    a.tags = sorted(set(a.tags) | set(variables.get("tags") or []))
-                    break
-        return {
-            "upsertBucket": {
-                "inserted": True,
-                "bucket": {
-                    "id": f"run:{entity}/{project}/{name}",
-                    "name": name,
-                    "displayName": variables.get("displayName") or name,
-                    "description": None,
-                    "config": variables.get("config") or "{}",
-                    "sweepName": variables.get("sweep"),
-                    "historyLineCount": 0,
-                    "eventsLineCount": 0,
-                    "summaryMetrics": "{}",
-                    "tags": [],
-                    "notes": None,
-                    "group": None,
-                    "jobType": None,
-                    "createdAt": _iso(time.time()),
-                    "historyTail": "[]",
-                    "eventsTail": "[]",
-                    "project": self._project(entity, project),
-                },
-            }
-        }
+    def upsert_bucket(self, data: dict) -> dict:
+        entity = data.get("entityName") or self.entity
+        project = data.get("modelName") or "uncategorized"
+        self.writable(entity)
+        name = data.get("name") or new_id()
+        key = (entity, project, name)
+        inserted = key not in self.runs
+        sweep_name = data.get("sweep")
+        if sweep_name and self.find_sweep(entity, project, sweep_name) is None:
+            raise ServiceError(f"Sweep {entity}/{project}/{sweep_name} not found", 404)
+        run = self.runs.get(key) or Run(name=name, entity=entity, project=project, number=next(self._numbers))
+        run.sweep = sweep_name or run.sweep
+        run.config = data.get("config") or run.config
+        if data.get("tags") is not None:
+            run.tags = sorted(set(data["tags"]))
+        self.runs[key] = run
+        self.projects.add((entity, project))
+        for a in reversed(self.assignments):
+            if a.run_id == name and a.sweep.startswith(f"{entity}/{project}/"):
+                a.online = True
+                a.tags = run.tags
+                break
+        return {"bucket": _RunView(self, run), "inserted": inserted}
 
-    def _op_CreateRunFiles(self, variables: dict, query: str) -> dict:
-        entity, project, run = variables["entity"], variables["project"], variables["run"]
-        return {
-            "createRunFiles": {
-                "runID": f"run:{entity}/{project}/{run}",
-                "uploadHeaders": [],
-                "files": [
-                    {"name": f, "uploadUrl": f"{self.url}/_upload/{entity}/{project}/{run}/{f}"}
-                    for f in variables.get("files") or []
-                ],
-            }
-        }
-
-    def _op_OrganizationCoreWeaveOrganizationID(self, variables: dict, query: str) -> dict:
-        return {"entity": {"organization": None}}
-
-    def _op_RunResumeStatus(self, variables: dict, query: str) -> dict:
-        return {
-            "model": {
-                "id": "project:x",
-                "name": variables.get("project"),
-                "entity": {"id": "entity:x", "name": variables.get("entity")},
-                "bucket": None,
-            }
-        }
-
-    def file_stream(self, entity: str, project: str, run_id: str, body: dict) -> dict:
+    def file_stream(self, entity: str, project: str, run_id: str, body: dict) -> tuple[int, dict]:
         now = time.time()
         with self.lock:
+            if (entity, project, run_id) not in self.runs:
+                return 404, {"error": f"run {entity}/{project}/{run_id} not found"}
+            run = self.runs[(entity, project, run_id)]
+            summary = body.get("files", {}).get("wandb-summary.json", {}).get("content")
+            history = body.get("files", {}).get("wandb-history.jsonl", {}).get("content") or []
+            run.history_lines += len(history)
             for a in reversed(self.assignments):
-                if a.run_id == run_id:
+                if a.run_id == run_id and a.sweep.startswith(f"{entity}/{project}/"):
                     a.online = True
                     a.last_seen = now
                     if body.get("preempting"):
                         a.preempting = True
-                    summary = body.get("files", {}).get("wandb-summary.json", {}).get("content")
-                    sweep = self.sweeps.get(a.sweep.rsplit("/", 1)[-1])
-                    if summary and sweep:
+                    sweep = self.sweep(a.sweep)
+                    if summary:
                         with contextlib.suppress(ValueError):
                             sweep.summaries[run_id] = json.loads(summary[-1])
                     if body.get("complete") and body.get("exitcode") is not None:
                         a.exitcode = int(body["exitcode"])
                         # The run's own final record ends it, even when its agent is no longer
                         # heartbeating (a draining or stopping agent).
-                        if a.end is None and sweep:
-                            self._close(sweep, a, now)
+                        if a.end is None:
+                            self._close(a, now)
                     break
-        return {"exitcode": None, "limits": {}}
+        return 200, {"exitcode": None, "limits": {}}
 
 
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
+class _Root:
+    """The resolvers: graphql-core calls a method named as the field, with its arguments."""
+
+    def __init__(self, standin: StandIn):
+        self.s = standin
+
+    # Query
+    def viewer(self, _info):
+        s = self.s
+        return {
+            "id": _node_id("User", 1),
+            "entity": s.entity,
+            "username": s.entity,
+            "email": f"{s.entity}@example.invalid",
+            "flags": "{}",
+            "admin": False,
+            "teams": {
+                "edges": [{"node": {"id": _node_id("Entity", i), "name": t}} for i, t in enumerate(s.teams)]
+            },
+            "userInfo": "{}",
+            "defaultFramework": None,
+        }
+
+    def serverInfo(self, _info):
+        return {"cliVersionInfo": {}, "latestLocalVersionInfo": None, "features": []}
+
+    def project(self, _info, name=None, entityName=None):
+        entity = entityName or self.s.entity
+        if not name or not self.s.readable(entity) or (entity, name) not in self.s.projects:
+            return None
+        return _ProjectView(self.s, entity, name)
+
+    model = project
+
+    def entity(self, _info, name):
+        if not self.s.readable(name):
+            return None
+        return {"id": _node_id("Entity", self.s.teams.index(name)), "name": name, "organization": None}
+
+    # Mutation
+    def upsertSweep(self, _info, input):
+        return self.s.upsert_sweep(input)
+
+    def createAgent(self, _info, input):
+        return self.s.create_agent(input)
+
+    def agentHeartbeat(self, _info, input):
+        return self.s.heartbeat(input)
+
+    def upsertBucket(self, _info, input):
+        return self.s.upsert_bucket(input)
+
+    def createRunFiles(self, _info, input):
+        entity, project, run = input["entityName"], input["projectName"], input["runName"]
+        if (entity, project, run) not in self.s.runs:
+            raise ServiceError(f"run {entity}/{project}/{run} not found", 404)
+        return {
+            "runID": self.s.runs[(entity, project, run)].node_id,
+            "uploadHeaders": [],
+            "files": [
+                {"name": f, "uploadUrl": f"{self.s.url}/_upload/{entity}/{project}/{run}/{f}"}
+                for f in input["files"]
+            ],
+        }
+
+    def deleteRun(self, _info, input):
+        for (entity, project, name), run in list(self.s.runs.items()):
+            if run.node_id == input["id"]:
+                self.s.writable(entity)
+                sweep = self.s.find_sweep(entity, project, run.sweep) if run.sweep else None
+                if sweep:
+                    self.s._delete_run(sweep, name)
+                self.s.runs.pop((entity, project, name), None)
+                return {"clientMutationId": None}
+        raise ServiceError(f"run {input['id']} not found", 404)
+
+
+def _page(items: list, first, after, node) -> dict:
+    """A Relay connection over ``items``; the cursor is the position after the last one."""
+    start = int(after) if after else 0
+    count = first if first is not None else len(items)
+    chunk = items[start : start + count]
+    end = start + len(chunk)
+    return {
+        "pageInfo": {
+            "hasNextPage": end < len(items),
+            "endCursor": str(end) if chunk else after,
+            "startCursor": str(start),
+            "hasPreviousPage": start > 0,
+        },
+        "edges": [{"cursor": str(start + i + 1), "node": node(item)} for i, item in enumerate(chunk)],
+    }
+
+
+class _ProjectView:
+    def __init__(self, s: StandIn, entity: str, name: str):
+        self.s, self.entity_name, self.name = s, entity, name
+        self.id = _node_id("Project", hash((entity, name)) & 0xFFFFFF)
+        self.entityName = entity
+        self.readOnly = False
+        self.entity = {"id": _node_id("Entity", s.teams.index(entity)), "name": entity, "organization": None}
+
+    def _sweeps(self) -> list[Sweep]:
+        return [
+            sw for sw in self.s.sweeps.values() if (sw.entity, sw.project) == (self.entity_name, self.name)
+        ]
+
+    def sweep(self, _info, sweepName):
+        found = self.s.find_sweep(self.entity_name, self.name, sweepName)
+        return _SweepView(self.s, found) if found else None
+
+    def sweeps(self, _info, first=None, after=None, filters=None, order=None):
+        return _page(self._sweeps(), first, after, lambda sw: _SweepView(self.s, sw))
+
+    def totalSweeps(self, _info):
+        return len(self._sweeps())
+
+    def _runs(self) -> list[Run]:
+        return [r for r in self.s.runs.values() if (r.entity, r.project) == (self.entity_name, self.name)]
+
+    def run(self, _info, name):
+        found = self.s.runs.get((self.entity_name, self.name, name))
+        return _RunView(self.s, found) if found else None
+
+    def bucket(self, info, name, missingOk=None):
+        return self.run(info, name)
+
+    def runs(self, _info, first=None, after=None, filters=None, order=None):
+        runs = self._runs()
+        if filters:
+            wanted = json.loads(filters)
+            sweep = wanted.get("sweep") if isinstance(wanted, dict) else None
+            if sweep is not None:
+                runs = [r for r in runs if r.sweep == sweep]
+        return _page(runs, first, after, lambda r: _RunView(self.s, r))
+
+
+class _SweepView:
+    def __init__(self, s: StandIn, sweep: Sweep):
+        self.s, self.sw = s, sweep
+        self.id = sweep.node_id
+        self.name = sweep.id
+        self.displayName = sweep.config.get("name")
+        self.method = sweep.config.get("method")
+        self.state = sweep.state
+        self.description = sweep.config.get("description")
+        self.config = sweep.config_yaml
+        self.createdAt = _iso(sweep.created)
+        self.updatedAt = _iso(sweep.updated)
+        self.heartbeatAt = None
+        self.earlyStopJobRunning = False
+        self.bestLoss = None
+        self.controller = None
+        self.controllerRunName = None
+        self.scheduler = None
+        self.runCountExpected = sweep.expected
+
+    def _runs(self) -> list[Run]:
+        return [
+            r
+            for r in self.s.runs.values()
+            if (r.entity, r.project, r.sweep) == (self.sw.entity, self.sw.project, self.sw.id)
+        ] + self._unseen()
+
+    def _unseen(self) -> list[Run]:
+        """Runs handed out whose process never reported (W&B knows them from the scheduler)."""
+        known = {
+            r.name for r in self.s.runs.values() if (r.entity, r.project) == (self.sw.entity, self.sw.project)
+        }
+        names = []
+        for a in self.s._latest_assignments(self.sw):
+            if a.run_id not in known:
+                params = json.dumps({k: {"value": v} for k, v in a.params.items()})
+                names.append(
+                    Run(name=a.run_id, entity=self.sw.entity, project=self.sw.project, number=0,
+                        sweep=self.sw.id, config=params)
+                )  # fmt: skip
+        return names
+
+    def runCount(self, _info):
+        return len(self._runs())
+
+    def project(self, _info):
+        return _ProjectView(self.s, self.sw.entity, self.sw.project)
+
+    def runs(self, _info, first=None, after=None, order=None):
+        return _page(self._runs(), first, after, lambda r: _RunView(self.s, r, self.sw))
+
+
+class _RunView:
+    def __init__(self, s: StandIn, run: Run, sweep: Sweep | None = None):
+        self.s, self.run = s, run
+        attempts = [
+            a
+            for a in s.assignments
+            if a.run_id == run.name and a.sweep.startswith(f"{run.entity}/{run.project}/")
+        ]
+        latest = attempts[-1] if attempts else None
+        self.id = run.node_id
+        self.name = run.name
+        self.displayName = run.name
+        self.description = None
+        self.notes = None
+        self.state = latest.state if latest else "running"
+        self.config = (
+            json.dumps({k: {"value": v} for k, v in latest.params.items()}) if latest else run.config
+        )
+        summary = sweep or (s.sweeps.get(run.sweep) if run.sweep else None)
+        self.summaryMetrics = json.dumps(summary.summaries.get(run.name, {}) if summary else {})
+        self.exitcode = latest.exitcode if latest else None
+        self.heartbeatAt = _iso(latest.last_seen) if latest else None
+        self.createdAt = _iso(run.created)
+        self.shouldStop = bool(latest and latest.stopped_by_server)
+        self.failed = self.state in ("failed", "crashed")
+        self.stopped = self.state == "killed"
+        self.running = bool(latest and latest.end is None)
+        self.sweepName = run.sweep
+        self.tags = run.tags
+        self.group = None
+        self.jobType = None
+        self.historyLineCount = run.history_lines
+        self.logLineCount = 0
+        self.eventsLineCount = 0
+        self.historyTail = "[]"
+        self.eventsTail = "[]"
+        self.runInfo = {"args": []}
+
+    def sampledHistory(self, _info, specs):
+        return [[]]
+
+    def wandbConfig(self, _info, keys=None):
+        return "{}"
+
+    def project(self, _info):
+        return _ProjectView(self.s, self.run.entity, self.run.project)
 
 
 class _Server(ThreadingHTTPServer):
@@ -746,6 +1055,9 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request, client_address) -> None:
         # Clients drop keep-alive connections at exit; that is not an error.
         log.debug("stand-in: connection from %s ended abruptly", client_address, exc_info=True)
+
+
+OPERATION_RE = re.compile(r"^\s*(?:query|mutation)\s+(\w+)", re.MULTILINE)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -796,6 +1108,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, s.records())
         elif self.path == "/_standin/sweeps":
             self._send(200, s.sweep_summary())
+        elif self.path == "/_standin/errors":
+            self._send(200, s.errors)
         elif self.path in ("/healthz", "/_standin/health"):
             self._send(200, {"ok": True})
         else:
@@ -831,15 +1145,8 @@ class _Handler(BaseHTTPRequestHandler):
                 s.requests.append((time.time(), path, operation))
             if self._fault(operation):
                 return
-            try:
-                data = s.graphql(operation, query, payload.get("variables") or {})
-            except GraphQLError as exc:
-                error = {"message": str(exc)}
-                if exc.path:
-                    error["path"] = [exc.path]
-                self._send(exc.status, {"errors": [error], "data": None})
-                return
-            self._send(200, {"data": data})
+            status, body = s.execute(query, payload.get("variables") or {}, operation)
+            self._send(status, body)
             return
         match = re.fullmatch(r"/files/([^/]+)/([^/]+)/([^/]+)/file_stream", path)
         if match:
@@ -851,7 +1158,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw or b"{}")
             except ValueError:
                 body = {}
-            self._send(200, s.file_stream(*match.groups(), body))
+            self._send(*s.file_stream(*match.groups(), body))
             return
         self._send(404, {"errors": [{"message": f"stand-in: no such path {path}"}]})
 
@@ -868,7 +1175,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(404, {"error": f"no such control path {path}"})
                 return
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, ServiceError) as exc:
             self._send(400, {"error": str(exc)})
             return
         self._send(200, {"ok": True})

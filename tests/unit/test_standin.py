@@ -1,4 +1,9 @@
-"""The W&B API stand-in, driven over HTTP and by the real wandb CLI and agent."""
+"""The W&B API stand-in, driven over HTTP and by the real wandb CLI, agent and SDK.
+
+The tests marked "(was forgiving)" each failed against the earlier, forgiving stand-in:
+it took any query, ignored entity and project, called a crashed run finished, requeued a
+preempting run that was killed, never enforced run_cap and refused configs W&B accepts.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import base64
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -14,8 +20,7 @@ import urllib.request
 import pytest
 import yaml
 
-from standin import StandIn, SweepConfigError
-from standin.server import validate_sweep_config
+from standin import StandIn
 from support import TEST_API_KEY, VENV_BIN
 
 GRID = {
@@ -23,6 +28,24 @@ GRID = {
     "method": "grid",
     "parameters": {"data_path": {"values": [f"datasets/part{i}.csv" for i in range(1, 13)]}},
 }
+
+# The operations as the wandb agent and SDK send them (wandb/apis/public/sweeps.py and
+# the SDK's UpsertBucket), so these tests speak the client's dialect.
+CREATE_AGENT = """mutation CreateAgent($host: String!, $projectName: String, $entityName: String,
+    $sweep: String!) {
+  createAgent(input: {host: $host, projectName: $projectName, entityName: $entityName, sweep: $sweep}) {
+    agent { id } } }"""
+HEARTBEAT = """mutation Heartbeat($id: ID!, $metrics: JSONString, $runState: JSONString) {
+  agentHeartbeat(input: {id: $id, metrics: $metrics, runState: $runState}) { agent { id } commands } }"""
+UPSERT_BUCKET = """mutation UpsertBucket($name: String, $project: String, $entity: String, $sweep: String,
+    $tags: [String!]) {
+  upsertBucket(input: {name: $name, modelName: $project, entityName: $entity, sweep: $sweep, tags: $tags}) {
+    bucket { id name } inserted } }"""
+RESUME_STATUS = """query RunResumeStatus($project: String, $entity: String, $name: String!) {
+  model(name: $project, entityName: $entity) {
+    bucket(name: $name, missingOk: true) { id name historyLineCount } } }"""
+SWEEP_STATE = """query SweepState($entity: String, $project: String, $name: String!) {
+  project(name: $project, entityName: $entity) { sweep(sweepName: $name) { id state runCountExpected } } }"""
 
 
 @pytest.fixture
@@ -50,34 +73,42 @@ def gql(server, query: str, variables: dict | None = None, key: str = TEST_API_K
     return post(server.url, "/graphql", {"query": query, "variables": variables or {}}, key)
 
 
-def create_agent(server, sweep_id: str, host: str):
+def create_agent(server, sweep, host: str, entity: str | None = None, project: str | None = None):
+    return gql(
+        server,
+        CREATE_AGENT,
+        {
+            "sweep": sweep.id,
+            "host": host,
+            "projectName": project or sweep.project,
+            "entityName": entity or sweep.entity,
+        },
+    )
+
+
+def agent_on(server, sweep, host: str) -> str:
+    status, body = create_agent(server, sweep, host)
+    assert status == 200, body
+    return body["data"]["createAgent"]["agent"]["id"]
+
+
+def upsert_run(server, sweep, run_id: str, **extra) -> None:
+    """What a run's wandb.init() sends: the run comes online."""
     status, body = gql(
         server,
-        "mutation CreateAgent($sweep: String!) { createAgent { agent { id } } }",
-        {"sweep": sweep_id, "host": host, "projectName": "p", "entityName": "e"},
+        UPSERT_BUCKET,
+        {"name": run_id, "project": sweep.project, "entity": sweep.entity, "sweep": sweep.id, **extra},
     )
-    return status, body
+    assert status == 200, body
 
 
-def agent_on(server, sweep_id: str, host: str) -> str:
-    """A registered agent's ID."""
-    return create_agent(server, sweep_id, host)[1]["data"]["createAgent"]["agent"]["id"]
-
-
-def upsert_run(server, run_id: str, **extra) -> None:
-    """What a run's wandb.init() sends: the run comes online."""
-    gql(
-        server,
-        "mutation UpsertBucket($name: String) { upsertBucket { bucket { id } } }",
-        {"name": run_id, "project": "p", "entity": "e", **extra},
-    )
+def stream(server, sweep, run_id: str, body: dict):
+    return post(server.url, f"/files/{sweep.entity}/{sweep.project}/{run_id}/file_stream", body)
 
 
 def heartbeat(server, agent_id: str, running: dict | None = None) -> list[dict]:
     status, body = gql(
-        server,
-        "mutation Heartbeat($id: ID!) { agentHeartbeat { commands } }",
-        {"id": agent_id, "metrics": "{}", "runState": json.dumps(running or {})},
+        server, HEARTBEAT, {"id": agent_id, "metrics": "{}", "runState": json.dumps(running or {})}
     )
     assert status == 200, body
     return json.loads(body["data"]["agentHeartbeat"]["commands"])
@@ -96,43 +127,67 @@ def wandb_cli(server, *args: str, cwd, timeout: float = 120) -> subprocess.Compl
     )
 
 
-# -- validation ----------------------------------------------------------------------
+# -- the schema (was forgiving) --------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("config", "field"),
+    ("query", "problem"),
     [
-        ({**GRID, "method": "grdi"}, "method: 'grdi' is not one of"),
-        ({**GRID, "metric": {"goal": "maximize"}}, "metric: 'name' is a required property"),
-        ({**GRID, "parameters": {"lr": {"min": 1.0, "max": 0.1}}}, "lr"),
-        ({"method": "grid", "parameters": GRID["parameters"]}, "program:"),
+        ("query Viewer { viewer { id nosuchfield } }", "Cannot query field 'nosuchfield' on type 'User'"),
+        ('query P { project(name: "p", bogus: 1) { id } }', "Unknown argument 'bogus'"),
+        (
+            'query GetSweep { project(name: "p") { sweep(sweepName: "x") {'
+            ' runs(first: 10000, filters: "{}") { edges { node { name } } } } } }',
+            "Unknown argument 'filters'",
+        ),
+        ("mutation CreateAgent($sweep: String!) { createAgent { agent { id } } }", "createAgent(input:)"),
+        ("query { viewer { id }", "Syntax Error"),
     ],
 )
-def test_invalid_configs_are_refused_naming_the_field(config, field):
-    problems = validate_sweep_config(config)
-    assert any(field in p for p in problems), problems
+def test_queries_outside_the_schema_are_refused(server, query, problem):
+    status, body = gql(server, query)
+    assert status == 400
+    assert any(problem in e["message"] for e in body["errors"]), body
+    (refused,) = server.take_errors()
+    assert refused["status"] == 400
 
 
-def test_malformed_sweep_yaml_gets_a_wandb_shaped_error(server, tmp_path):
-    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({**GRID, "method": "grdi"}))
-    proc = wandb_cli(server, "sweep", "--project", "p", "sweep.yaml", cwd=tmp_path)
-    assert proc.returncode == 1
-    assert "Invalid sweep config: method: 'grdi' is not one of" in proc.stderr
+def test_an_older_server_lacks_the_newer_fields():
+    with StandIn(api_key=TEST_API_KEY, version="old") as old:
+        old.create_sweep(GRID, project="p")
+        status, body = gql(old, SWEEP_STATE, {"entity": old.entity, "project": "p", "name": "x"})
+        assert status == 400 and "runCountExpected" in body["errors"][0]["message"]
+        old.take_errors()
+
+
+# -- entity, project and permissions (was forgiving) ------------------------------------------
+def test_a_sweep_is_found_only_in_its_own_entity_and_project(server, tmp_path):
+    sweep = server.create_sweep(GRID, project="p")
+    status, body = create_agent(server, sweep, "h1", entity="nobody", project="elsewhere")
+    assert status == 404 and "not found" in body["errors"][0]["message"]
+    status, body = create_agent(server, sweep, "h1", project="elsewhere")
+    assert status == 404
+    found = gql(server, SWEEP_STATE, {"entity": server.entity, "project": "elsewhere", "name": sweep.id})[1]
+    assert found["data"] == {"project": None}
+    # The real CLI and agent on a wrong path: the sweep is not paused, no agent runs.
+    proc = wandb_cli(server, "sweep", "--pause", f"wrong-entity/wrong-project/{sweep.id}", cwd=tmp_path)
+    assert proc.returncode != 0 and sweep.state == "RUNNING"
+    proc = wandb_cli(server, "agent", f"nobody/elsewhere/{sweep.id}", cwd=tmp_path)
+    assert proc.returncode != 0 and server.records() == []
+    assert {e["status"] for e in server.take_errors()} <= {403, 404}
+
+
+def test_the_key_cannot_write_to_another_entity(server):
     status, body = gql(
         server,
-        "mutation UpsertSweep($config: String) { upsertSweep { sweep { name } } }",
-        {"config": "program: m.py\nmethod: [unclosed"},
+        "mutation UpsertSweep($config: String, $entityName: String, $projectName: String) {"
+        " upsertSweep(input: {config: $config, entityName: $entityName, projectName: $projectName})"
+        " { sweep { name } } }",
+        {"config": yaml.safe_dump(GRID), "entityName": "someone-else", "projectName": "p"},
     )
-    assert status == 400
-    assert body["errors"][0]["path"] == ["upsertSweep"]
-    assert "not YAML" in body["errors"][0]["message"]
+    assert status == 403 and "permission denied" in body["errors"][0]["message"]
     assert server.sweeps == {}
+    server.take_errors()
 
 
-def test_create_sweep_refuses_bad_config_directly():
-    with pytest.raises(SweepConfigError, match="method"):
-        StandIn().create_sweep({**GRID, "method": "nope"})
-
-
-# -- auth ------------------------------------------------------------------------------
 def test_wrong_api_key_is_refused(server):
     status, body = gql(server, "query Viewer { viewer { id } }", key="wrong" * 10)
     assert status == 401
@@ -141,12 +196,64 @@ def test_wrong_api_key_is_refused(server):
     assert body["data"]["viewer"]["entity"] == server.entity
 
 
-# -- assignment --------------------------------------------------------------------------
+# -- state changes (was forgiving) -----------------------------------------------------------
+def test_a_cancelled_sweep_cannot_be_resumed_but_a_finished_one_can(server, tmp_path):
+    cancelled = server.create_sweep(GRID, project="p")
+    server.set_state(cancelled.id, "CANCELED")
+    proc = wandb_cli(server, "sweep", "--resume", cancelled.path, cwd=tmp_path)
+    assert proc.returncode != 0 and cancelled.state == "CANCELED"
+    assert "canceled: it cannot become running" in proc.stderr
+    finished = server.create_sweep(GRID, project="p")
+    server.set_state(finished.id, "FINISHED")
+    proc = wandb_cli(server, "sweep", "--resume", finished.path, cwd=tmp_path)
+    assert proc.returncode == 0 and finished.state == "RUNNING", proc.stderr
+    server.take_errors()
+
+
+def test_sweep_state_changes_through_the_cli(server, tmp_path):
+    sweep = server.create_sweep(GRID, project="p")
+    for flag, state in [("--pause", "PAUSED"), ("--resume", "RUNNING"), ("--cancel", "CANCELED")]:
+        proc = wandb_cli(server, "sweep", flag, sweep.path, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert server.sweep(sweep.id).state == state
+
+
+# -- configs: W&B warns rather than refuses (was forgiving the other way) -------------------
+def test_a_malformed_config_is_accepted_with_warnings_as_wandb_does(server, tmp_path):
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({**GRID, "method": "grdi"}))
+    proc = wandb_cli(server, "sweep", "--project", "p", "sweep.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Malformed sweep config detected" in proc.stderr and "grdi" in proc.stderr
+    (sweep,) = server.sweeps.values()
+    assert sweep.warnings and sweep.config["method"] == "grdi"
+
+
+def test_a_config_that_is_not_yaml_is_refused(server):
+    status, body = gql(
+        server,
+        "mutation UpsertSweep($config: String) { upsertSweep(input: {config: $config}) { sweep { name } } }",
+        {"config": "program: m.py\nmethod: [unclosed"},
+    )
+    assert status == 400
+    assert body["errors"][0]["path"] == ["upsertSweep"] and "not YAML" in body["errors"][0]["message"]
+    assert server.sweeps == {}
+    server.take_errors()
+
+
+def test_run_count_expected_is_the_grid_size(server):
+    sweep = server.create_sweep(
+        {**GRID, "parameters": {"a": {"values": [1, 2, 3]}, "b": {"min": 1, "max": 4}}}
+    )
+    body = gql(server, SWEEP_STATE, {"entity": sweep.entity, "project": sweep.project, "name": sweep.id})[1]
+    assert body["data"]["project"]["sweep"]["runCountExpected"] == 12
+    random_sweep = server.create_sweep({**GRID, "method": "random", "run_cap": 5})
+    assert random_sweep.expected == 5
+
+
+# -- assignment ------------------------------------------------------------------------------
 def test_simultaneous_agents_never_get_the_same_parameters(server):
     sweep = server.create_sweep(GRID, project="p")
-    agents = [
-        create_agent(server, sweep.id, f"host{i}")[1]["data"]["createAgent"]["agent"]["id"] for i in range(16)
-    ]
+    agents = [agent_on(server, sweep, f"host{i}") for i in range(16)]
     barrier = threading.Barrier(len(agents))
     got: dict[str, list] = {}
     errors: list[BaseException] = []
@@ -174,25 +281,31 @@ def test_simultaneous_agents_never_get_the_same_parameters(server):
 
 def test_grid_completes_then_agents_exit(server):
     sweep = server.create_sweep({**GRID, "parameters": {"x": {"values": [1, 2]}}}, project="p")
-    agent = agent_on(server, sweep.id, "h1")
+    agent = agent_on(server, sweep, "h1")
     first = heartbeat(server, agent)
     assert [c["type"] for c in first] == ["run"]
     run1 = first[0]["run_id"]
+    upsert_run(server, sweep, run1)
     assert heartbeat(server, agent, {run1: True}) == []  # still running: nothing new
+    stream(server, sweep, run1, {"complete": True, "exitcode": 0})
     second = heartbeat(server, agent, {})  # run1 ended, gets the next value
     run2 = second[0]["run_id"]
+    upsert_run(server, sweep, run2)
+    stream(server, sweep, run2, {"complete": True, "exitcode": 0})
     assert heartbeat(server, agent, {}) == [{"type": "exit"}]
     assert sweep.state == "FINISHED"
     records = server.records(sweep.id)
-    assert [r["run_id"] for r in records] == [run1, run2]
+    assert [(r["run_id"], r["state"], r["exitcode"]) for r in records] == [
+        (run1, "finished", 0),
+        (run2, "finished", 0),
+    ]
     assert {r["params"]["x"] for r in records} == {1, 2}
-    assert all(r["end"] is not None and r["end"] >= r["start"] for r in records)
     assert all(r["agent_host"] == "h1" and r["agent_id"] == agent for r in records)
 
 
 def test_paused_sweep_keeps_agents_idle_until_resumed(server):
     sweep = server.create_sweep(GRID, project="p")
-    agent = agent_on(server, sweep.id, "h1")
+    agent = agent_on(server, sweep, "h1")
     server.set_state(sweep.id, "PAUSED")
     assert heartbeat(server, agent) == []
     assert server.records() == []
@@ -200,43 +313,105 @@ def test_paused_sweep_keeps_agents_idle_until_resumed(server):
     assert heartbeat(server, agent)[0]["type"] == "run"
 
 
-def test_canceled_sweep_stops_runs_then_exits_agents(server):
+def test_a_cancelled_sweep_stops_its_runs_which_end_killed(server):
+    """(was forgiving) W&B kills a cancelled sweep's runs; they are killed, not failed or requeued."""
     sweep = server.create_sweep(GRID, project="p")
-    agent = agent_on(server, sweep.id, "h1")
+    agent = agent_on(server, sweep, "h1")
     run_id = heartbeat(server, agent)[0]["run_id"]
+    upsert_run(server, sweep, run_id)
+    stream(server, sweep, run_id, {"preempting": True})
     server.set_state(sweep.id, "CANCELED")
     assert heartbeat(server, agent, {run_id: True}) == [{"type": "stop", "run_id": run_id}]
+    stream(server, sweep, run_id, {"complete": True, "exitcode": 143})
     assert heartbeat(server, agent, {}) == [{"type": "exit"}]
+    (record,) = server.records(sweep.id)
+    assert record["state"] == "killed"
+    assert not sweep.requeue
 
 
 @pytest.mark.parametrize("state", ["FINISHED", "CANCELED"])
 def test_ended_sweep_refuses_new_agents_like_wandb(server, tmp_path, state):
     sweep = server.create_sweep(GRID, project="p")
     server.set_state(sweep.id, state)
-    status, body = create_agent(server, sweep.id, "h1")
+    status, body = create_agent(server, sweep, "h1")
     assert status == 400
     assert body["errors"][0]["message"] == f"Sweep {sweep.path} is not running"
     # The real agent ends at once with exit code 1, as against W&B.
     proc = wandb_cli(server, "agent", sweep.path, cwd=tmp_path)
     assert proc.returncode == 1
     assert f"Sweep {sweep.path} is not running" in proc.stderr
+    server.take_errors()
 
 
-def test_sweep_state_changes_through_the_cli(server, tmp_path):
+# -- run outcomes ----------------------------------------------------------------------------
+def test_a_run_that_dies_before_wandb_init_is_crashed_not_finished(server):
+    """(was forgiving) An ImportError, the wrong interpreter, sys.exit(3) before init()."""
     sweep = server.create_sweep(GRID, project="p")
-    for flag, state in [("--pause", "PAUSED"), ("--resume", "RUNNING"), ("--cancel", "CANCELED")]:
-        proc = wandb_cli(server, "sweep", flag, sweep.path, cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
-        assert server.sweep(sweep.id).state == state
+    agent = agent_on(server, sweep, "h1")
+    run_id = heartbeat(server, agent)[0]["run_id"]
+    heartbeat(server, agent, {})  # the process is gone; it never came online (the agent gets the next)
+    record = server.records(sweep.id)[0]
+    assert record["run_id"] == run_id
+    assert (record["state"], record["online"], record["exitcode"]) == ("crashed", False, None)
 
 
-def test_preempting_run_is_reissued_to_another_agent(server):
+def test_an_online_run_without_a_final_record_crashes_after_a_grace(server, monkeypatch):
     sweep = server.create_sweep(GRID, project="p")
-    a1 = agent_on(server, sweep.id, "h1")
-    a2 = agent_on(server, sweep.id, "h2")
+    agent = agent_on(server, sweep, "h1")
+    run_id = heartbeat(server, agent)[0]["run_id"]
+    upsert_run(server, sweep, run_id)
+    heartbeat(server, agent, {})  # vanished; its final record may still be on its way
+    assert server.records(sweep.id)[0]["state"] == "running"
+    monkeypatch.setattr("standin.server.FINAL_RECORD_GRACE", 0.0)
+    server.wait_for(lambda s: s.records(sweep.id)[0]["state"] == "crashed", timeout=5, what="the crash")
+
+
+def test_a_preempting_run_without_a_final_record_is_crashed_not_requeued(server, monkeypatch):
+    """(was forgiving) mark_preempting(), then SIGKILL: no exit code, so W&B does not requeue it."""
+    monkeypatch.setattr("standin.server.FINAL_RECORD_GRACE", 0.0)
+    sweep = server.create_sweep(GRID, project="p")
+    a1, a2 = agent_on(server, sweep, "h1"), agent_on(server, sweep, "h2")
     cmd = heartbeat(server, a1)[0]
-    status, _ = post(server.url, f"/files/e/p/{cmd['run_id']}/file_stream", {"files": {}, "preempting": True})
-    assert status == 200
+    upsert_run(server, sweep, cmd["run_id"])
+    stream(server, sweep, cmd["run_id"], {"preempting": True})
+    heartbeat(server, a1, {})
+    records = server.wait_for(lambda s: s.records(sweep.id)[0]["state"] != "running" and s.records(sweep.id))
+    assert (records[0]["state"], records[0]["preempting"], records[0]["exitcode"]) == ("crashed", True, None)
+    again = heartbeat(server, a2)[0]
+    assert again["run_id"] != cmd["run_id"], "not handed out again"
+
+
+def test_online_run_reports_exit_code(server):
+    sweep = server.create_sweep(GRID, project="p")
+    agent = agent_on(server, sweep, "h1")
+    run_id = heartbeat(server, agent)[0]["run_id"]
+    upsert_run(server, sweep, run_id)
+    stream(server, sweep, run_id, {"files": {}, "complete": True, "exitcode": 3})
+    heartbeat(server, agent, {})
+    (record,) = [r for r in server.records() if r["run_id"] == run_id]
+    assert (record["online"], record["exitcode"], record["state"]) == (True, 3, "failed")
+
+
+def test_a_runs_final_record_ends_it_while_its_agent_drains(server):
+    """A draining agent stops heartbeating; the run's own file_stream still ends it."""
+    sweep = server.create_sweep(GRID, project="p")
+    agent = agent_on(server, sweep, "h1")
+    run_id = heartbeat(server, agent)[0]["run_id"]
+    upsert_run(server, sweep, run_id, tags=["code-v2"])
+    stream(server, sweep, run_id, {"files": {}, "complete": True, "exitcode": 0})
+    (record,) = server.records(sweep.id)
+    assert (record["state"], record["tags"]) == ("finished", ["code-v2"])
+    assert record["end"] is not None
+
+
+def test_preempting_run_is_reissued_to_another_agent_and_resumes(server):
+    sweep = server.create_sweep(GRID, project="p")
+    a1 = agent_on(server, sweep, "h1")
+    a2 = agent_on(server, sweep, "h2")
+    cmd = heartbeat(server, a1)[0]
+    upsert_run(server, sweep, cmd["run_id"])
+    stream(server, sweep, cmd["run_id"], {"files": {}, "preempting": True})
+    stream(server, sweep, cmd["run_id"], {"complete": True, "exitcode": 143})
     # The run ended after marking itself preempting; its own host gets new work...
     fresh = heartbeat(server, a1, {})[0]
     assert fresh["run_id"] != cmd["run_id"]
@@ -246,82 +421,77 @@ def test_preempting_run_is_reissued_to_another_agent(server):
     assert again["run_id"] == cmd["run_id"]
     assert again["args"] == cmd["args"]
     first, second = [r for r in server.records(sweep.id) if r["run_id"] == cmd["run_id"]]
-    assert first["preempting"] is True
-    assert first["state"] == "preempted"
+    assert (first["preempting"], first["state"], first["exitcode"]) == (True, "preempted", 143)
     assert (second["agent_host"], second["state"]) == ("h2", "running")
+    # (was forgiving) The SDK asks whether the run exists to resume it: it does.
+    body = gql(
+        server, RESUME_STATUS, {"project": sweep.project, "entity": sweep.entity, "name": cmd["run_id"]}
+    )[1]
+    assert body["data"]["model"]["bucket"]["name"] == cmd["run_id"]
+    body = gql(
+        server, RESUME_STATUS, {"project": sweep.project, "entity": sweep.entity, "name": "neverseen"}
+    )[1]
+    assert body["data"]["model"]["bucket"] is None
 
 
 def test_preempted_run_goes_back_to_its_own_host_when_nothing_else_can_take_it(server):
     sweep = server.create_sweep({**GRID, "parameters": {"x": {"values": [1]}}}, project="p")
-    agent = agent_on(server, sweep.id, "h1")
+    agent = agent_on(server, sweep, "h1")
     cmd = heartbeat(server, agent)[0]
-    post(server.url, f"/files/e/p/{cmd['run_id']}/file_stream", {"files": {}, "preempting": True})
+    upsert_run(server, sweep, cmd["run_id"])
+    stream(server, sweep, cmd["run_id"], {"preempting": True})
+    stream(server, sweep, cmd["run_id"], {"complete": True, "exitcode": 143})
     again = heartbeat(server, agent, {})[0]
     assert (again["run_id"], again["args"]) == (cmd["run_id"], cmd["args"])
     assert sweep.state == "RUNNING"
 
 
-def test_online_run_reports_exit_code(server):
-    sweep = server.create_sweep(GRID, project="p")
-    agent = agent_on(server, sweep.id, "h1")
-    run_id = heartbeat(server, agent)[0]["run_id"]
-    upsert_run(server, run_id)
-    post(server.url, f"/files/e/p/{run_id}/file_stream", {"files": {}, "complete": True, "exitcode": 3})
-    heartbeat(server, agent, {})
-    (record,) = [r for r in server.records() if r["run_id"] == run_id]
-    assert (record["online"], record["exitcode"], record["state"]) == (True, 3, "failed")
-
-
-def test_a_runs_final_record_ends_it_while_its_agent_drains(server):
-    """A draining agent stops heartbeating; the run's own file_stream still ends it."""
-    sweep = server.create_sweep(GRID, project="p")
-    agent = agent_on(server, sweep.id, "h1")
-    run_id = heartbeat(server, agent)[0]["run_id"]
-    upsert_run(server, run_id, tags=["code-v2"])
-    post(server.url, f"/files/e/p/{run_id}/file_stream", {"files": {}, "complete": True, "exitcode": 0})
-    (record,) = server.records(sweep.id)
-    assert (record["state"], record["tags"]) == ("finished", ["code-v2"])
-    assert record["end"] is not None
-
-
-def test_a_preempting_run_that_exits_nonzero_is_requeued_without_its_agent(server):
-    sweep = server.create_sweep(GRID, project="p")
-    a1 = agent_on(server, sweep.id, "h1")
-    a2 = agent_on(server, sweep.id, "h2")
-    cmd = heartbeat(server, a1)[0]
-    post(server.url, f"/files/e/p/{cmd['run_id']}/file_stream", {"files": {}, "preempting": True})
-    post(server.url, f"/files/e/p/{cmd['run_id']}/file_stream", {"complete": True, "exitcode": 143})
-    assert server.records(sweep.id)[0]["state"] == "preempted"
-    again = heartbeat(server, a2)[0]
-    assert (again["run_id"], again["args"]) == (cmd["run_id"], cmd["args"])
-
-
 def test_a_run_nobody_reports_on_crashes_after_the_run_timeout():
     with StandIn(api_key=TEST_API_KEY, run_timeout=0.5) as server:
         sweep = server.create_sweep(GRID, project="p")
-        agent = agent_on(server, sweep.id, "h1")
+        agent = agent_on(server, sweep, "h1")
         run_id = heartbeat(server, agent)[0]["run_id"]
-        upsert_run(server, run_id)
+        upsert_run(server, sweep, run_id)
         assert server.records(sweep.id)[0]["state"] == "running"
         server.wait_for(
             lambda s: s.records(sweep.id)[0]["state"] == "crashed", timeout=5, what="the silent run to crash"
         )
 
 
+def test_run_cap_ends_a_random_sweep(server):
+    """(was forgiving) run_cap was never enforced: a random sweep never ended."""
+    sweep = server.create_sweep(
+        {"program": "m.py", "method": "random", "run_cap": 3, "parameters": {"lr": {"min": 0.0, "max": 1.0}}}
+    )
+    agent = agent_on(server, sweep, "h1")
+    ran = []
+    while commands := heartbeat(server, agent, {}):
+        if commands[0]["type"] == "exit":
+            break
+        ran.append(commands[0]["run_id"])
+        upsert_run(server, sweep, ran[-1])
+        stream(server, sweep, ran[-1], {"complete": True, "exitcode": 0})
+    assert len(ran) == 3 and sweep.state == "FINISHED"
+
+
 def test_deleted_runs_of_a_finished_grid_run_again_after_resume(server):
     sweep = server.create_sweep({**GRID, "parameters": {"x": {"values": [1, 2]}}}, project="p")
-    agent = agent_on(server, sweep.id, "h1")
+    agent = agent_on(server, sweep, "h1")
     first = heartbeat(server, agent)[0]
+    upsert_run(server, sweep, first["run_id"])
+    stream(server, sweep, first["run_id"], {"complete": True, "exitcode": 2})
     second = heartbeat(server, agent, {})[0]
+    upsert_run(server, sweep, second["run_id"])
+    stream(server, sweep, second["run_id"], {"complete": True, "exitcode": 0})
     assert heartbeat(server, agent, {}) == [{"type": "exit"}] and sweep.state == "FINISHED"
     server.delete_runs(sweep.id, [first["run_id"]])
     server.set_state(sweep.id, "RUNNING")
-    again = heartbeat(server, agent_on(server, sweep.id, "h2"))[0]
+    again = heartbeat(server, agent_on(server, sweep, "h2"))[0]
     assert again["args"] == first["args"] and again["run_id"] != first["run_id"]
     assert [r["params"]["x"] for r in server.records(sweep.id)] == [second["args"]["x"]["value"], 1]
 
 
-# -- faults ------------------------------------------------------------------------------
+# -- faults ----------------------------------------------------------------------------------
 def test_http500_fault_for_a_count(server):
     server.inject("http500", operation="Viewer", count=2)
     query = "query Viewer { viewer { id } }"
@@ -364,20 +534,57 @@ def test_control_api_over_http(server):
         assert json.loads(resp.read())[0]["state"] == "PAUSED"
 
 
-def test_real_agent_runs_a_small_grid(server, tmp_path):
-    """The real CLI and agent, with online runs, on this machine."""
-    (tmp_path / "main.py").write_text(
-        "import wandb\nrun = wandb.init()\nrun.log({'loss': run.config.x})\nrun.finish()\n"
-    )
+# -- the real CLI, agent and SDK ---------------------------------------------------------
+def write_program(tmp_path, body: str) -> None:
+    (tmp_path / "main.py").write_text(body)
     (tmp_path / "sweep.yaml").write_text(
         yaml.safe_dump({"program": "main.py", "method": "grid", "parameters": {"x": {"values": [1, 2]}}})
     )
+
+
+def create_and_run(server, tmp_path, *agent_args: str) -> str:
     proc = wandb_cli(server, "sweep", "--project", "p", "sweep.yaml", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     sweep_path = proc.stderr.split("wandb agent ")[1].split()[0]
-    proc = wandb_cli(server, "agent", sweep_path, cwd=tmp_path)
+    proc = wandb_cli(server, "agent", *agent_args, sweep_path, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    return sweep_path
+
+
+def test_real_agent_runs_a_small_grid(server, tmp_path):
+    write_program(
+        tmp_path, "import wandb\nrun = wandb.init()\nrun.log({'loss': run.config.x})\nrun.finish()\n"
+    )
+    sweep_path = create_and_run(server, tmp_path)
     records = server.records(sweep_path)
     assert sorted(r["params"]["x"] for r in records) == [1, 2]
     assert {(r["state"], r["online"], r["exitcode"]) for r in records} == {("finished", True, 0)}
-    assert server.unknown_operations == []
+
+
+def test_real_runs_that_fail_before_init_or_after_are_never_finished(server, tmp_path):
+    """(was forgiving) An ImportError before wandb.init() was recorded as finished."""
+    write_program(
+        tmp_path,
+        "import sys\nimport wandb\nif '--x=1' in sys.argv:\n    import nosuchmodule\n"
+        "run = wandb.init()\nrun.finish(exit_code=3)\nsys.exit(3)\n",
+    )
+    sweep_path = create_and_run(server, tmp_path, "--count", "2")
+    states = {r["params"]["x"]: (r["state"], r["exitcode"]) for r in server.records(sweep_path)}
+    assert states == {1: ("crashed", None), 2: ("failed", 3)}, states
+
+
+def test_wrong_interpreter_runs_crash(tmp_path):
+    """A sweep whose command names a python without wandb: every run crashes, none finishes."""
+    write_program(tmp_path, "import wandb\nrun = wandb.init()\nrun.finish()\n")
+    config = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
+    config["command"] = [sys.base_prefix + "/bin/python3", "${program}", "${args}"]
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(config))
+    # An agent that leaves after --count runs never reports its last run's end: W&B
+    # crashes it when no heartbeat comes (run_timeout, short here).
+    with StandIn(api_key=TEST_API_KEY, run_timeout=2) as server:
+        sweep_path = create_and_run(server, tmp_path, "--count", "2")
+        server.wait_for(
+            lambda s: {r["state"] for r in s.records(sweep_path)} == {"crashed"},
+            timeout=30,
+            what="all crashed",
+        )
