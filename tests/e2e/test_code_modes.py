@@ -89,4 +89,6 @@ def test_git_code_and_the_rl_sweep(git_server, standin_for, tmp_path):
     ran = collections.Counter((r["params"]["lr"], r["params"]["ppo_epoch"]) for r in records)
     assert set(ran) == grid and set(ran.values()) == {1}
     assert {r["params"]["env_name"] for r in records} == {"MPE"}
-    assert {r["state"] for r in records} == {"finished"}, "python3 on the unit's PATH is the venv's"
+    # python3 on the unit's PATH is the venv's: every run finished, exit code 0, on both hosts.
+    assert {(r["state"], r["exitcode"]) for r in records} == {("finished", 0)}
+    assert {r["agent_host"] for r in records} == {h.name for h in fleet.hosts()}

@@ -30,33 +30,71 @@ query GetSweeps($project: String!, $entity: String!, $cursor: String, $perPage: 
   project(name: $project, entityName: $entity) {
     sweeps(after: $cursor, first: $perPage) {
       pageInfo { endCursor hasNextPage }
-      edges { node { id name displayName state config runCount } }
+      edges { node { id name state config } }
     }
   }
 }
 """
 
+# As wandb's GetSweep and, for servers without the run counts, its GetSweepLegacy.
 GET_SWEEP = """
 query GetSweep($name: String!, $project: String, $entity: String) {
   project(name: $project, entityName: $entity) {
+    sweep(sweepName: $name) { id name displayName state config runCount runCountExpected }
+  }
+}
+"""
+GET_SWEEP_LEGACY = """
+query GetSweepLegacy($name: String!, $project: String, $entity: String) {
+  project(name: $project, entityName: $entity) {
+    sweep(sweepName: $name) { id name state config }
+  }
+}
+"""
+
+# A sweep's runs, a page at a time (a sweep may have thousands).
+GET_SWEEP_RUNS = """
+query GetSweepRuns($name: String!, $project: String, $entity: String, $cursor: String, $perPage: Int) {
+  project(name: $project, entityName: $entity) {
     sweep(sweepName: $name) {
-      id name displayName state config runCount runCountExpected
-      runs(first: 10000) { edges { node { name state } } }
+      runs(first: $perPage, after: $cursor) {
+        pageInfo { endCursor hasNextPage }
+        edges { node { name state } }
+      }
     }
   }
 }
 """
 
+# Creating a sweep: with the config validation warnings, and without them for older servers.
 UPSERT_SWEEP = """
-mutation UpsertSweep($id: ID, $config: String, $description: String, $entityName: String,
-                     $projectName: String, $state: String) {
-  upsertSweep(input: {id: $id, config: $config, description: $description,
-                      entityName: $entityName, projectName: $projectName, state: $state}) {
+mutation UpsertSweep($config: String, $description: String, $entityName: String, $projectName: String) {
+  upsertSweep(input: {config: $config, description: $description,
+                      entityName: $entityName, projectName: $projectName}) {
     sweep { id name project { name entity { name } } }
     configValidationWarnings
   }
 }
 """
+UPSERT_SWEEP_LEGACY = """
+mutation UpsertSweepLegacy($config: String, $description: String, $entityName: String,
+                           $projectName: String) {
+  upsertSweep(input: {config: $config, description: $description,
+                      entityName: $entityName, projectName: $projectName}) {
+    sweep { id name project { name entity { name } } }
+  }
+}
+"""
+
+# As `wandb sweep --pause` (and --resume, --stop, --cancel) sends it.
+SET_SWEEP_STATE = """
+mutation UpsertSweepState($id: ID, $state: String, $entityName: String, $projectName: String) {
+  upsertSweep(input: {id: $id, state: $state, entityName: $entityName, projectName: $projectName}) {
+    sweep { name state }
+  }
+}
+"""
+RUNS_PER_PAGE = 500
 
 
 class WandbApiError(Exception):
@@ -65,6 +103,14 @@ class WandbApiError(Exception):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+    @property
+    def unknown_to_server(self) -> bool:
+        """The server's schema lacks something the query asks for (an older server)."""
+        text = str(self)
+        return self.status in (None, 400) and any(
+            phrase in text for phrase in ("Cannot query field", "Unknown argument", "unknown field")
+        )
 
 
 def app_url(base_url: str) -> str:
@@ -130,6 +176,16 @@ class WandbApi:
         detail = "; ".join(m for m in messages if m) or err.reason
         return f"the W&B API at {self.base_url} answered HTTP {err.code}: {detail}"
 
+    def graphql_first(self, queries: tuple[str, ...], variables: dict) -> dict:
+        """The first of ``queries`` (newest first) the server understands, as wandb does."""
+        for query in queries[:-1]:
+            try:
+                return self.graphql(query, variables)
+            except WandbApiError as err:
+                if not err.unknown_to_server:
+                    raise
+        return self.graphql(queries[-1], variables)
+
     def default_entity(self) -> str:
         viewer = self.graphql(VIEWER).get("viewer") or {}
         if not viewer.get("entity"):
@@ -149,20 +205,38 @@ class WandbApi:
                 return found
             cursor = page["endCursor"]
 
-    def sweep(self, entity: str, project: str, name: str) -> dict | None:
-        data = self.graphql(GET_SWEEP, {"entity": entity, "project": project, "name": name})
-        return (data.get("project") or {}).get("sweep")
+    def sweep(self, entity: str, project: str, name: str, with_runs: bool = True) -> dict | None:
+        """The sweep (its runs too, page by page), or None when the project has no such sweep."""
+        variables = {"entity": entity, "project": project, "name": name}
+        data = self.graphql_first((GET_SWEEP, GET_SWEEP_LEGACY), variables)
+        sweep = (data.get("project") or {}).get("sweep")
+        if sweep is None or not with_runs:
+            return sweep
+        runs, cursor = [], None
+        while True:
+            page = self.graphql(GET_SWEEP_RUNS, {**variables, "cursor": cursor, "perPage": RUNS_PER_PAGE})
+            node = ((page.get("project") or {}).get("sweep") or {}).get("runs") or {}
+            runs += [edge["node"] for edge in node.get("edges") or []]
+            info = node.get("pageInfo") or {}
+            if not info.get("hasNextPage") or not info.get("endCursor"):
+                break
+            cursor = info["endCursor"]
+        return {**sweep, "runs": runs}
 
-    def create_sweep(self, entity: str, project: str, config_yaml: str, description: str | None) -> dict:
-        data = self.graphql(
-            UPSERT_SWEEP,
+    def create_sweep(
+        self, entity: str, project: str, config_yaml: str, description: str | None
+    ) -> tuple[dict, list[str]]:
+        """The new sweep, and the warnings the server has about its config."""
+        data = self.graphql_first(
+            (UPSERT_SWEEP, UPSERT_SWEEP_LEGACY),
             {"config": config_yaml, "entityName": entity, "projectName": project, "description": description},
         )
-        return data["upsertSweep"]["sweep"]
+        return data["upsertSweep"]["sweep"], data["upsertSweep"].get("configValidationWarnings") or []
 
     def set_state(self, sweep_gql_id: str, entity: str, project: str, state: str) -> None:
         if state not in STATES:
             raise ValueError(f"sweep state must be one of {', '.join(STATES)} (got {state!r})")
         self.graphql(
-            UPSERT_SWEEP, {"id": sweep_gql_id, "state": state, "entityName": entity, "projectName": project}
+            SET_SWEEP_STATE,
+            {"id": sweep_gql_id, "state": state, "entityName": entity, "projectName": project},
         )

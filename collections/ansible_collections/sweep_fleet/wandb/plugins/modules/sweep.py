@@ -156,8 +156,8 @@ def _allowed(current: str, target: str) -> str | None:
 
 def _progress(sweep: dict) -> dict:
     states: dict[str, int] = {}
-    for edge in ((sweep.get("runs") or {}).get("edges")) or []:
-        state = ((edge.get("node") or {}).get("state") or "unknown").lower()
+    for run in sweep.get("runs") or []:
+        state = (run.get("state") or "unknown").lower()
         states[state] = states.get(state, 0) + 1
     return {
         "run_count": sweep.get("runCount") or sum(states.values()),
@@ -217,7 +217,9 @@ def run(module: AnsibleModule) -> dict:
                 result["msg"] = f"would create a sweep in {entity}/{project}"
                 return result
             text = yaml.safe_dump(fill_distributions(config), sort_keys=False)
-            created = api.create_sweep(entity, project, text, config.get("description"))
+            created, warnings = api.create_sweep(entity, project, text, config.get("description"))
+            for warning in warnings:
+                module.warn(f"W&B warns about the sweep config: {warning}")
             sweep = api.sweep(entity, project, created["name"]) or {
                 "name": created["name"],
                 "id": created.get("id"),
