@@ -12,12 +12,13 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
-.PHONY: help root-check bootstrap lint unit fleet-tests molecule test demo demo-down image clean
+.PHONY: help root-check bootstrap lint check unit fleet-tests molecule test demo demo-down image clean
 
 help:
 	@echo "make demo       local fleet + W&B stand-in + the 12-shard sweep, printing who ran what"
 	@echo "make demo-down  remove the demo fleet"
-	@echo "make test       bootstrap, lint, unit tests, fleet tests"
+	@echo "make test       bootstrap, lint, unit tests, fleet tests (the whole suite, as CI runs it)"
+	@echo "make check      lint and the fast unit tests: the inner loop, about a minute"
 	@echo "make lint       yamllint, ansible-lint, ruff"
 
 bootstrap:
@@ -32,6 +33,14 @@ lint: bootstrap
 	ansible-lint
 	ruff check .
 	ruff format --check .
+
+# The inner loop: lint, then the unit tests that need neither test hosts nor the real
+# wandb CLI and agent (those are marked integration and run in make unit and make test).
+check: bootstrap
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory lint && \
+	pytest -m "not integration" tests/unit $(PYTEST_ARGS) && \
+	echo "make check: passed in $$(( $$(date +%s) - start ))s"
 
 unit: bootstrap
 	pytest tests/unit $(PYTEST_ARGS)

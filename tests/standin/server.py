@@ -307,7 +307,10 @@ class StandIn:
         httpd.daemon_threads = True
         self.bind = (self.bind[0], httpd.server_address[1])
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, name="standin", daemon=True)
+        # A short poll: stop() waits for it, and tests start and stop many stand-ins.
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="standin", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

@@ -159,6 +159,7 @@ def test_an_older_server_lacks_the_newer_fields():
 
 
 # -- entity, project and permissions (was forgiving) ------------------------------------------
+@pytest.mark.integration
 def test_a_sweep_is_found_only_in_its_own_entity_and_project(server, tmp_path):
     sweep = server.create_sweep(GRID, project="p")
     status, body = create_agent(server, sweep, "h1", entity="nobody", project="elsewhere")
@@ -197,6 +198,7 @@ def test_wrong_api_key_is_refused(server):
 
 
 # -- state changes (was forgiving) -----------------------------------------------------------
+@pytest.mark.integration
 def test_a_cancelled_sweep_cannot_be_resumed_but_a_finished_one_can(server, tmp_path):
     cancelled = server.create_sweep(GRID, project="p")
     server.set_state(cancelled.id, "CANCELED")
@@ -210,6 +212,7 @@ def test_a_cancelled_sweep_cannot_be_resumed_but_a_finished_one_can(server, tmp_
     server.take_errors()
 
 
+@pytest.mark.integration
 def test_sweep_state_changes_through_the_cli(server, tmp_path):
     sweep = server.create_sweep(GRID, project="p")
     for flag, state in [("--pause", "PAUSED"), ("--resume", "RUNNING"), ("--cancel", "CANCELED")]:
@@ -219,6 +222,7 @@ def test_sweep_state_changes_through_the_cli(server, tmp_path):
 
 
 # -- configs: W&B warns rather than refuses (was forgiving the other way) -------------------
+@pytest.mark.integration
 def test_a_malformed_config_is_accepted_with_warnings_as_wandb_does(server, tmp_path):
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({**GRID, "method": "grdi"}))
     proc = wandb_cli(server, "sweep", "--project", "p", "sweep.yaml", cwd=tmp_path)
@@ -330,6 +334,7 @@ def test_a_cancelled_sweep_stops_its_runs_which_end_killed(server):
 
 
 @pytest.mark.parametrize("state", ["FINISHED", "CANCELED"])
+@pytest.mark.integration
 def test_ended_sweep_refuses_new_agents_like_wandb(server, tmp_path, state):
     sweep = server.create_sweep(GRID, project="p")
     server.set_state(sweep.id, state)
@@ -551,6 +556,7 @@ def create_and_run(server, tmp_path, *agent_args: str) -> str:
     return sweep_path
 
 
+@pytest.mark.integration
 def test_real_agent_runs_a_small_grid(server, tmp_path):
     write_program(
         tmp_path, "import wandb\nrun = wandb.init()\nrun.log({'loss': run.config.x})\nrun.finish()\n"
@@ -561,6 +567,7 @@ def test_real_agent_runs_a_small_grid(server, tmp_path):
     assert {(r["state"], r["online"], r["exitcode"]) for r in records} == {("finished", True, 0)}
 
 
+@pytest.mark.integration
 def test_real_runs_that_fail_before_init_or_after_are_never_finished(server, tmp_path):
     """(was forgiving) An ImportError before wandb.init() was recorded as finished."""
     write_program(
@@ -573,6 +580,7 @@ def test_real_runs_that_fail_before_init_or_after_are_never_finished(server, tmp
     assert states == {1: ("crashed", None), 2: ("failed", 3)}, states
 
 
+@pytest.mark.integration
 def test_wrong_interpreter_runs_crash(tmp_path):
     """A sweep whose command names a python without wandb: every run crashes, none finishes."""
     write_program(tmp_path, "import wandb\nrun = wandb.init()\nrun.finish()\n")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 
 import pytest
 import yaml
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.sweep_fleet.wandb.plugins.modules import sweep as sweep_module
 
 from standin import StandIn
 from standin.server import Assignment
@@ -34,9 +38,21 @@ def server(request):
 
 
 def sweep_task(server, tmp_path, check: bool = False, key: str = TEST_API_KEY, **args) -> dict:
-    """Run the module once on localhost; return its result."""
-    args = {"base_url": server.url, "api_key": key, **args}
+    """Run the module once, in this process; return its result (failed ones too)."""
+    args = {"base_url": server.url, "api_key": key, "_ansible_check_mode": check, **args}
+    out = io.StringIO()
+    with patch_module_args(args), contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        sweep_module.main()
+    result = json.loads(out.getvalue())
+    assert key not in out.getvalue(), "the key is never in the module's output"
+    return result
+
+
+@pytest.mark.integration
+def test_through_ansible_playbook_with_check_mode_and_the_key_hidden(server, tmp_path):
+    """As a role calls it: Ansible hides the key (no_log) and honours check mode."""
     playbook = tmp_path / "play.yml"
+    task = {"base_url": server.url, "api_key": TEST_API_KEY, "config": GRID, "project": "p"}
     playbook.write_text(
         yaml.safe_dump(
             [
@@ -44,38 +60,23 @@ def sweep_task(server, tmp_path, check: bool = False, key: str = TEST_API_KEY, *
                     "name": "sweep",
                     "hosts": "localhost",
                     "gather_facts": False,
-                    "tasks": [
-                        {
-                            "name": "sweep",
-                            "sweep_fleet.wandb.sweep": args,
-                            "register": "out",
-                            "ignore_errors": True,
-                        },
-                        {
-                            "name": "result",
-                            "ansible.builtin.copy": {
-                                "content": "{{ out | to_json }}",
-                                "dest": str(tmp_path / "out.json"),
-                                "mode": "0600",
-                            },
-                            "check_mode": False,
-                        },
-                    ],
+                    "tasks": [{"name": "sweep", "sweep_fleet.wandb.sweep": task}],
                 }
             ]
         )
     )
-    proc = subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), str(playbook), *(["--check"] if check else [])],
-        cwd=REPO,
-        env=ansible_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert key not in proc.stdout + proc.stderr
-    return json.loads((tmp_path / "out.json").read_text())
+    for check in (True, False):
+        proc = subprocess.run(
+            [str(VENV_BIN / "ansible-playbook"), "-vvv", str(playbook), *(["--check"] if check else [])],
+            cwd=REPO,
+            env=ansible_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert TEST_API_KEY not in proc.stdout + proc.stderr
+        assert len(server.sweeps) == (0 if check else 1)
 
 
 def test_creates_once_then_finds_the_same_sweep(server, tmp_path):
@@ -144,6 +145,7 @@ def test_wrong_key_and_unreachable_server(server, tmp_path):
     server.stop()
     result = sweep_task(server, tmp_path, config=GRID, project="p", timeout=3)
     assert result["failed"] and "cannot reach the W&B API" in result["msg"]
+    assert server.url.split("//")[1] in result["msg"], "the message names the address"
 
 
 def test_server_errors_are_reported(server, tmp_path):
