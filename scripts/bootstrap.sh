@@ -5,7 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-UV_VERSION=0.13.8
+# The uv version the hosts get is the one source; the controller's is the same.
+UV_VERSION=$(sed -n 's/^wandb_runtime_uv_version: "\(.*\)"$/\1/p' roles/wandb_runtime/defaults/main.yml)
+if [ -z "$UV_VERSION" ]; then
+  echo "error: no wandb_runtime_uv_version in roles/wandb_runtime/defaults/main.yml" >&2
+  exit 1
+fi
 PACKAGES=(
   podman runc netavark aardvark-dns iptables uidmap mmdebstrap
   openssh-client rsync python3 python3-venv ca-certificates git

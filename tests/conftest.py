@@ -19,6 +19,7 @@ LONGEST_FIRST = [
     "test_trust.py",
     "test_molecule.py",
     "test_code_modes.py",
+    "test_collection.py",
     "test_proof.py",
 ]
 

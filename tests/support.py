@@ -17,6 +17,19 @@ VENV_BIN = Path(sys.executable).parent
 TEST_API_KEY = "fleettest-" + "k3y" * 14  # W&B's shape: prefix- and >= 40 chars of [A-Za-z0-9_]
 
 
+def _runtime_defaults() -> dict:
+    import yaml
+
+    return yaml.safe_load((REPO / "roles" / "wandb_runtime" / "defaults" / "main.yml").read_text())
+
+
+# The pinned versions (and uv's hashes), from their one source: the runtime role's defaults.
+VERSIONS = {
+    name: value for name, value in _runtime_defaults().items() if name.startswith("wandb_runtime_") and (
+        name.endswith("_version") or name.endswith("_sha256"))
+}  # fmt: skip
+
+
 def ansible_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(

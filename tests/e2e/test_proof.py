@@ -16,7 +16,7 @@ import subprocess
 import pytest
 import yaml
 
-from support import REPO, TEST_API_KEY, VENV_BIN, run_playbook, task_results
+from support import REPO, TEST_API_KEY, VENV_BIN, VERSIONS, run_playbook, task_results
 
 pytestmark = pytest.mark.fleet
 
@@ -60,6 +60,7 @@ def test_twelve_shards_on_three_hosts(make_fleet, standin_for, tmp_path):
                 "proof_api_key": TEST_API_KEY,
                 "proof_uv_binary": str(VENV_BIN / "uv"),
                 "proof_code_dir": str(SHARDS),
+                "proof_wandb_version": VERSIONS["wandb_runtime_wandb_version"],
             }
         )
     )

@@ -102,3 +102,23 @@ def test_cross_role_fallbacks_equal_the_other_roles_defaults(role):
             continue  # its fallback names the other role too: used only beside it
         together = _render(name, everything)
         assert alone == together, f"{name}: {alone!r} alone, {together!r} beside the other roles"
+
+
+def test_the_controllers_tools_pin_what_the_hosts_get():
+    """The runtime role's defaults are the one source; pyproject.toml and uv.lock must agree."""
+    import tomllib
+
+    from support import VERSIONS
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    pins = dict(p.split("==") for p in project["dependency-groups"]["dev"] if "==" in p)
+    assert pins["uv"] == VERSIONS["wandb_runtime_uv_version"]
+    assert pins["wandb"] == VERSIONS["wandb_runtime_wandb_version"]
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    (uv,) = [p for p in lock["package"] if p["name"] == "uv"]
+    assert uv["version"] == VERSIONS["wandb_runtime_uv_version"]
+    wheels = {w["url"].rsplit("/", 1)[1]: w["hash"].removeprefix("sha256:") for w in uv["wheels"]}
+    for arch, sha256 in VERSIONS["wandb_runtime_uv_sha256"].items():
+        name = f"uv-{uv['version']}-py3-none-manylinux_2_17_{arch}.manylinux2014_{arch}"
+        (locked,) = [h for w, h in wheels.items() if w.startswith(name)]
+        assert locked == sha256, arch

@@ -1,6 +1,11 @@
 """wandb_code (git mode): a root-owned checkout at the pinned ref, its requirements installed."""
 
+from pathlib import Path
+
+import yaml
+
 CODE = "/opt/sweep-fleet/code"
+PINS = yaml.safe_load((Path(__file__).parents[3] / "roles/wandb_runtime/defaults/main.yml").read_text())
 
 
 def test_checkout_is_at_the_pinned_ref(host):
@@ -23,4 +28,4 @@ def test_requirements_are_installed_in_the_venv(host):
     version = host.check_output(
         "/opt/sweep-fleet/venv/bin/python -c 'import wandb; print(wandb.__version__)'"
     )
-    assert version == "0.31.0", "the code's requirements cannot move the pinned wandb"
+    assert version == PINS["wandb_runtime_wandb_version"], "the code's requirements cannot move the pinned wandb"

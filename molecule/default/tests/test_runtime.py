@@ -1,6 +1,13 @@
 """wandb_runtime: the service user, uv from the package index, a root-owned venv with pinned wandb."""
 
-PLANTED = "/tmp/uv-0.13.8-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+from pathlib import Path
+
+import yaml
+
+# The pinned versions, from their one source.
+PINS = yaml.safe_load((Path(__file__).parents[3] / "roles/wandb_runtime/defaults/main.yml").read_text())
+UV, WANDB = PINS["wandb_runtime_uv_version"], PINS["wandb_runtime_wandb_version"]
+PLANTED = f"/tmp/uv-{UV}-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 
 
 def test_service_user(host):
@@ -18,7 +25,7 @@ def test_service_user(host):
 def test_uv_is_pinned(host):
     uv = host.file("/usr/local/bin/uv")
     assert (uv.user, uv.mode) == ("root", 0o755)
-    assert host.check_output("/usr/local/bin/uv --version").split()[:2] == ["uv", "0.13.8"]
+    assert host.check_output("/usr/local/bin/uv --version").split()[:2] == ["uv", UV]
     assert not [n for n in host.file("/usr/local/bin").listdir() if n.startswith(".uv-")], "no temporary left"
 
 
@@ -36,7 +43,7 @@ def test_venv_has_pinned_wandb_and_is_root_owned(host):
     version = host.check_output(
         "/opt/sweep-fleet/venv/bin/python -c 'import wandb; print(wandb.__version__)'"
     )
-    assert version == "0.31.0"
+    assert version == WANDB
     # The service user can use the venv but not change it.
     assert host.run("sudo -u wandb /opt/sweep-fleet/venv/bin/python -c 'import wandb'").rc == 0
     assert host.run("sudo -u wandb touch /opt/sweep-fleet/venv/lib/x").rc != 0

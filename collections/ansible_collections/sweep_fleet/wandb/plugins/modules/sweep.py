@@ -147,6 +147,8 @@ def _load(config_text):
 
 def _allowed(current: str, target: str) -> str | None:
     """Why W&B would refuse this change (as the wandb CLI checks it), or None."""
+    if target == "RUNNING" and current == "CANCELED":
+        return "a cancelled sweep cannot be resumed: start a new one (change its config, e.g. wandb_sweep_name)"
     if target == "PAUSED" and current not in ("RUNNING", "PAUSED", "PENDING"):
         return f"cannot pause a {current.lower()} sweep: resume it (state: running) first"
     if target in ("FINISHED", "CANCELED") and current not in ("RUNNING", "PAUSED", "PENDING"):

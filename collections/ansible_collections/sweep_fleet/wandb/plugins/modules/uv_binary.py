@@ -103,7 +103,11 @@ def wheel_pattern(version: str) -> re.Pattern:
 
 
 def find_wheel(module: AnsibleModule) -> tuple[str, str, str]:
-    """(file name, URL, sha256) of the wheel for this host, from the index's simple API."""
+    """(file name, URL, sha256) of the wheel for this host, from the index's simple API.
+
+    With a pinned sha256, the wheel is the one with that hash (an architecture may have
+    several manylinux wheels); else the first that fits.
+    """
     p = module.params
     index = p["index_url"].rstrip("/") + "/uv/"
     try:
@@ -114,13 +118,18 @@ def find_wheel(module: AnsibleModule) -> tuple[str, str, str]:
     except Exception as err:
         module.fail_json(msg=f"cannot read uv's releases from {index}: {err}")
     pattern = wheel_pattern(p["version"])
+    pinned = p["sha256"].lower()
     for entry in files:
+        listed = entry.get("hashes", {}).get("sha256", "")
+        if pinned and listed != pinned:
+            continue
         if pattern.match(entry.get("filename", "")) and not entry.get("yanked"):
             url = urljoin(index, entry["url"])  # PEP 691 allows URLs relative to the index page
             return entry["filename"], url, entry.get("hashes", {}).get("sha256", "")
     module.fail_json(
-        msg=f"{index} has no uv {p['version']} wheel for {platform.machine()}: "
-        "use wandb_runtime_uv_source: controller"
+        msg=f"{index} has no uv {p['version']} wheel for {platform.machine()}"
+        + (f" with sha256 {pinned}" if pinned else "")
+        + ": check wandb_runtime_uv_sha256, or use wandb_runtime_uv_source: controller"
     )
     raise AssertionError  # fail_json does not return
 
