@@ -281,8 +281,10 @@ class StandIn:
         self.agents: dict[str, Agent] = {}
         self.assignments: list[Assignment] = []
         self.requests: list[tuple[float, str, str]] = []  # (time, path, operation)
-        # Refused requests (a query the service does not answer, a model error): tests
-        # that expect some take them with take_errors(); the fixtures fail on the rest.
+        # Refused requests: tests that expect some take them with take_errors(); the test
+        # fixture fails a test during which a query outside the schema or an internal error
+        # happened (a refusal of the service itself, such as "Sweep is not running", is
+        # what W&B answers and part of the model).
         self.errors: list[dict] = []
         self.faults: list[Fault] = []
         self._numbers = iter(range(1, 1_000_000))
@@ -514,7 +516,7 @@ class StandIn:
         """Answer one GraphQL request: (HTTP status, body)."""
         document, problems = _validated(self.version, query)
         if problems:
-            return self._refuse(operation, problems, 400)
+            return self._refuse(operation, problems, 400, "schema")
         with self.lock:
             result = graphql.execute(
                 self.schema,
@@ -525,22 +527,24 @@ class StandIn:
             )
         if not result.errors:
             return 200, {"data": result.data}
-        status = max(
-            getattr(error.original_error, "status", 400 if error.original_error is None else 500)
-            for error in result.errors
-        )
+        service = all(isinstance(e.original_error, ServiceError) for e in result.errors)
+        status = max(getattr(e.original_error, "status", 500) for e in result.errors)
         errors = [{"message": e.message, "path": list(e.path or [])} for e in result.errors]
-        self._record_error(operation, [e["message"] for e in errors], status)
+        self._record_error(
+            operation, [e["message"] for e in errors], status, "service" if service else "internal"
+        )
         return status, {"errors": errors, "data": result.data}
 
-    def _refuse(self, operation: str | None, problems, status: int) -> tuple[int, dict]:
-        self._record_error(operation, list(problems), status)
+    def _refuse(self, operation: str | None, problems, status: int, kind: str) -> tuple[int, dict]:
+        self._record_error(operation, list(problems), status, kind)
         return status, {"errors": [{"message": p} for p in problems]}
 
-    def _record_error(self, operation: str | None, messages: list[str], status: int) -> None:
+    def _record_error(self, operation: str | None, messages: list[str], status: int, kind: str) -> None:
+        """kind: schema (a query W&B does not answer), service (a refusal of the model, as W&B
+        refuses: not found, not running, a forbidden change), internal (the stand-in failed)."""
         with self.lock:
-            self.errors.append({"operation": operation, "status": status, "messages": messages})
-        log.warning("stand-in: %s refused (%s): %s", operation, status, "; ".join(messages))
+            self.errors.append({"operation": operation, "status": status, "kind": kind, "messages": messages})
+        log.warning("stand-in: %s refused (%s, %s): %s", operation, status, kind, "; ".join(messages))
 
     # -- what the resolvers use ----------------------------------------------------
     def readable(self, entity: str) -> bool:
