@@ -12,14 +12,14 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
-.PHONY: help root-check bootstrap lint check docs unit fleet-tests molecule test demo demo-down image clean
+.PHONY: help root-check bootstrap lint check docs sanity unit fleet-tests molecule test demo demo-down image clean
 
 help:
 	@echo "make demo       local fleet + W&B stand-in + the 12-shard sweep, printing who ran what"
 	@echo "make demo-down  remove the demo's hosts, its W&B stand-in and inventory/demo"
 	@echo "make test       bootstrap, lint, unit tests, fleet tests (the whole suite, as CI runs it)"
 	@echo "make check      lint and the fast unit tests: the inner loop, about a minute"
-	@echo "make lint       yamllint, ansible-lint, ruff"
+	@echo "make lint       yamllint, ansible-lint, ruff, ansible-test sanity"
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -33,6 +33,7 @@ lint: bootstrap
 	ansible-lint
 	ruff check .
 	ruff format --check .
+	scripts/sanity.sh
 
 # The inner loop: lint, then the unit tests that need neither test hosts nor the real
 # wandb CLI and agent (those are marked integration and run in make unit and make test).
@@ -41,6 +42,10 @@ check: bootstrap
 	$(MAKE) --no-print-directory lint && \
 	pytest -m "not integration" tests/unit $(PYTEST_ARGS) && \
 	echo "make check: passed in $$(( $$(date +%s) - start ))s"
+
+# ansible-test sanity on the collection (its own venv; about a minute the first time).
+sanity: bootstrap
+	scripts/sanity.sh
 
 # docs/variables.md from the argument specs (a unit test fails when it is stale).
 docs: bootstrap

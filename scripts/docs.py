@@ -1,7 +1,7 @@
 """Write docs/variables.md from the roles' and the playbooks' argument specs.
 
-    python scripts/docs.py          write it
-    python scripts/docs.py --check  fail if it is not what the specs say (tests/unit/test_docs.py)
+python scripts/docs.py          write it
+python scripts/docs.py --check  fail if it is not what the specs say (tests/unit/test_docs.py)
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ def default(spec: dict) -> str:
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if value == "" or value == [] or value == {}:
-        return f"`{value!r}`" if value == "" else f"`{yaml.safe_dump(value, default_flow_style=True).strip()}`"
+        return (
+            f"`{value!r}`" if value == "" else f"`{yaml.safe_dump(value, default_flow_style=True).strip()}`"
+        )
     if isinstance(value, (list, dict)):
         value = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
     return f"`{value}`".replace("|", "\\|")
@@ -58,7 +60,8 @@ def section(title: str, path: Path, anchor: str) -> list[str]:
     for name, spec in main["options"].items():
         lines.append(f"| `{name}` | {kind(spec)} | {default(spec)} | {text(spec.get('description', ''))} |")
         for sub, subspec in (spec.get("options") or {}).items():
-            lines.append(f"| `{name}[].{sub}` | {kind(subspec)} | {default(subspec)} | {text(subspec.get('description', ''))} |")
+            about = text(subspec.get("description", ""))
+            lines.append(f"| `{name}[].{sub}` | {kind(subspec)} | {default(subspec)} | {about} |")
     entries = [(e, s) for e, s in specs.items() if e != "main"]
     if entries:
         lines += ["", "Entry points (`tasks_from`), each checked against its own options:", ""]

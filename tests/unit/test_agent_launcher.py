@@ -205,11 +205,11 @@ def test_state_check_of_an_unknown_sweep_or_key_is_permanent(standin, tmp_path, 
     sweep = standin.create_sweep(GRID, project="p")
     monkeypatch.setenv("WANDB_BASE_URL", standin.url)
     monkeypatch.setenv("NETRC", str(netrc_for(tmp_path / "netrc", standin)))
-    with pytest.raises(host.SweepStateError) as err:
+    with pytest.raises(launcher.SweepStateError) as err:
         launcher.read_state(f"{standin.entity}/p/nosuchid")
     assert err.value.permanent
     netrc_for(tmp_path / "netrc", standin, key="wrong-" + "k" * 40)
-    with pytest.raises(host.SweepStateError) as err:
+    with pytest.raises(launcher.SweepStateError) as err:
         launcher.read_state(sweep.path)
     assert err.value.permanent and "401" in str(err.value)
 

@@ -34,7 +34,7 @@ pytestmark = [
 ]
 
 sys.path.insert(0, str(REPO / "roles" / "wandb_agent" / "files"))
-import sweep_fleet_host as host  # noqa: E402
+import sweep_fleet_agent as launcher  # noqa: E402
 
 
 def module(**args) -> dict:
@@ -65,7 +65,7 @@ def test_the_sweep_module_and_the_state_check_against_wandb():
         for state, wanted in (("paused", "PAUSED"), ("running", "RUNNING"), ("canceled", "CANCELED")):
             changed = module(sweep_id=path, state=state)
             assert changed["state"] == wanted, changed
-            assert host.sweep_state(path, BASE_URL, KEY) == wanted
+            assert launcher.sweep_state(path, BASE_URL, KEY) == wanted
         refused = module(sweep_id=path, state="running")
         assert refused.get("failed"), "W&B keeps a cancelled sweep cancelled"
     finally:

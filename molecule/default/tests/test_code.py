@@ -28,4 +28,6 @@ def test_requirements_are_installed_in_the_venv(host):
     version = host.check_output(
         "/opt/sweep-fleet/venv/bin/python -c 'import wandb; print(wandb.__version__)'"
     )
-    assert version == PINS["wandb_runtime_wandb_version"], "the code's requirements cannot move the pinned wandb"
+    assert version == PINS["wandb_runtime_wandb_version"], (
+        "the code's requirements cannot move the pinned wandb"
+    )

@@ -193,7 +193,9 @@ class ActionModule(ActionBase):
         if not path or not os.access(path, os.X_OK):
             return None  # the rules said so already
         try:
-            out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+            out = subprocess.run(
+                [path, "--version"], capture_output=True, text=True, timeout=30, check=False
+            ).stdout
         except OSError:
             return None
         version = [*out.split(), "", ""][1]

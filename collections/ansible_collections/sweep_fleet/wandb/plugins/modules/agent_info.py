@@ -38,7 +38,7 @@ options:
     type: int
     default: 300
 author:
-  - sweep-fleet developers
+  - sweep-fleet developers (@sweep-fleet)
 """
 
 EXAMPLES = r"""
@@ -60,18 +60,34 @@ agents:
   elements: dict
   returned: always
   contains:
-    instance: {description: The instance name (C(1) for C(wandb-agent@1.service)), type: str}
-    unit: {description: The unit's name, type: str}
-    active_state: {description: systemd's ActiveState (active, inactive, failed, ...), type: str}
-    sub_state: {description: systemd's SubState (running, dead, auto-restart, ...), type: str}
-    since: {description: When the unit entered its state, as systemd prints it, type: str}
-    main_pid: {description: The agent's PID (0 when it is not running), type: int}
-    restarts: {description: Automatic restarts since the unit was last started by hand, type: int}
+    instance:
+      description: The instance name (C(1) for C(wandb-agent@1.service)).
+      type: str
+    unit:
+      description: The unit's name.
+      type: str
+    active_state:
+      description: systemd's ActiveState, such as V(active), V(inactive) or V(failed).
+      type: str
+    sub_state:
+      description: systemd's SubState, such as V(running), V(dead) or V(auto-restart).
+      type: str
+    since:
+      description: When the unit entered its state, in systemd's format.
+      type: str
+    main_pid:
+      description: The unit's main process (the launcher), 0 when it is not running.
+      type: int
+    restarts:
+      description: Automatic restarts since the unit was last started by hand.
+      type: int
     runs:
       description: The runs the agent is running now (C(id), C(pid), C(params)).
       type: list
       elements: dict
-    runs_ended: {description: Runs of this sweep this instance has run and that have ended, type: int}
+    runs_ended:
+      description: Runs of this sweep this instance has run and that have ended.
+      type: int
     last_error:
       description: The last error line of the unit's journal since it was last started, or an empty string.
       type: str
@@ -124,7 +140,7 @@ def _unit_of(pid: int) -> str:
 
 def _env_value(path: str, name: str) -> str:
     for line in (_read(path) or "").splitlines():
-        key, _, value = line.partition("=")
+        key, _sep, value = line.partition("=")
         if key.strip() == name:
             return value.strip().strip("'\"")
     return ""

@@ -45,11 +45,13 @@ options:
     type: str
 attributes:
   check_mode:
+    description: Works in check mode; it changes nothing in any mode.
     support: full
   action:
+    description: An action plugin; it runs on the controller and contacts no host.
     support: full
 author:
-  - sweep-fleet developers
+  - sweep-fleet developers (@sweep-fleet)
 """
 
 EXAMPLES = r"""

@@ -60,7 +60,7 @@ options:
     type: bool
     default: true
 author:
-  - sweep-fleet developers
+  - sweep-fleet developers (@sweep-fleet)
 """
 
 EXAMPLES = r"""
@@ -120,8 +120,12 @@ runs_by_state:
   returned: when the sweep exists
 """
 
-import yaml  # noqa: E402 - ansible-core depends on PyYAML
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+
+try:  # the module runs on the controller, whose ansible-core brings PyYAML
+    import yaml
+except ImportError:  # pragma: no cover
+    yaml = None
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.sweep_config import (  # noqa: E402
     canonical,
     fill_distributions,
@@ -148,7 +152,9 @@ def _load(config_text):
 def _allowed(current: str, target: str) -> str | None:
     """Why W&B would refuse this change (as the wandb CLI checks it), or None."""
     if target == "RUNNING" and current == "CANCELED":
-        return "a cancelled sweep cannot be resumed: start a new one (change its config, e.g. wandb_sweep_name)"
+        return (
+            "a cancelled sweep cannot be resumed: start a new one (change its config, e.g. wandb_sweep_name)"
+        )
     if target == "PAUSED" and current not in ("RUNNING", "PAUSED", "PENDING"):
         return f"cannot pause a {current.lower()} sweep: resume it (state: running) first"
     if target in ("FINISHED", "CANCELED") and current not in ("RUNNING", "PAUSED", "PENDING"):
@@ -272,6 +278,8 @@ def main() -> None:
         required_one_of=[("config", "sweep_id")],
         supports_check_mode=True,
     )
+    if yaml is None:
+        module.fail_json(msg=missing_required_lib("PyYAML"))
     try:
         module.exit_json(**run(module))
     except WandbApiError as err:

@@ -49,7 +49,7 @@ options:
     type: int
     default: 60
 author:
-  - sweep-fleet developers
+  - sweep-fleet developers (@sweep-fleet)
 """
 
 EXAMPLES = r"""

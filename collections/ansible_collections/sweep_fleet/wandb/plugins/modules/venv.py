@@ -57,7 +57,7 @@ options:
     type: dict
     default: {}
 author:
-  - sweep-fleet developers
+  - sweep-fleet developers (@sweep-fleet)
 """
 
 EXAMPLES = r"""

@@ -25,16 +25,32 @@ agent_info module (sweep_fleet_host.py, installed next to it).
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import json
+import netrc
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import sweep_fleet_host as host
 
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+ENDED_STATES = ("FINISHED", "CANCELED")
+# The sweep's state, as wandb's own clients ask for it.
+SWEEP_STATE_QUERY = """
+query SweepState($entity: String, $project: String, $name: String!) {
+  project(name: $project, entityName: $entity) {
+    sweep(sweepName: $name) { id name state }
+  }
+}
+"""
 EXIT_CONFIG = 78  # EX_CONFIG: the unit's RestartPreventExitStatus, so a bad setting does not loop
 LINK_SKIP = {".git", "wandb"}  # the repository's internals; the run directory W&B writes itself
 
@@ -72,10 +88,62 @@ def link_code(code: Path, work: Path) -> list[str]:
     return changed
 
 
+class SweepStateError(Exception):
+    """The state could not be read; ``permanent`` when asking again will not help."""
+
+    def __init__(self, message: str, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def api_key(netrc_path: str, base_url: str) -> str:
+    try:
+        entry = netrc.netrc(netrc_path).authenticators(urlsplit(base_url).netloc)
+    except (OSError, netrc.NetrcParseError) as err:
+        raise SweepStateError(f"cannot read the key from {netrc_path}: {err}", permanent=True) from None
+    if not entry or not entry[2]:
+        raise SweepStateError(
+            f"{netrc_path} has no key for {urlsplit(base_url).netloc}: deploy the credentials again",
+            permanent=True,
+        )
+    return entry[2]
+
+
+def sweep_state(path: str, base_url: str, key: str, timeout: float = 20) -> str:
+    """RUNNING, PAUSED, FINISHED, CANCELED, ... for ENTITY/PROJECT/ID, or SweepStateError."""
+    try:
+        entity, project, name = path.split("/")
+    except ValueError:
+        raise SweepStateError(f"not a sweep path ENTITY/PROJECT/ID: {path!r}", permanent=True) from None
+    base = (base_url or DEFAULT_BASE_URL).rstrip("/")
+    body = {"query": SWEEP_STATE_QUERY, "variables": {"entity": entity, "project": project, "name": name}}
+    auth = base64.b64encode(f"api:{key}".encode()).decode()
+    request = urllib.request.Request(
+        base + "/graphql",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = json.load(response)
+    except urllib.error.HTTPError as err:
+        permanent = err.code in (401, 403, 404)
+        raise SweepStateError(f"{base} answered HTTP {err.code} for sweep {path}", permanent) from None
+    except (OSError, ValueError) as err:
+        raise SweepStateError(f"cannot reach {base}: {getattr(err, 'reason', err)}") from None
+    if payload.get("errors"):
+        messages = "; ".join(str(e.get("message", e)) for e in payload["errors"])
+        raise SweepStateError(f"{base} refused the question for sweep {path}: {messages}", True)
+    sweep = ((payload.get("data") or {}).get("project") or {}).get("sweep")
+    if not sweep:
+        raise SweepStateError(f"there is no sweep {path} at {base}", permanent=True)
+    return str(sweep.get("state") or "RUNNING").upper()
+
+
 def read_state(sweep: str) -> str:
-    base = os.environ.get("WANDB_BASE_URL", host.DEFAULT_BASE_URL)
-    key = host.api_key(os.environ.get("NETRC", ""), base)
-    return host.sweep_state(sweep, base, key)
+    base = os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL)
+    key = api_key(os.environ.get("NETRC", ""), base)
+    return sweep_state(sweep, base, key)
 
 
 def pause(seconds: float, stopping) -> None:
@@ -91,7 +159,7 @@ def wait_for_state(sweep: str, stopping, wait=pause) -> str | None:
     while not stopping():
         try:
             return read_state(sweep)
-        except host.SweepStateError as err:
+        except SweepStateError as err:
             if err.permanent:
                 raise
             log(f"{err}; asking again in {delay:.0f}s")
@@ -185,12 +253,12 @@ def run(args: argparse.Namespace) -> int:
                 old.unlink()
     try:
         state = wait_for_state(args.sweep, stopping)
-    except host.SweepStateError as err:
+    except SweepStateError as err:
         log(f"{err}: not starting the agent")
         return EXIT_CONFIG
     if state is None:
         return 0
-    if state in host.ENDED_STATES:
+    if state in ENDED_STATES:
         log(f"sweep {args.sweep} is {state.lower()}: not starting the agent")
         return 0
 
@@ -208,10 +276,10 @@ def run(args: argparse.Namespace) -> int:
         return 128 - code
     if code != 0:
         try:
-            if read_state(args.sweep) in host.ENDED_STATES:
+            if read_state(args.sweep) in ENDED_STATES:
                 log(f"sweep {args.sweep} has ended: the agent is done")
                 return 0
-        except host.SweepStateError:
+        except SweepStateError:
             pass
     return code
 
@@ -240,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         print(read_state(args.sweep))
-    except host.SweepStateError as err:
+    except SweepStateError as err:
         log(str(err))
         return EXIT_CONFIG if err.permanent else 1
     return 0
