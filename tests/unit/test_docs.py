@@ -19,5 +19,5 @@ def test_the_variable_reference_is_what_the_specs_say():
 
 
 def test_the_playbooks_variables_are_the_ones_the_preflight_reads():
-    specs = yaml.safe_load((REPO / "playbooks" / "argument_specs.yml").read_text())
+    specs = yaml.safe_load((REPO / "playbooks" / "vars" / "argument_specs.yml").read_text())
     assert tuple(specs["argument_specs"]["playbooks"]["options"]) == preflight.PLAYBOOK_VARIABLES

@@ -33,7 +33,7 @@ from ansible.plugins.loader import lookup_loader
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils import inputs
 
 ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
-# The playbooks' own variables (documented in the repository's playbooks/argument_specs.yml).
+# The playbooks' own variables (documented in the repository's playbooks/vars/argument_specs.yml).
 ROLE_ORDER = ("wandb_runtime", "wandb_credentials", "wandb_code", "wandb_sweep", "wandb_agent")
 PLAYBOOK_VARIABLES = ("sweep_fleet_hosts", "sweep_fleet_serial")
 TYPE_WORDS = {
