@@ -49,19 +49,13 @@ def start_standin(host: str) -> str:
     STATE.mkdir(parents=True, exist_ok=True)
     url_file = STATE / "standin.url"
     url_file.unlink(missing_ok=True)
+    key_file = STATE / "standin.key"  # a test key, but still kept off command lines
+    key_file.write_text(TEST_API_KEY + "\n")
+    key_file.chmod(0o600)
+    command = [sys.executable, "-m", "standin", "--host", host, "--api-key-file", str(key_file)]
     with open(STATE / "standin.log", "w") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "standin",
-                "--host",
-                host,
-                "--api-key",
-                TEST_API_KEY,
-                "--url-file",
-                str(url_file),
-            ],
+            [*command, "--url-file", str(url_file)],
             cwd=REPO / "tests",
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -169,13 +163,15 @@ def main() -> int:
     per_host = collections.Counter(r["agent_host"] for r in records)
     print("    runs per host: " + ", ".join(f"{h}={n}" for h, n in sorted(per_host.items())))
     play = f".venv/bin/ansible-playbook -i {inventory}"
+    settings = INVENTORY.relative_to(REPO) / "group_vars" / "fleet.yml"
+    edit = "s/^wandb_sweep_name: .*/wandb_sweep_name: demo-2/; s/SHARD_SECONDS: .1./SHARD_SECONDS: '30'/"
     say(f"done in {time.monotonic() - started:.0f}s. The hosts and the stand-in stay up; try:")
     print(
         f"""
     {play} playbooks/status.yml                   # every agent, the sweep's progress
-    {play} deploy.yml -e wandb_sweep_name=demo-2 \\
-        -e '{{"wandb_agent_environment": {{"SHARD_SECONDS": "30"}}}}'   # a second, slower sweep
-    {play} playbooks/status.yml                   # ...its runs, host by host
+    sed -i "{edit}" {settings}   # a second sweep, slower runs
+    {play} deploy.yml                             # the agents move to it
+    {play} playbooks/status.yml                   # its runs, host by host
     {play} playbooks/stop.yml                     # drain, one host at a time
     {play} playbooks/start.yml
     {play} playbooks/sweep.yml -e wandb_sweep_action=pause

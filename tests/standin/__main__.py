@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0, help="port (default: any free one)")
     parser.add_argument("--api-key", help="accept only this API key (default: any)")
+    parser.add_argument("--api-key-file", type=Path, help="accept only the API key in this file")
     parser.add_argument("--url-file", type=Path, help="write the base URL here once listening")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s"
     )
 
-    standin = StandIn(args.host, args.port, api_key=args.api_key).start()
+    key = args.api_key_file.read_text().strip() if args.api_key_file else args.api_key
+    standin = StandIn(args.host, args.port, api_key=key).start()
     print(f"W&B API stand-in listening on {standin.url}", flush=True)
     if args.url_file:
         args.url_file.write_text(standin.url + "\n")
