@@ -21,9 +21,20 @@ COLLECTION = REPO / "collections" / "ansible_collections" / "sweep_fleet" / "wan
 SHARDS = REPO / "examples" / "shards"
 
 
+def users_env(**ansible: str) -> dict[str, str]:
+    """A user's environment: no setting of ours (make exports ANSIBLE_CONFIG), only theirs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_") and k != "PYTHONPATH"}
+    return env | {"ANSIBLE_NOCOLOR": "1", "PATH": f"{VENV_BIN}:{os.environ['PATH']}"} | ansible
+
+
 def galaxy(*args: str, cwd) -> str:
     proc = subprocess.run(
-        [str(VENV_BIN / "ansible-galaxy"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [str(VENV_BIN / "ansible-galaxy"), *args],
+        cwd=cwd,
+        env=users_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
@@ -73,14 +84,10 @@ def test_a_users_playbook_deploys_with_the_installed_collection(make_fleet, stan
             sort_keys=False,
         )
     )
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_") and k not in ("PYTHONPATH",)
-    } | {
-        "ANSIBLE_COLLECTIONS_PATH": str(installed),
-        "ANSIBLE_ROLES_PATH": str(project / "roles"),  # none: the roles come from the collection
-        "ANSIBLE_NOCOLOR": "1",
-        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
-    }
+    env = users_env(
+        ANSIBLE_COLLECTIONS_PATH=str(installed),
+        ANSIBLE_ROLES_PATH=str(project / "roles"),  # none: the roles come from the collection
+    )
     proc = subprocess.run(
         [str(VENV_BIN / "ansible-playbook"), "-i", "hosts.ini", "site.yml"],
         cwd=project,
