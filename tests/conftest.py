@@ -54,12 +54,13 @@ def host_image() -> str:
 
 @pytest.fixture(scope="session")
 def make_fleet(host_image, tmp_path_factory):
-    """Factory: ``make_fleet(n)`` brings up n fresh hosts; all are removed at the end."""
+    """Factory: ``make_fleet(n)`` brings up n fresh hosts (``offline=True``: on a network
+    with no way out); all are removed at the end."""
     fleets: list[Fleet] = []
 
-    def make(count: int, name: str | None = None) -> Fleet:
+    def make(count: int, name: str | None = None, offline: bool = False) -> Fleet:
         name = name or f"t{uuid.uuid4().hex[:6]}"
-        fleet = Fleet(name, tmp_path_factory.mktemp(f"fleet-{name}"))
+        fleet = Fleet(name, tmp_path_factory.mktemp(f"fleet-{name}"), offline=offline)
         fleets.append(fleet)
         fleet.up(count, image=host_image)
         return fleet

@@ -198,19 +198,24 @@ class GitServer:
 
 
 class AuthProxy:
-    """An HTTP CONNECT proxy on ``host`` that wants Basic auth (the hosts' downloads go through it).
+    """An HTTP CONNECT proxy on ``host`` (the hosts' downloads go through it).
 
-    It counts the tunnels it opened for the right password and refuses the rest (407), so
-    a test can show that a proxy password was really used while it never showed up.
+    With a user and password it wants Basic auth: it counts the tunnels it opened for the
+    right password and refuses the rest (407), so a test can show that a proxy password was
+    really used while it never showed up. It counts the bytes it carried from upstream
+    (``bytes_in``): what the hosts fetched, for the benchmark.
     """
 
-    def __init__(self, host: str, user: str, password: str):
+    def __init__(self, host: str, user: str | None = None, password: str | None = None):
         import base64
         import threading
 
-        self.expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.expected = (
+            "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode() if user is not None else None
+        )
         self.tunnels = 0
         self.refused = 0
+        self.bytes_in = 0
         self._lock = threading.Lock()
         self._server = socket.create_server((host, 0))
         self.port = self._server.getsockname()[1]
@@ -246,7 +251,7 @@ class AuthProxy:
             headers = {
                 k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
             }
-            if headers.get("proxy-authorization") != self.expected:
+            if self.expected is not None and headers.get("proxy-authorization") != self.expected:
                 with self._lock:
                     self.refused += 1
                 client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
@@ -264,6 +269,9 @@ class AuthProxy:
                 try:
                     while data := src.recv(65536):
                         dst.sendall(data)
+                        if src is upstream:
+                            with self._lock:
+                                self.bytes_in += len(data)
                 except OSError:
                     pass
                 finally:

@@ -78,6 +78,8 @@ class Trust:
             "wandb_credentials_https_proxy": self.proxy_url,
             "wandb_credentials_no_proxy": "localhost,127.0.0.1",
             "wandb_runtime_uv_source": "controller",
+            # The hosts download themselves (no wheelhouse), through the proxy and its password.
+            "wandb_runtime_wheelhouse": False,
             "wandb_runtime_environment": {"HTTPS_PROXY": self.proxy_url},
             "wandb_code_local_path": str(SHARDS),
             "wandb_sweep_project": "trust",
@@ -289,6 +291,12 @@ BAD_INPUTS = [
     ),
     ("deploy.yml", {"wandb_runtime_environment": {"MY-PROXY": "x"}}, "not an environment variable name"),
     ("deploy.yml", {"wandb_runtime_index_url": "pypi.org"}, "wandb_runtime_index_url must be an http"),
+    ("deploy.yml", {"wandb_runtime_wheelhouse": "perhaps"}, "wandb_runtime_wheelhouse"),
+    (
+        "deploy.yml",
+        {"wandb_runtime_wheelhouse_cache": "cache/wheels"},
+        "wandb_runtime_wheelhouse_cache must be an absolute path on the controller",
+    ),
     ("deploy.yml", {"wandb_code_source": "svn"}, "wandb_code_source must be one of local, git"),
     (
         "deploy.yml",

@@ -161,16 +161,19 @@ class Host:
 class Fleet:
     """A named set of test hosts on their own podman network.
 
-    State (SSH key, known_hosts, inventory) lives in ``state_dir``.
+    State (SSH key, known_hosts, inventory) lives in ``state_dir``. An ``offline`` fleet's
+    network is internal: its hosts reach this machine and each other, nothing outside
+    (no package index, no Debian mirror).
     """
 
-    def __init__(self, name: str, state_dir: Path | str):
+    def __init__(self, name: str, state_dir: Path | str, offline: bool = False):
         if not name.replace("-", "").isalnum():
             raise FleetError(f"fleet name must be letters, digits and dashes (got {name!r})")
         self.name = name
         self.state_dir = Path(state_dir).resolve()
         self.network = f"sweep-fleet-{name}"
         self.prefix = f"sf-{name}-"
+        self.offline = offline
 
     # -- paths -------------------------------------------------------------
     @property
@@ -224,7 +227,8 @@ class Fleet:
                 check=True,
             )
         if podman("network", "exists", self.network, check=False).returncode != 0:
-            podman("network", "create", "--label", f"{LABEL}={self.name}", self.network)
+            internal = ["--internal"] if self.offline else []
+            podman("network", "create", *internal, "--label", f"{LABEL}={self.name}", self.network)
         existing = self.hosts()
         numbers = [_host_number(h.name) for h in existing]
         start = max(numbers, default=0) + 1

@@ -240,6 +240,12 @@ def runtime_rules(values: Values) -> Iterator[str]:
                 f"wandb_runtime_uv_source is controller, but there is no executable uv at {path} on "
                 "the controller: set wandb_runtime_uv_controller_path, or use wandb_runtime_uv_source: pypi"
             )
+    cache = values["wandb_runtime_wheelhouse_cache"]
+    if isinstance(cache, str) and not cache.startswith(("/", "~")):
+        yield (
+            f"wandb_runtime_wheelhouse_cache must be an absolute path on the controller or start with ~ "
+            f"(got {cache!r})"
+        )
     for name in ("wandb_runtime_index_url", "wandb_runtime_python_install_mirror"):
         value = values[name]
         if isinstance(value, str) and value and not URL.match(value):

@@ -11,7 +11,8 @@ short_description: The uv binary at a pinned version, from a package index's uv 
 description:
   - Installs C(uv) at O(dest) unless the binary there already reports O(version).
   - Looks the wheel for this host's architecture up in the package index's simple API
-    (JSON form, PEP 691), or takes the wheel file O(wheel) already on the host, checks its
+    (JSON form, PEP 691), or takes the wheel file O(wheel) or the wheel in the wheelhouse
+    archive O(wheelhouse) already on the host, checks its
     sha256 (against O(sha256) when given, else against the index's), and writes the binary
     next to O(dest) before renaming it into place. The download stays in this module's
     memory, so no file that another user could create or change first is ever read.
@@ -35,6 +36,11 @@ options:
   wheel:
     description:
       - A uv wheel already on the host (for example pushed from the controller); the index is not asked.
+    type: path
+  wheelhouse:
+    description:
+      - A wheelhouse archive on the host (see M(sweep_fleet.wandb.wheelhouse)); the uv wheel
+        for this host is taken from it and the index is not asked.
     type: path
   sha256:
     description: The wheel's expected sha256; when empty, the hash the index lists is checked.
@@ -72,17 +78,20 @@ wheel:
 
 import hashlib  # noqa: E402
 import io  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
 import stat  # noqa: E402
+import tarfile  # noqa: E402
 import tempfile  # noqa: E402
 import zipfile  # noqa: E402
-from urllib.parse import urljoin  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.urls import open_url  # noqa: E402
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.pypi_index import (  # noqa: E402
+    IndexError_,
+    download,
+    project_files,
+)
 
 ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}
 PROXY_NAMES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
@@ -109,14 +118,10 @@ def find_wheel(module: AnsibleModule) -> tuple[str, str, str]:
     several manylinux wheels); else the first that fits.
     """
     p = module.params
-    index = p["index_url"].rstrip("/") + "/uv/"
     try:
-        response = open_url(
-            index, headers={"Accept": "application/vnd.pypi.simple.v1+json"}, timeout=p["timeout"]
-        )
-        files = json.loads(response.read())["files"]
-    except Exception as err:
-        module.fail_json(msg=f"cannot read uv's releases from {index}: {err}")
+        files = project_files(p["index_url"], "uv", timeout=p["timeout"])
+    except IndexError_ as err:
+        module.fail_json(msg=str(err))
     pattern = wheel_pattern(p["version"])
     pinned = p["sha256"].lower()
     for entry in files:
@@ -124,13 +129,27 @@ def find_wheel(module: AnsibleModule) -> tuple[str, str, str]:
         if pinned and listed != pinned:
             continue
         if pattern.match(entry.get("filename", "")) and not entry.get("yanked"):
-            url = urljoin(index, entry["url"])  # PEP 691 allows URLs relative to the index page
-            return entry["filename"], url, entry.get("hashes", {}).get("sha256", "")
+            return entry["filename"], entry["url"], listed
     module.fail_json(
-        msg=f"{index} has no uv {p['version']} wheel for {platform.machine()}"
+        msg=f"{p['index_url']} has no uv {p['version']} wheel for {platform.machine()}"
         + (f" with sha256 {pinned}" if pinned else "")
         + ": check wandb_runtime_uv_sha256, or use wandb_runtime_uv_source: controller"
     )
+    raise AssertionError  # fail_json does not return
+
+
+def from_wheelhouse(module: AnsibleModule) -> tuple[str, bytes]:
+    """(file name, content) of this host's uv wheel in the wheelhouse archive."""
+    p = module.params
+    pattern = wheel_pattern(p["version"])
+    try:
+        with tarfile.open(p["wheelhouse"]) as archive:
+            for member in archive.getmembers():
+                if member.isfile() and pattern.match(member.name):
+                    return member.name, archive.extractfile(member).read()
+    except (OSError, tarfile.TarError) as err:
+        module.fail_json(msg=f"cannot read the wheelhouse {p['wheelhouse']}: {err}")
+    module.fail_json(msg=f"the wheelhouse {p['wheelhouse']} holds no uv {p['version']} wheel for this host")
     raise AssertionError  # fail_json does not return
 
 
@@ -162,7 +181,13 @@ def run(module: AnsibleModule) -> dict:
     for name, value in (p["environment"] or {}).items():
         if name.lower() in PROXY_NAMES:
             os.environ[name] = str(value)
-    if p["wheel"]:
+    data = None
+    if p["wheelhouse"]:
+        if module.check_mode and not os.path.exists(p["wheelhouse"]):
+            return {"changed": True, "version": p["version"]}  # the wheelhouse task would have pushed it
+        filename, data = from_wheelhouse(module)
+        url, listed = None, ""
+    elif p["wheel"]:
         filename, url, listed = os.path.basename(p["wheel"]), None, ""
     else:
         filename, url, listed = find_wheel(module)
@@ -173,12 +198,12 @@ def run(module: AnsibleModule) -> dict:
         return {"changed": True, "version": p["version"], "wheel": filename}
     try:
         if url:
-            data = open_url(url, timeout=p["timeout"]).read()
-        else:
+            data = download(url, expected, timeout=p["timeout"])
+        elif data is None:
             with open(p["wheel"], "rb") as handle:
                 data = handle.read()
-    except Exception as err:
-        module.fail_json(msg=f"cannot read {url or p['wheel']}: {err}")
+    except (IndexError_, OSError) as err:
+        module.fail_json(msg=f"{filename}: {err}")
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         module.fail_json(msg=f"{filename} has sha256 {actual}, expected {expected}: not installed")
@@ -196,10 +221,12 @@ def main() -> None:
             "dest": {"type": "path", "default": "/usr/local/bin/uv"},
             "index_url": {"type": "str", "default": "https://pypi.org/simple"},
             "wheel": {"type": "path"},
+            "wheelhouse": {"type": "path"},
             "sha256": {"type": "str", "default": ""},
             "environment": {"type": "dict", "default": {}, "no_log": True},
             "timeout": {"type": "int", "default": 60},
         },
+        mutually_exclusive=[["wheel", "wheelhouse"]],
         supports_check_mode=True,
     )
     module.exit_json(**run(module))

@@ -56,6 +56,12 @@ options:
     description: Environment for uv (HTTPS_PROXY, NO_PROXY, UV_DEFAULT_INDEX, UV_CACHE_DIR, ...).
     type: dict
     default: {}
+  wheelhouse:
+    description:
+      - A wheelhouse archive on the host (see M(sweep_fleet.wandb.wheelhouse)). uv installs
+        from its wheels only, with no index access (C(--no-index)). When empty, uv installs
+        from the index.
+    type: path
 author:
   - sweep-fleet developers (@sweep-fleet)
 """
@@ -101,6 +107,7 @@ python_version:
 import os  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
+import tarfile  # noqa: E402
 import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
@@ -159,6 +166,21 @@ class Venv:
         return not home or os.path.realpath(os.path.join(home.group(1), os.path.basename(real))) != real
 
 
+def unpack(module: AnsibleModule, archive: str, workdir: str) -> str:
+    """The wheelhouse's wheels in a private directory (only plain files, by their base names)."""
+    wheels = os.path.join(workdir, "wheels")
+    os.mkdir(wheels, 0o700)
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar.getmembers():
+                if member.isfile() and member.name.endswith(".whl") and "/" not in member.name:
+                    with open(os.path.join(wheels, member.name), "wb") as out:
+                        shutil.copyfileobj(tar.extractfile(member), out)
+    except (OSError, tarfile.TarError) as err:
+        module.fail_json(msg=f"cannot read the wheelhouse {archive}: {err}: run the wandb_runtime role")
+    return wheels
+
+
 def run(module: AnsibleModule) -> dict:
     p = module.params
     venv = Venv(module)
@@ -186,9 +208,14 @@ def run(module: AnsibleModule) -> dict:
         venv.uv("venv", "--clear", "--python", interpreter, p["path"])
     if not p["packages"] and not requirements:
         return result
+    if p["wheelhouse"] and module.check_mode and not os.path.exists(p["wheelhouse"]):
+        result.update(changed=True, installed=list(p["packages"]))  # the wheelhouse task would push it
+        return result
     workdir = tempfile.mkdtemp(prefix="sweep-fleet-venv-")  # private: mode 0700
     try:
         args = ["pip", "install", "--python", os.path.join(p["path"], "bin", "python")]
+        if p["wheelhouse"]:
+            args += ["--no-index", "--find-links", unpack(module, p["wheelhouse"], workdir)]
         if p["constraints"]:
             constraints = os.path.join(workdir, "constraints.txt")
             with open(constraints, "w") as handle:
@@ -222,6 +249,7 @@ def main() -> None:
             "requirement_candidates": {"type": "list", "elements": "path", "default": []},
             "constraints": {"type": "list", "elements": "str", "default": []},
             "environment": {"type": "dict", "default": {}, "no_log": True},
+            "wheelhouse": {"type": "path"},
         },
         supports_check_mode=True,
     )
