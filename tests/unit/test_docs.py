@@ -21,3 +21,10 @@ def test_the_variable_reference_is_what_the_specs_say():
 def test_the_playbooks_variables_are_the_ones_the_preflight_reads():
     specs = yaml.safe_load((REPO / "playbooks" / "vars" / "argument_specs.yml").read_text())
     assert tuple(specs["argument_specs"]["playbooks"]["options"]) == preflight.PLAYBOOK_VARIABLES
+
+
+def test_every_test_module_has_its_own_name():
+    # pytest imports test modules by basename (rootdir-relative, no packages): two
+    # files of one name in different folders break collection of the whole suite.
+    names = [path.name for path in (REPO / "tests").rglob("test_*.py")]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
