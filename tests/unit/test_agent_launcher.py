@@ -177,6 +177,33 @@ def test_link_code_shows_the_code_and_keeps_what_runs_wrote(tmp_path):
     assert (work / "eval.py").read_text() == "mine"
 
 
+def test_link_code_tolerates_the_same_link_made_at_the_same_moment(tmp_path, monkeypatch):
+    """deploy.yml links new code while a starting agent links it too: both succeed."""
+    code, work = tmp_path / "code", tmp_path / "work"
+    code.mkdir()
+    work.mkdir()
+    (code / "main.py").write_text("print(1)\n")
+    original = Path.symlink_to
+
+    def raced(self, target, target_is_directory=False):
+        original(self, target, target_is_directory)  # the other process was first
+        original(self, target, target_is_directory)  # ours: FileExistsError
+
+    monkeypatch.setattr(Path, "symlink_to", raced)
+    assert launcher.link_code(code, work) == []
+    assert os.readlink(work / "main.py") == str(code / "main.py")
+    # Something else put there at that moment is still an error, not silently kept.
+    (work / "main.py").unlink()
+
+    def other(self, target, target_is_directory=False):
+        original(self, tmp_path / "elsewhere", target_is_directory)
+        original(self, target, target_is_directory)
+
+    monkeypatch.setattr(Path, "symlink_to", other)
+    with pytest.raises(FileExistsError):
+        launcher.link_code(code, work)
+
+
 @pytest.fixture
 def standin():
     with StandIn(api_key=TEST_API_KEY) as server:

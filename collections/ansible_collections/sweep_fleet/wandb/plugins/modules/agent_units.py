@@ -16,8 +16,9 @@ description:
   - O(reload) reloads systemd first (the unit file changed). O(restart) names the
     instances to restart if they were already running (their settings changed); an
     instance started by this call is not restarted again.
-  - O(link) links the code's entries into each instance's working directory as the
-    service user (new code reaches the next run without a restart).
+  - O(link) links the code's entries into the working directory of each instance left
+    running, as the service user (new code reaches the next run without a restart); an
+    instance started or restarted here links them itself as it starts.
   - Supports check mode.
 version_added: "0.2.0"
 options:
@@ -209,7 +210,8 @@ def run(module: AnsibleModule) -> dict:
             systemd.run("start", *(unit(i) for i in to_start))
     link = p["link"] or {}
     if link.get("launcher") and not module.check_mode and os.path.exists(link["launcher"]):
-        for instance in wanted:
+        # An agent links the code itself when it starts: only those left running need it.
+        for instance in [i for i in running if i not in result["restarted"]]:
             command = [
                 "runuser", "-u", link["user"], "--", link["python"], link["launcher"], "link",
                 "--code", link["code"], "--work", link["work"].format(instance=instance),

@@ -83,7 +83,12 @@ def link_code(code: Path, work: Path) -> list[str]:
         elif link.exists():
             log(f"{link} is not the code's {name}: a run wrote it; leaving it")
             continue
-        link.symlink_to(target)
+        try:
+            link.symlink_to(target)
+        except FileExistsError:  # linked at the same moment by the agent's own start
+            if not (link.is_symlink() and os.readlink(link) == str(target)):
+                raise
+            continue
         changed.append(f"+{name}")
     return changed
 
