@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
-.PHONY: help root-check bootstrap lint check docs sanity unit fleet-tests molecule test demo demo-down image clean
+.PHONY: help root-check bootstrap lint check docs sanity unit fleet-tests molecule test bench demo demo-down image clean
 
 help:
 	@echo "make demo       local fleet + W&B stand-in + the 12-shard sweep, printing who ran what"
@@ -20,6 +20,7 @@ help:
 	@echo "make test       bootstrap, lint, unit tests, fleet tests (the whole suite, as CI runs it)"
 	@echo "make check      lint and the fast unit tests: the inner loop, about a minute"
 	@echo "make lint       yamllint, ansible-lint, ruff, ansible-test sanity"
+	@echo "make bench      deploy.yml against a hand-written baseline, 1 to 12 hosts (not in make test)"
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -68,6 +69,12 @@ test: bootstrap root-check
 	python -m fleet image && \
 	pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS) && \
 	echo "make test: passed in $$(( $$(date +%s) - start ))s"
+
+# Not part of make test: deploy.yml against a hand-written baseline for 1, 3, 6 and 12
+# hosts (BENCH_SIZES, BENCH_REPS), results in bench/results/ (about 40 minutes).
+bench: bootstrap root-check
+	UV_PYTHON_DOWNLOADS=never .tools/bin/uv sync --frozen --python python3 --quiet --group bench
+	python bench/bench.py
 
 demo: bootstrap root-check
 	python tests/demo.py

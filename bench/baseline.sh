@@ -6,6 +6,7 @@
 #
 #   bench/baseline.sh INVENTORY UV_BINARY CODE_DIR BASE_URL SWEEP_PATH WANDB_VERSION < key
 #
+# HTTPS_PROXY, when set here, is what the hosts' uv uses to reach the package index.
 # INVENTORY is the test fleet's INI file (host ansible_host=IP ansible_user=U
 # ansible_ssh_private_key_file=K); the API key comes on stdin.
 set -euo pipefail
@@ -24,9 +25,10 @@ deploy() {
       --exclude .git/ --exclude wandb/ "$code/" "$user@$ip:/opt/baseline-code/"
   printf 'machine %s\n  login user\n  password %s\n' "${base_url#*://}" "$key" |
     "${ssh[@]}" "sudo install -D -m 0600 /dev/stdin /etc/sweep-fleet/netrc"
-  "${ssh[@]}" sudo bash -s -- "$base_url" "$sweep" "$wandb_version" <<'REMOTE'
+  "${ssh[@]}" sudo bash -s -- "$base_url" "$sweep" "$wandb_version" "${HTTPS_PROXY:-}" <<'REMOTE'
 set -euo pipefail
 base_url=$1 sweep=$2 wandb_version=$3
+[ -z "$4" ] || export HTTPS_PROXY=$4
 id wandb >/dev/null 2>&1 || useradd --system --user-group --home-dir /var/lib/sweep-fleet \
     --shell /usr/sbin/nologin wandb
 install -d -m 0755 /opt/sweep-fleet

@@ -1,0 +1,252 @@
+"""make bench: deploy.yml against a hand-written baseline, on the test fleet.
+
+For each fleet size N (BENCH_SIZES, default 1,3,6,12), BENCH_REPS times (default 3):
+
+* baseline: bench/baseline.sh on N fresh hosts (the same installs and unit, parallel ssh);
+* cold: deploy.yml on N fresh hosts, with the wheelhouse (the default; its controller
+  cache empty); warm: deploy.yml again, nothing changed;
+* cold, direct: deploy.yml on N fresh hosts with wandb_runtime_wheelhouse=false (each
+  host downloads from the index itself), to weigh the wheelhouse;
+* add one: a host more in the inventory, deploy.yml --limit to it;
+* update: a change to the code, playbooks/update.yml (rolling, one host at a time).
+
+Every agent joins one existing, paused sweep of the W&B API stand-in (so no run competes
+for the cores). The hosts, and the controller when it makes the wheelhouse, fetch from the
+package index through a proxy that counts the bytes. Medians, a markdown table, a PNG plot
+and, at the largest N, profile_tasks output of a cold and a warm deploy go to bench/results/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from fleet import Fleet, build_image  # noqa: E402
+from standin import StandIn  # noqa: E402
+from support import TEST_API_KEY, VENV_BIN, VERSIONS, AuthProxy, ansible_env  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "1,3,6,12").split(",")]
+REPS = int(os.environ.get("BENCH_REPS", "3"))
+SHARDS = REPO / "examples" / "shards"
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+class Run:
+    """One fleet, its stand-in, proxy, inventory and code, for one measurement series."""
+
+    def __init__(self, size: int, image: str, root: Path, **settings):
+        self.name = f"b{uuid.uuid4().hex[:6]}"
+        self.root = root / self.name
+        self.fleet = Fleet(self.name, self.root / "fleet")
+        self.fleet.up(size, image=image)
+        self.standin = StandIn(host=self.fleet.gateway(), api_key=TEST_API_KEY).start()
+        self.proxy = AuthProxy(self.fleet.gateway())
+        sweep = self.standin.create_sweep(
+            {"program": "main.py", "method": "grid", "parameters": {"data_path": {"values": ["a", "b"]}}},
+            project="bench",
+        )
+        self.standin.set_state(sweep.id, "PAUSED")
+        self.sweep = sweep
+        self.code = self.root / "code"
+        shutil.copytree(SHARDS, self.code)
+        self.inventory = self.root / "inventory"
+        (self.inventory / "group_vars").mkdir(parents=True)
+        self.write_inventory()
+        (self.inventory / "group_vars" / "fleet.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "wandb_credentials_api_key": TEST_API_KEY,
+                    "wandb_credentials_base_url": self.standin.url,
+                    "wandb_runtime_uv_source": "controller",
+                    "wandb_runtime_environment": {"HTTPS_PROXY": f"http://{self.proxy.url_host}"},
+                    "wandb_code_local_path": str(self.code),
+                    "wandb_sweep_id": sweep.path,
+                    "wandb_agent_stagger_seconds": 0,
+                    "wandb_runtime_wheelhouse_cache": str(self.root / "wheelhouse"),
+                    **settings,
+                }
+            )
+        )
+
+    def write_inventory(self) -> Path:
+        return self.fleet.write_inventory(self.inventory / "hosts.ini")
+
+    def play(self, playbook: str, *args: str, profile: Path | None = None) -> float:
+        # The controller's downloads (the wheelhouse) are counted too.
+        env = ansible_env(HTTPS_PROXY=f"http://{self.proxy.url_host}")
+        if profile:
+            env |= {
+                "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
+                "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "40",
+            }
+        started = time.monotonic()
+        proc = subprocess.run(
+            [str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory / "hosts.ini"), playbook, *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        took = time.monotonic() - started
+        if proc.returncode != 0:
+            raise RuntimeError(f"{playbook} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}")
+        if profile:
+            profile.write_text(proc.stdout[proc.stdout.rfind("PLAY RECAP") :])
+        return took
+
+    def baseline(self) -> float:
+        started = time.monotonic()
+        proc = subprocess.run(
+            [
+                str(REPO / "bench" / "baseline.sh"),
+                str(self.inventory / "hosts.ini"),
+                str(VENV_BIN / "uv"),
+                str(self.code),
+                self.standin.url,
+                self.sweep.path,
+                VERSIONS["wandb_runtime_wandb_version"],
+            ],
+            input=TEST_API_KEY + "\n",
+            env=os.environ | {"HTTPS_PROXY": f"http://{self.proxy.url_host}"},
+            capture_output=True,
+            text=True,
+        )
+        took = time.monotonic() - started
+        if proc.returncode != 0:
+            raise RuntimeError(f"baseline failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return took
+
+    def down(self) -> None:
+        self.proxy.stop()
+        self.standin.stop()
+        self.fleet.down()
+
+
+def measure(size: int, image: str, root: Path, profile: bool) -> dict:
+    out: dict = {}
+    run = Run(size, image, root)
+    try:
+        out["baseline"] = run.baseline()
+        out["baseline_bytes"] = run.proxy.bytes_in
+    finally:
+        run.down()
+    run = Run(size, image, root, wandb_runtime_wheelhouse=False)
+    try:
+        out["cold_direct"] = run.play("deploy.yml")
+        out["cold_direct_bytes"] = run.proxy.bytes_in
+    finally:
+        run.down()
+    run = Run(size, image, root)
+    try:
+        prof = RESULTS / f"profile-cold-{size}.txt" if profile else None
+        out["cold"] = run.play("deploy.yml", profile=prof)
+        out["cold_bytes"] = run.proxy.bytes_in
+        prof = RESULTS / f"profile-warm-{size}.txt" if profile else None
+        out["warm"] = run.play("deploy.yml", profile=prof)
+        (new,) = run.fleet.add(1, image=image)
+        run.write_inventory()
+        out["add_one"] = run.play("deploy.yml", "--limit", new.name)
+        (run.code / "CHANGED").write_text(f"{time.time()}\n")
+        out["update"] = run.play("playbooks/update.yml")
+    finally:
+        run.down()
+    return out
+
+
+def main() -> int:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    image = build_image(log=say)
+    samples: dict[int, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="sweep-fleet-bench-") as tmp:
+        for size in SIZES:
+            for rep in range(REPS):
+                say(f"N={size}, repetition {rep + 1}/{REPS}")
+                sample = measure(size, image, Path(tmp), profile=size == max(SIZES) and rep == 0)
+                say(
+                    f"N={size}: "
+                    + ", ".join(f"{k}={v:.1f}" for k, v in sample.items() if not k.endswith("bytes"))
+                )
+                samples.setdefault(size, []).append(sample)
+    medians = {
+        size: {key: statistics.median(s[key] for s in runs) for key in runs[0]}
+        for size, runs in samples.items()
+    }
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    (RESULTS / "results.json").write_text(
+        json.dumps({"when": stamp, "reps": REPS, "samples": samples}, indent=1)
+    )
+    (RESULTS / "table.md").write_text(table(medians, stamp))
+    plot(medians, RESULTS / "plot.png")
+    print((RESULTS / "table.md").read_text())
+    return 0
+
+
+def table(medians: dict, stamp: str) -> str:
+    one = medians.get(1, {})
+    lines = [
+        f"Medians of {REPS} runs, {stamp}, on 2 cores shared with the hosts "
+        "(seconds; MB fetched from the package index).",
+        "",
+        "| hosts | baseline script | deploy.yml cold | ratio | cold without wheelhouse | warm, no change "
+        "| warm / 1-host warm | one more host | / 1-host cold | rolling update "
+        "| index MB (ours / without wheelhouse / baseline) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for size, m in sorted(medians.items()):
+        warm_ratio = f"{m['warm'] / one['warm']:.1f}x" if one else "-"
+        add_ratio = f"{m['add_one'] / one['cold']:.2f}x" if one else "-"
+        lines.append(
+            f"| {size} | {m['baseline']:.1f} | {m['cold']:.1f} | {m['cold'] / m['baseline']:.1f}x | "
+            f"{m['cold_direct']:.1f} | {m['warm']:.1f} | {warm_ratio} | {m['add_one']:.1f} | {add_ratio} | "
+            f"{m['update']:.1f} | {m['cold_bytes'] / 1e6:.1f} / {m['cold_direct_bytes'] / 1e6:.1f} / "
+            f"{m['baseline_bytes'] / 1e6:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(medians: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(medians)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for key, label in (
+        ("baseline", "hand-written script"),
+        ("cold", "deploy.yml, fresh hosts"),
+        ("cold_direct", "deploy.yml, fresh hosts, no wheelhouse"),
+        ("warm", "deploy.yml, no change"),
+        ("add_one", "one more host (--limit)"),
+        ("update", "rolling update.yml"),
+    ):
+        ax.plot(sizes, [medians[n][key] for n in sizes], marker="o", label=label)
+    ax.set_xlabel("hosts")
+    ax.set_ylabel("seconds (median)")
+    ax.set_xticks(sizes)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("sweep-fleet deploy time against fleet size (2 cores)")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
