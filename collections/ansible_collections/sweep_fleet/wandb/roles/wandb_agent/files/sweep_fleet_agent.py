@@ -1,9 +1,11 @@
-"""Run one W&B sweep agent as a systemd service's main process (wandb-agent@.service).
+"""Run one W&B sweep agent as a service's main process (wandb-agent@.service on Linux, an
+NSSM service wandb-agent-N on Windows).
 
-sweep-fleet-agent run --sweep ENTITY/PROJECT/ID --code DIR [--term-timeout S] [--start-delay S]
-                      [--count N] [--max-consecutive-failures N]
+sweep-fleet-agent run [--sweep ENTITY/PROJECT/ID] --code DIR [--term-timeout S] [--start-delay S]
+                      [--count N] [--max-consecutive-failures N] [--env-file FILE ...]
+                      [--stop-file FILE]
 sweep-fleet-agent link --code DIR [--work DIR]
-sweep-fleet-agent state --sweep ENTITY/PROJECT/ID
+sweep-fleet-agent state [--sweep ENTITY/PROJECT/ID] [--env-file FILE ...]
 
 ``run`` waits its start delay, links the code into the working directory, asks W&B for the
 sweep's state (a finished or cancelled sweep: exit 0, so that systemd does not restart it),
@@ -20,6 +22,16 @@ then starts ``wandb agent`` and supervises it:
 It runs as the service user, inside the unit's sandbox; the key comes from the unit's
 credential ($NETRC). Standard library only; it shares its process rules with the
 agent_info module (sweep_fleet_host.py, installed next to it).
+
+On Windows (no cgroup, no signals between processes) NSSM's stop is a Ctrl-C, and what kind
+of stop the playbooks asked for is in --stop-file ("drain", "preempt", the default, or
+"kill"); a drain is also noticed while running. The agent and everything it starts run in
+a kill-on-close job object, so nothing outlives the launcher. A drain ends the agent
+process (the running run goes on in the job and ends by itself); a preempt sends each run
+Ctrl-Break (SIGBREAK in Python: handle it as SIGTERM) and ends the job after
+--term-timeout seconds. The settings come from --env-file (the files systemd reads on
+Linux). Code files are copied into the working directory (directories are linked by
+junctions), since a service account may not make symbolic links.
 """
 
 from __future__ import annotations
@@ -27,9 +39,11 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import json
 import netrc
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +54,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import sweep_fleet_host as host
+
+WINDOWS = os.name == "nt"
+if WINDOWS:  # pragma: no cover (the tests stand in for it)
+    import sweep_fleet_windows as windows
+else:
+    windows = None
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 ENDED_STATES = ("FINISHED", "CANCELED")
@@ -53,6 +73,8 @@ query SweepState($entity: String, $project: String, $name: String!) {
 """
 EXIT_CONFIG = 78  # EX_CONFIG: the unit's RestartPreventExitStatus, so a bad setting does not loop
 LINK_SKIP = {".git", "wandb"}  # the repository's internals; the run directory W&B writes itself
+COPIES = ".sweep-fleet-copies.json"  # Windows: the code files copied in, by sha256
+STOP_MODES = ("drain", "preempt", "kill")
 
 
 def log(message: str) -> None:
@@ -68,29 +90,114 @@ def link_code(code: Path, work: Path) -> list[str]:
     """
     changed = []
     wanted = {entry.name for entry in code.iterdir() if entry.name not in LINK_SKIP}
+    copies = _read_copies(work) if WINDOWS else {}
     for entry in work.iterdir():
-        if entry.is_symlink() and entry.name not in wanted:
-            target = os.readlink(entry)
-            if os.path.dirname(target) == str(code):
-                entry.unlink()
-                changed.append(f"-{entry.name}")
+        if entry.name in wanted or entry.name == COPIES:
+            continue
+        target = link_target(entry)
+        if target is not None and os.path.dirname(target) == str(code):
+            _unlink(entry)
+            changed.append(f"-{entry.name}")
+        elif entry.name in copies and entry.is_file() and _sha256(entry) == copies.pop(entry.name):
+            entry.unlink()
+            changed.append(f"-{entry.name}")
     for name in sorted(wanted):
         link, target = work / name, code / name
-        if link.is_symlink():
-            if os.readlink(link) == str(target):
+        if WINDOWS and not target.is_dir():
+            if _copy_in(target, link, copies):
+                changed.append(f"+{name}")
+            continue
+        current = link_target(link)
+        if current is not None:
+            if current == str(target):
                 continue
-            link.unlink()
+            _unlink(link)
         elif link.exists():
             log(f"{link} is not the code's {name}: a run wrote it; leaving it")
             continue
         try:
-            link.symlink_to(target)
+            if WINDOWS:
+                windows.junction(str(target), str(link))
+            else:
+                link.symlink_to(target)
         except FileExistsError:  # linked at the same moment by the agent's own start
-            if not (link.is_symlink() and os.readlink(link) == str(target)):
+            if link_target(link) != str(target):
                 raise
             continue
         changed.append(f"+{name}")
+    if WINDOWS:
+        _write_copies(work, copies)
     return changed
+
+
+def link_target(path: Path) -> str | None:
+    """Where a symbolic link (or a Windows junction) points; None for anything else."""
+    try:
+        target = os.readlink(path)
+    except (OSError, ValueError):
+        return None
+    return target[4:] if target.startswith("\\\\?\\") else target
+
+
+def _unlink(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():  # a junction: removes the link, not the code
+        os.rmdir(path)
+    else:
+        path.unlink()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_copies(work: Path) -> dict[str, str]:
+    try:
+        return dict(json.loads((work / COPIES).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_copies(work: Path, copies: dict[str, str]) -> None:
+    temp = work / f"{COPIES}.tmp"
+    temp.write_text(json.dumps(copies, sort_keys=True))
+    os.replace(temp, work / COPIES)
+
+
+def _copy_in(source: Path, dest: Path, copies: dict[str, str]) -> bool:
+    """Copy a code file in (Windows). A file a run changed is left alone, as a link would be
+    shadowed by it; one that is still the copy made earlier follows the code."""
+    digest = _sha256(source)
+    if dest.exists():
+        have = _sha256(dest) if dest.is_file() else None
+        if have == digest:
+            copies[dest.name] = digest
+            return False
+        if have is None or copies.get(dest.name) != have:
+            log(f"{dest} is not the code's {dest.name}: a run wrote it; leaving it")
+            return False
+    temp = dest.with_name(f"{dest.name}.sweep-fleet-tmp")
+    shutil.copyfile(source, temp)
+    os.replace(temp, dest)
+    copies[dest.name] = digest
+    return True
+
+
+def load_env_files(paths: list[str]) -> None:
+    """KEY=VALUE lines into the environment, as systemd's EnvironmentFile= reads them."""
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as err:
+            raise SweepStateError(f"cannot read the settings {path}: {err}", permanent=True) from None
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line[0] in "#;" or "=" not in line:
+                continue
+            name, value = line.split("=", 1)
+            value = value.strip()
+            if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            os.environ[name.strip()] = value
 
 
 class SweepStateError(Exception):
@@ -176,67 +283,126 @@ def wait_for_state(sweep: str, stopping, wait=pause) -> str | None:
 class Supervisor:
     """The agent process and what to do with it on SIGINT (drain) and SIGTERM (preempt)."""
 
-    def __init__(self, argv: list[str], term_timeout: float):
+    def __init__(self, argv: list[str], term_timeout: float, stop_file: str = ""):
         self.argv = argv
         self.term_timeout = term_timeout
+        self.stop_file = stop_file
         self.agent: subprocess.Popen | None = None
+        self.job = None  # Windows: the job object the agent and its runs are in
         self.drain_asked = False
         self.stop_asked = False
+        self.kill_asked = False
         self._sent_sigint = False
         self._signalled: set[int] = set()
         self._kill_at: float | None = None
+        self._started = time.time()
+        self._runs: list[int] = []
+
+    def requested(self) -> str | None:
+        """The stop the playbooks wrote into --stop-file since this launcher started."""
+        try:
+            if not self.stop_file or os.stat(self.stop_file).st_mtime < self._started:
+                return None
+            mode = Path(self.stop_file).read_text(encoding="utf-8").strip().lower()
+        except OSError:
+            return None
+        return mode if mode in STOP_MODES else None
+
+    def ask(self, mode: str) -> None:
+        if mode == "drain":
+            self.drain_asked = True
+        else:
+            self.stop_asked = True
+            self.kill_asked = self.kill_asked or mode == "kill"
 
     def on_signal(self, signum, _frame) -> None:
-        if signum == signal.SIGINT:
+        if WINDOWS:  # NSSM's stop (Ctrl-C): the kind of stop is in the stop file
+            self.ask(self.requested() or "preempt")
+        elif signum == signal.SIGINT:
             self.drain_asked = True
         else:
             self.stop_asked = True
 
     def start(self) -> None:
-        self.agent = subprocess.Popen(self.argv)
+        if WINDOWS:
+            # Its own process group: the service's Ctrl-C reaches the launcher only.
+            self.job = windows.Job()
+            self.agent = subprocess.Popen(self.argv, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)
+            self.job.add(self.agent)
+        else:
+            self.agent = subprocess.Popen(self.argv)
 
-    def _sigint_agent(self) -> None:
+    def runs(self) -> list[int]:
+        assert self.agent is not None
+        if WINDOWS:
+            # A run's parent stays recorded after the agent ended: the runs are still found.
+            self._runs = windows.runs_of(self.agent.pid, self.job.pids(), windows.processes())
+        else:
+            self._runs = host.runs_of(self.agent.pid)
+        return self._runs
+
+    def _no_new_run(self) -> None:
         if not self._sent_sigint and self.agent and self.agent.poll() is None:
             self._sent_sigint = True
-            os.kill(self.agent.pid, signal.SIGINT)
+            if WINDOWS:  # no signal reaches it alone: end it; its running runs go on in the job
+                self.runs()
+                self.agent.kill()
+            else:
+                os.kill(self.agent.pid, signal.SIGINT)
             log(f"agent {self.agent.pid}: takes no new run")
 
     def step(self) -> None:
         """React to what was asked since the last step."""
+        if WINDOWS and not (self.drain_asked or self.stop_asked) and self.requested() == "drain":
+            self.ask("drain")
+        if self.kill_asked and self.agent is not None:
+            if self.job is not None:
+                self.job.terminate()
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.agent.pid, signal.SIGKILL)
+            return
         if self.drain_asked or self.stop_asked:
-            self._sigint_agent()
+            self._no_new_run()
         if not self.stop_asked or self.agent is None:
             return
         if self._kill_at is None:
             self._kill_at = time.monotonic() + self.term_timeout
-        runs = host.runs_of(self.agent.pid)
+        runs = self.runs()
         for pid in set(runs) - self._signalled:
             self._signalled.add(pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-                log(f"sent SIGTERM to run process {pid}; it has {self.term_timeout:g}s to save and exit")
+            with contextlib.suppress(ProcessLookupError, OSError):
+                if WINDOWS:
+                    windows.ctrl_break(pid)
+                else:
+                    os.kill(pid, signal.SIGTERM)
+                log(f"asked run process {pid} to stop; it has {self.term_timeout:g}s to save and exit")
         if runs and time.monotonic() >= self._kill_at:
-            for pid in runs:
-                log(
-                    f"run process {pid} still running after {self.term_timeout:g}s: killing its process group"
-                )
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+            log(f"runs {runs} still running after {self.term_timeout:g}s: killing them")
+            if self.job is not None:
+                self.job.terminate()
+            else:
+                for pid in runs:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL)
 
     def wait(self) -> int:
         assert self.agent is not None
         while True:
             self.step()
             code = self.agent.poll()
-            if code is not None:
+            # On Windows a drained agent has ended while its run goes on: wait for the run.
+            if code is not None and not (WINDOWS and self.drain_asked and self.runs()):
                 return code
             time.sleep(0.2)
 
 
 def run(args: argparse.Namespace) -> int:
-    supervisor = Supervisor([], args.term_timeout)
+    supervisor = Supervisor([], args.term_timeout, args.stop_file)
     signal.signal(signal.SIGINT, supervisor.on_signal)
     signal.signal(signal.SIGTERM, supervisor.on_signal)
+    if WINDOWS:  # pragma: no cover
+        signal.signal(signal.SIGBREAK, supervisor.on_signal)
 
     def stopping() -> bool:
         return supervisor.drain_asked or supervisor.stop_asked
@@ -293,18 +459,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sweep-fleet-agent", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run the agent (the unit's ExecStart)")
-    p_run.add_argument("--sweep", required=True, help="ENTITY/PROJECT/ID")
+    p_run.add_argument("--sweep", help="ENTITY/PROJECT/ID (default: $SWEEP_FLEET_SWEEP)")
     p_run.add_argument("--code", required=True, help="the code directory to link into the working directory")
     p_run.add_argument("--term-timeout", type=float, default=60)
-    p_run.add_argument("--start-delay", type=float, default=0)
+    p_run.add_argument("--start-delay", type=float, help="seconds (default: $SWEEP_FLEET_START_DELAY or 0)")
     p_run.add_argument("--count", type=int, default=0, help="runs per agent (0: until the sweep ends)")
     p_run.add_argument("--max-consecutive-failures", type=int, default=0)
+    p_run.add_argument("--stop-file", default="", help="Windows: where the playbooks ask for a kind of stop")
     p_link = sub.add_parser("link", help="link the code into a working directory")
     p_link.add_argument("--code", required=True)
     p_link.add_argument("--work", default=".")
     p_state = sub.add_parser("state", help="print the sweep's state")
-    p_state.add_argument("--sweep", required=True)
+    p_state.add_argument("--sweep", help="ENTITY/PROJECT/ID (default: $SWEEP_FLEET_SWEEP)")
+    for sub_parser in (p_run, p_state):
+        sub_parser.add_argument(
+            "--env-file", action="append", default=[], help="KEY=VALUE settings to read first (repeatable)"
+        )
     args = parser.parse_args(argv)
+    if args.command in ("run", "state"):
+        try:
+            load_env_files(args.env_file)
+        except SweepStateError as err:
+            log(str(err))
+            return EXIT_CONFIG
+        args.sweep = args.sweep or os.environ.get("SWEEP_FLEET_SWEEP", "")
+        if not args.sweep:
+            log("no sweep: give --sweep or SWEEP_FLEET_SWEEP")
+            return EXIT_CONFIG
+    if args.command == "run" and args.start_delay is None:
+        try:
+            args.start_delay = float(os.environ.get("SWEEP_FLEET_START_DELAY") or 0)
+        except ValueError:
+            args.start_delay = 0.0
     if args.command == "run":
         return run(args)
     if args.command == "link":
