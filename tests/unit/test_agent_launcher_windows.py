@@ -214,3 +214,32 @@ def test_without_a_sweep_anywhere_the_launcher_stops_with_the_config_exit(tmp_pa
     assert launcher.main(["state"]) == launcher.EXIT_CONFIG
     assert "no sweep" in capsys.readouterr().err
     assert launcher.main(["state", "--env-file", str(tmp_path / "missing.env")]) == launcher.EXIT_CONFIG
+
+
+def test_new_code_reaches_a_running_agent_when_the_stamp_changes(tmp_path, monkeypatch):
+    """deploy.yml touches the stamp; the launcher links again (the next run sees it)."""
+    code, work, stamp = tmp_path / "code", tmp_path / "work", tmp_path / "code.stamp"
+    code.mkdir()
+    work.mkdir()
+    (code / "train.py").write_text("v1")
+    sup = launcher.Supervisor([], 30)
+    sup.relink = (code, work, str(stamp))
+    clock = [1000.0]
+    monkeypatch.setattr(launcher.time, "monotonic", lambda: clock[0])
+    sup._watch_code()  # the first look: no stamp yet, nothing to do
+    assert list(work.iterdir()) == []
+    stamp.write_text("1")
+    clock[0] += 5
+    sup._watch_code()  # looked at again only every 10 s
+    assert list(work.iterdir()) == []
+    clock[0] += 10
+    sup._watch_code()
+    assert [p.name for p in work.iterdir()] == ["train.py"]
+    (code / "eval.py").write_text("new")
+    clock[0] += 10
+    sup._watch_code()  # the stamp did not change: no look at the code
+    assert not (work / "eval.py").exists()
+    os.utime(stamp, (time.time() + 60,) * 2)
+    clock[0] += 10
+    sup._watch_code()
+    assert (work / "eval.py").exists()

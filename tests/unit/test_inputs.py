@@ -189,7 +189,7 @@ def test_rules_skip_what_an_entry_point_does_not_use():
             {"system": "Darwin", "distribution": "MacOSX", "distribution_version": "14.1"},
             "macOS (MacOSX 14.1)",
         ),
-        ({"system": "Win32NT", "os_family": "Windows", "distribution": "Microsoft Windows"}, "Windows"),
+        ({"system": "Win32NT", "os_family": "Windows", "architecture2": "x86_64"}, None),
     ],
 )
 def test_platform(facts, message):
@@ -198,3 +198,54 @@ def test_platform(facts, message):
         assert problem is None
     else:
         assert (message in problem and "is not supported" in problem) or "systemd" in problem
+
+
+WINDOWS_11 = {
+    "system": "Win32NT",
+    "os_family": "Windows",
+    "architecture": "64-bit",
+    "architecture2": "x86_64",
+}
+WINDOWS_OK = {
+    "wandb_runtime_wheelhouse": True,
+    "wandb_runtime_python": "system",
+    "wandb_runtime_windows_python": r"C:\Program Files\Python312\python.exe",
+    "wandb_runtime_windows_home": r"C:\ProgramData\sweep-fleet",
+    "wandb_code_source": "local",
+    "wandb_code_extra_paths": [],
+}
+
+
+@pytest.mark.parametrize(
+    ("facts", "changes", "says"),
+    [
+        ({"architecture2": "arm64"}, {}, "its CPU is arm64: Windows hosts need x86_64"),
+        ({}, {"wandb_runtime_wheelhouse": False}, "install only from the wheelhouse: set it to true"),
+        ({}, {"wandb_runtime_python": "3.12"}, "set wandb_runtime_python: system for them"),
+        (
+            {},
+            {"wandb_runtime_windows_python": "/usr/bin/python3"},
+            "wandb_runtime_windows_python must be an absolute Windows path",
+        ),
+        (
+            {},
+            {"wandb_runtime_windows_home": "ProgramData"},
+            "wandb_runtime_windows_home must be an absolute Windows path",
+        ),
+        ({}, {"wandb_code_source": "git"}, "set wandb_code_source: local"),
+        (
+            {},
+            {"wandb_code_extra_paths": [{"src": "/data", "dest": "data"}]},
+            "wandb_code_extra_paths is not supported",
+        ),
+    ],
+)
+def test_a_windows_host_gets_one_message_naming_what_its_path_cannot_take(facts, changes, says):
+    assert inputs.platform_problem(WINDOWS_11, WINDOWS_OK) is None
+    problem = inputs.platform_problem({**WINDOWS_11, **facts}, {**WINDOWS_OK, **changes})
+    assert problem.startswith("Windows host: ") and says in problem
+    # A path with spaces is not a problem.
+    assert (
+        inputs.platform_problem(WINDOWS_11, {**WINDOWS_OK, "wandb_runtime_windows_home": r"D:\ML jobs\fleet"})
+        is None
+    )

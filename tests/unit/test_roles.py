@@ -119,6 +119,8 @@ def test_the_controllers_tools_pin_what_the_hosts_get():
     assert uv["version"] == VERSIONS["wandb_runtime_uv_version"]
     wheels = {w["url"].rsplit("/", 1)[1]: w["hash"].removeprefix("sha256:") for w in uv["wheels"]}
     for arch, sha256 in VERSIONS["wandb_runtime_uv_sha256"].items():
-        name = f"uv-{uv['version']}-py3-none-manylinux_2_17_{arch}.manylinux2014_{arch}"
+        name = f"uv-{uv['version']}-py3-none-" + (
+            "win_amd64" if arch == "win_amd64" else f"manylinux_2_17_{arch}.manylinux2014_{arch}"
+        )
         (locked,) = [h for w, h in wheels.items() if w.startswith(name)]
         assert locked == sha256, arch

@@ -101,7 +101,7 @@ class ActionModule(ActionBase):
             return self._report(result, args["report"], task_vars)
         if args.get("platform"):
             facts = task_vars.get("ansible_facts") or {}
-            problem = inputs.platform_problem(facts)
+            problem = inputs.platform_problem(facts, self._values(inputs.WINDOWS_VARIABLES, task_vars))
             result.update(changed=False, problems=[problem] if problem else [], index_checks=[])
             return self._finish(result, bool(args.get("collect")))
         entries = dict(str(r).partition(":")[::2] for r in args.get("roles") or [])
@@ -124,6 +124,22 @@ class ActionModule(ActionBase):
         specs = self._loader.load_from_file(str(ROLES_DIR / role / "meta" / "argument_specs.yml"))
         defaults = self._loader.load_from_file(str(ROLES_DIR / role / "defaults" / "main.yml")) or {}
         return specs["argument_specs"], defaults
+
+    def _values(self, names: tuple[str, ...], task_vars: dict) -> dict:
+        """Those variables' values for this host, with the roles' defaults under them
+        (None for one that cannot be worked out: the input check named it already)."""
+        variables: dict = {}
+        for role in ROLE_ORDER:
+            variables.update(self._role_files(role)[1])
+        variables.update(task_vars)
+        templar = self._templar.copy_with_new_env(available_variables=variables)
+        values = {}
+        for name in names:
+            try:
+                values[name] = templar.template(variables[name]) if name in variables else None
+            except AnsibleError:
+                values[name] = None
+        return values
 
     def _check(self, entries: dict, required: list[str], task_vars: dict) -> tuple[list[str], list[dict]]:
         every_default: dict = {}

@@ -39,11 +39,15 @@ class ActionModule(ActionBase):
         """System, architecture, Python version and libc of the host (one command, no module
         on POSIX hosts; ansible.windows.win_command on Windows, which quotes for PowerShell)."""
         if self._windows():
-            result = self._execute_module(
-                "ansible.windows.win_command",
-                module_args={"argv": [python, "-c", PROBE]},
-                task_vars=task_vars,
-            )
+            check_mode, self._task.check_mode = self._task.check_mode, False  # it only reads
+            try:
+                result = self._execute_module(
+                    "ansible.windows.win_command",
+                    module_args={"argv": [python, "-c", PROBE]},
+                    task_vars=task_vars,
+                )
+            finally:
+                self._task.check_mode = check_mode
             if result.get("rc") != 0:
                 raise AnsibleActionFail(
                     f"cannot run {python} on the host to learn its platform: "
@@ -76,7 +80,9 @@ class ActionModule(ActionBase):
         python = str(args.get("python") or "/usr/bin/python3")
         probe = self._probe(python, task_vars)
         try:
-            target = Target.from_probe(probe, None if os.path.isabs(python) else python)
+            # A path (on Windows hosts always one) is the Python; else a uv-managed version.
+            managed = None if self._windows() or os.path.isabs(python) else python
+            target = Target.from_probe(probe, managed)
             requirements = []
             for candidate in args.get("requirement_candidates") or []:
                 if os.path.isfile(candidate):  # the first that exists, as the venv module does on the host

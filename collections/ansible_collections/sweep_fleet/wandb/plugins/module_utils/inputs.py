@@ -509,8 +509,20 @@ def problems(roles: list[str], values: dict, controller: Controller | None = Non
 
 
 # -- the hosts ---------------------------------------------------------------------------
-def platform_problem(facts: dict) -> str | None:
-    """Why a host cannot run the agents, from its facts (None: it can)."""
+# What the Windows path needs of the inputs (the playbooks read these for each host).
+WINDOWS_VARIABLES = (
+    "wandb_runtime_wheelhouse",
+    "wandb_runtime_python",
+    "wandb_runtime_windows_python",
+    "wandb_runtime_windows_home",
+    "wandb_code_source",
+    "wandb_code_extra_paths",
+)
+
+
+def platform_problem(facts: dict, values: dict | None = None) -> str | None:
+    """Why a host cannot run the agents, from its facts and, for Windows hosts, the inputs
+    the Windows path depends on (None: it can)."""
     system = facts.get("system") or facts.get("os_family") or "unknown"
     if system == "Linux":
         manager = facts.get("service_mgr", "unknown")
@@ -520,10 +532,42 @@ def platform_problem(facts: dict) -> str | None:
                 "systemd services; use a host with systemd 250 or newer (Debian 12, Ubuntu 22.04 and later)"
             )
         return None
-    name = {"Darwin": "macOS", "Win32NT": "Windows"}.get(system, system)
     if facts.get("os_family") == "Windows" or system == "Win32NT":
-        name = "Windows"
+        return windows_problem(facts, values or {})
+    name = {"Darwin": "macOS"}.get(system, system)
     return (
         f"{name} ({facts.get('distribution', system)} {facts.get('distribution_version', '')}".rstrip()
-        + ") is not supported: sweep-fleet runs agents on Linux hosts with systemd"
+        + ") is not supported: sweep-fleet runs agents on Linux hosts with systemd and on Windows hosts"
     )
+
+
+def windows_problem(facts: dict, values: dict) -> str | None:
+    """What keeps a Windows host from the Windows path, one message for all of it."""
+    found = []
+    arch = str(facts.get("architecture2") or facts.get("architecture") or "")
+    if arch and arch not in ("x86_64", "64-bit"):
+        found.append(f"its CPU is {arch}: Windows hosts need x86_64 (the wheelhouse carries win_amd64 wheels)")
+    if values.get("wandb_runtime_wheelhouse") is False:
+        found.append(
+            "wandb_runtime_wheelhouse is false, but Windows hosts install only from the wheelhouse: "
+            "set it to true for them (in their group's variables)"
+        )
+    if values.get("wandb_runtime_python", "system") != "system":
+        found.append(
+            f"wandb_runtime_python is {values['wandb_runtime_python']!r}: Windows hosts use the installed "
+            "Python at wandb_runtime_windows_python; set wandb_runtime_python: system for them"
+        )
+    for name in ("wandb_runtime_windows_python", "wandb_runtime_windows_home"):
+        value = values.get(name)
+        if value is not None and not re.match(r"^[A-Za-z]:\\", str(value)):
+            found.append(f"{name} must be an absolute Windows path such as C:\\..., not {value!r}")
+    if values.get("wandb_code_source", "local") != "local":
+        found.append(
+            "wandb_code_source is git: Windows hosts get the code from the controller; set "
+            "wandb_code_source: local (with wandb_code_local_path) for them"
+        )
+    if values.get("wandb_code_extra_paths"):
+        found.append("wandb_code_extra_paths is not supported on Windows hosts yet: put those files in the code")
+    if not found:
+        return None
+    return "Windows host: " + "; ".join(found)

@@ -3,7 +3,7 @@ NSSM service wandb-agent-N on Windows).
 
 sweep-fleet-agent run [--sweep ENTITY/PROJECT/ID] --code DIR [--term-timeout S] [--start-delay S]
                       [--count N] [--max-consecutive-failures N] [--env-file FILE ...]
-                      [--stop-file FILE]
+                      [--stop-file FILE] [--code-stamp FILE]
 sweep-fleet-agent link --code DIR [--work DIR]
 sweep-fleet-agent state [--sweep ENTITY/PROJECT/ID] [--env-file FILE ...]
 
@@ -31,7 +31,8 @@ process (the running run goes on in the job and ends by itself); a preempt sends
 Ctrl-Break (SIGBREAK in Python: handle it as SIGTERM) and ends the job after
 --term-timeout seconds. The settings come from --env-file (the files systemd reads on
 Linux). Code files are copied into the working directory (directories are linked by
-junctions), since a service account may not make symbolic links.
+junctions), since a service account may not make symbolic links; the launcher does it
+again when the deploy touches --code-stamp (the next run sees the new code).
 """
 
 from __future__ import annotations
@@ -297,6 +298,30 @@ class Supervisor:
         self._kill_at: float | None = None
         self._started = time.time()
         self._runs: list[int] = []
+        self.relink = None  # (code, work, stamp): link the code again when the stamp changes
+        self._stamp_seen: float | None = None
+        self._stamp_checked: float | None = None  # None: not looked at yet
+
+    def _watch_code(self) -> None:
+        now = time.monotonic()
+        if not self.relink or (self._stamp_checked is not None and now < self._stamp_checked + 10):
+            return
+        first = self._stamp_checked is None
+        self._stamp_checked = now
+        code, work, stamp = self.relink
+        try:
+            seen = os.stat(stamp).st_mtime
+        except OSError:
+            seen = None
+        if not first and seen is not None and seen != self._stamp_seen:
+            try:
+                changed = link_code(code, work)
+            except OSError as err:
+                log(f"cannot link the new code into {work}: {err}")
+            else:
+                if changed:
+                    log(f"new code linked into {work}: {' '.join(changed)}")
+        self._stamp_seen = seen
 
     def requested(self) -> str | None:
         """The stop the playbooks wrote into --stop-file since this launcher started."""
@@ -353,6 +378,7 @@ class Supervisor:
 
     def step(self) -> None:
         """React to what was asked since the last step."""
+        self._watch_code()
         if WINDOWS and not (self.drain_asked or self.stop_asked) and self.requested() == "drain":
             self.ask("drain")
         if self.kill_asked and self.agent is not None:
@@ -433,12 +459,17 @@ def run(args: argparse.Namespace) -> int:
         log(f"sweep {args.sweep} is {state.lower()}: not starting the agent")
         return 0
 
-    command = [os.path.join(os.path.dirname(sys.executable), "wandb"), "agent"]
+    scripts = os.path.dirname(sys.executable)
+    command = [os.path.join(scripts, "wandb.exe" if WINDOWS else "wandb"), "agent"]
+    if WINDOWS:  # the runs' `python` is the venv's (systemd's unit sets PATH on Linux)
+        os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
     if args.count:
         command += ["--count", str(args.count)]
     if args.max_consecutive_failures:
         command += ["--max-consecutive-failed-runs", str(args.max_consecutive_failures)]
     supervisor.argv = [*command, args.sweep]
+    if args.code_stamp:
+        supervisor.relink = (Path(args.code), work, args.code_stamp)
     supervisor.start()
     code = supervisor.wait()
     if stopping():
@@ -466,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--count", type=int, default=0, help="runs per agent (0: until the sweep ends)")
     p_run.add_argument("--max-consecutive-failures", type=int, default=0)
     p_run.add_argument("--stop-file", default="", help="Windows: where the playbooks ask for a kind of stop")
+    p_run.add_argument("--code-stamp", default="", help="link the code again whenever this file changes")
     p_link = sub.add_parser("link", help="link the code into a working directory")
     p_link.add_argument("--code", required=True)
     p_link.add_argument("--work", default=".")
