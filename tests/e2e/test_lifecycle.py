@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import itertools
 import json
-import operator
 import shutil
 import time
 from pathlib import Path
@@ -76,7 +75,7 @@ class Lifecycle:
         }
         (self.inventory / "group_vars" / "fleet.yml").write_text("---\n" + yaml.safe_dump(settings))
 
-    def new_sweep(self, name: str, values: int, epochs: int, epoch_seconds: float, seeds: int = 1):
+    def new_sweep(self, name: str, values: int, epochs: int, epoch_seconds: float, seeds: int = 1, **extra):
         """Deploy a sweep of its own for a scenario (values x seeds runs); return the stand-in's sweep."""
         self.sweep_vars = {
             "wandb_sweep_name": name,
@@ -87,7 +86,7 @@ class Lifecycle:
                 "epoch_seconds": {"value": epoch_seconds},
             },
         }
-        self.write_vars()
+        self.write_vars(**extra)
         self.play(REPO / "deploy.yml")
         (sweep,) = [s for s in self.standin.sweeps.values() if s.config.get("name") == name]
         return sweep
@@ -454,9 +453,12 @@ def test_rolling_update_to_a_new_code_ref(site):
     assert any(r["tags"] == ["code-v2"] for r in rs)
 
 
-def test_resuming_a_finished_sweep_runs_deleted_runs_again(site):
-    """The users' re-run: delete the failed runs in W&B, resume the sweep, agents start again."""
-    sweep = site.new_sweep("rerun", values=6, epochs=1, epoch_seconds=0.5)
+def test_rerun_runs_the_values_whose_runs_failed_exactly_once_more(site):
+    """W&B never runs a grid value again whose run failed; wandb_sweep_action=rerun does."""
+    broken = LRS[1]
+    sweep = site.new_sweep(
+        "rerun", values=6, epochs=1, epoch_seconds=0.5, wandb_agent_environment={"LEAKY_FAIL_LR": str(broken)}
+    )
     site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=180, what="the sweep to finish")
     for host in site.hosts:  # each agent learns of the end at its next heartbeat
         wait_until(
@@ -464,15 +466,24 @@ def test_resuming_a_finished_sweep_runs_deleted_runs_again(site):
             timeout=60,
             what=f"{host.name}'s agent to end with the sweep",
         )
-    redo = records(site.standin, sweep)[:2]
-    site.standin.delete_runs(sweep.id, [r["run_id"] for r in redo])
-    resumed = time.time()
-    site.play(REPO / "playbooks" / "sweep.yml", "-e", "wandb_sweep_action=resume")
+    failed = [r for r in records(site.standin, sweep) if r["state"] != "finished"]
+    assert [(r["state"], r["params"]["lr"]) for r in failed] == [("failed", broken)]
+    site.write_vars()  # the setup fixed
+    site.play(REPO / "deploy.yml")
+    # Check mode names the run it would delete, and changes nothing.
+    planned = site.play(REPO / "playbooks" / "sweep.yml", "-e", "wandb_sweep_action=rerun", "--check")
+    assert (
+        f"Would delete 1 run(s) in crashed/failed state to run their values again: {failed[0]['run_id']}"
+        in (planned.stdout)
+    )
+    still = [r["run_id"] for r in records(site.standin, sweep) if r["state"] == "failed"]
+    assert sweep.state == "FINISHED" and still == [failed[0]["run_id"]]
+    rerun = time.time()
+    site.play(REPO / "playbooks" / "sweep.yml", "-e", "wandb_sweep_action=rerun")
     site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=120, what="the sweep to finish again")
     finished_once(site.standin, sweep)
-    rerun = [r for r in records(site.standin, sweep) if r["start"] > resumed]
-    point = operator.itemgetter("lr", "seed")
-    assert sorted(point(r["params"]) for r in rerun) == sorted(point(r["params"]) for r in redo)
+    again = [r for r in records(site.standin, sweep) if r["start"] > rerun]
+    assert [r["params"]["lr"] for r in again] == [broken]
 
 
 def test_remove_leaves_nothing_behind(site):

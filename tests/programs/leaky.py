@@ -4,6 +4,7 @@ The worker stands for a data-loader or CUDA helper process that holds GPU memory
 the run's process group (its own session) and ignores SIGTERM and SIGINT. On a normal end
 the run stops its worker; when the run is preempted or killed the worker is left behind,
 and only the agent unit's cgroup still holds it. The code's VERSION file becomes a run tag.
+With LEAKY_FAIL_LR set, the run of that learning rate fails at once (exit 3).
 """
 
 import os
@@ -24,6 +25,11 @@ def worker() -> None:
 
 
 def main() -> int:
+    # A broken setup for one value (a missing driver, a bad path): the run fails at once.
+    failing = os.environ.get("LEAKY_FAIL_LR")
+    if failing and any(arg in (f"--lr={failing}", f"--lr={float(failing)}") for arg in sys.argv[1:]):
+        print(f"leaky: lr {failing} cannot run here", file=sys.stderr)
+        return 3
     version = (Path(__file__).parent / "VERSION").read_text().strip()
     os.environ["WANDB_TAGS"] = f"code-{version}"
     pid = os.fork()

@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import random
@@ -141,6 +142,11 @@ def sweep_config_warnings(config: Any) -> list[str]:
 
 def new_id(length: int = 8) -> str:
     return "".join(random.choices(string.ascii_lowercase + string.digits, k=length))
+
+
+def unseen_number(run_id: str) -> int:
+    """A stable number for a run known only from its assignment (above any counted run)."""
+    return 10**9 + int(hashlib.sha256(run_id.encode()).hexdigest()[:8], 16)
 
 
 def _node_id(kind: str, number: int) -> str:
@@ -887,6 +893,13 @@ class _Root:
                     self.s._delete_run(sweep, name)
                 self.s.runs.pop((entity, project, name), None)
                 return {"clientMutationId": None}
+        # A run handed out whose process never reported: W&B has its record all the same.
+        for sweep in list(self.s.sweeps.values()):
+            for a in self.s._latest_assignments(sweep):
+                if _node_id("Run", unseen_number(a.run_id)) == input["id"]:
+                    self.s.writable(sweep.entity)
+                    self.s._delete_run(sweep, a.run_id)
+                    return {"clientMutationId": None}
         raise ServiceError(f"run {input['id']} not found", 404)
 
 
@@ -987,8 +1000,8 @@ class _SweepView:
             if a.run_id not in known:
                 params = json.dumps({k: {"value": v} for k, v in a.params.items()})
                 names.append(
-                    Run(name=a.run_id, entity=self.sw.entity, project=self.sw.project, number=0,
-                        sweep=self.sw.id, config=params)
+                    Run(name=a.run_id, entity=self.sw.entity, project=self.sw.project,
+                        number=unseen_number(a.run_id), sweep=self.sw.id, config=params)
                 )  # fmt: skip
         return names
 

@@ -210,3 +210,51 @@ def test_progress_pages_through_many_runs(server, tmp_path):
     assert result["runs_by_state"] == {"finished": 800, "crashed": 400}
     pages = [r for r in server.requests if r[2] == "GetSweepRuns"]
     assert len(pages) == -(-1200 // wandb_api.RUNS_PER_PAGE)
+
+
+def test_rerun_deletes_only_crashed_and_failed_runs_and_resumes_the_sweep(server, tmp_path):
+    """W&B never runs a grid value again whose run crashed; rerun makes it (fault 10)."""
+    config = {**GRID, "parameters": {"lr": {"values": [0.1, 0.01, 0.001, 0.0001, 0.00001]}}}
+    sweep = server.create_sweep(config, project="p")
+    states = {"r1": "finished", "r2": "crashed", "r3": "failed", "r4": "finished", "r5": "running"}
+    values = config["parameters"]["lr"]["values"]
+    for (run_id, state), lr in zip(states.items(), values, strict=True):
+        server.assignments.append(
+            Assignment(sweep=sweep.path, run_id=run_id, params={"lr": lr}, agent_id="a", agent_host="h",
+                       start=0, state=state)
+        )  # fmt: skip
+    server.set_state(sweep.path, "FINISHED")
+    assert server._suggest(sweep) is None  # every value has a run: W&B hands out nothing more
+    # Check mode names exactly the runs it would delete, and deletes nothing.
+    planned = sweep_task(server, tmp_path, check=True, sweep_id=sweep.path, rerun=["crashed", "failed"])
+    assert (planned["changed"], planned["rerun_runs"], planned["state"]) == (True, ["r2", "r3"], "RUNNING")
+    assert (sweep.state, len(server._latest_assignments(sweep))) == ("FINISHED", 5)
+    done = sweep_task(server, tmp_path, sweep_id=sweep.path, rerun=["crashed", "failed"])
+    assert (done["changed"], done["rerun_runs"], done["state"]) == (True, ["r2", "r3"], "RUNNING")
+    assert done["runs_by_state"] == {"finished": 2, "running": 1}
+    assert sorted(a.run_id for a in server._latest_assignments(sweep)) == ["r1", "r4", "r5"]
+    assert sweep.state == "RUNNING"
+    # The grid now hands out those two values again, and only those.
+    again = []
+    for _ in range(2):
+        suggestion = server._suggest(sweep)
+        again.append(suggestion.config["lr"]["value"])
+        server.assignments.append(
+            Assignment(sweep=sweep.path, run_id=f"again{len(again)}", params={"lr": again[-1]},
+                       agent_id="a", agent_host="h", start=0)
+        )  # fmt: skip
+    assert sorted(again) == [0.001, 0.01] and server._suggest(sweep) is None
+    # Nothing more to rerun: no change.
+    assert sweep_task(server, tmp_path, sweep_id=sweep.path, rerun=["crashed", "failed"])["changed"] is False
+
+
+def test_rerun_of_a_cancelled_sweep_is_refused_before_any_deletion(server, tmp_path):
+    sweep = server.create_sweep(GRID, project="p")
+    server.assignments.append(
+        Assignment(sweep=sweep.path, run_id="r1", params={"lr": 0.1}, agent_id="a", agent_host="h", start=0,
+                   state="crashed")
+    )  # fmt: skip
+    server.set_state(sweep.path, "CANCELED")
+    result = sweep_task(server, tmp_path, sweep_id=sweep.path, rerun=["crashed"])
+    assert result["failed"] and "cannot be resumed" in result["msg"]
+    assert [a.run_id for a in server._latest_assignments(sweep)] == ["r1"]

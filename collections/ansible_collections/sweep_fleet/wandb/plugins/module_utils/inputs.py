@@ -546,7 +546,9 @@ def windows_problem(facts: dict, values: dict) -> str | None:
     found = []
     arch = str(facts.get("architecture2") or facts.get("architecture") or "")
     if arch and arch not in ("x86_64", "64-bit"):
-        found.append(f"its CPU is {arch}: Windows hosts need x86_64 (the wheelhouse carries win_amd64 wheels)")
+        found.append(
+            f"its CPU is {arch}: Windows hosts need x86_64 (the wheelhouse carries win_amd64 wheels)"
+        )
     if values.get("wandb_runtime_wheelhouse") is False:
         found.append(
             "wandb_runtime_wheelhouse is false, but Windows hosts install only from the wheelhouse: "
@@ -567,7 +569,9 @@ def windows_problem(facts: dict, values: dict) -> str | None:
             "wandb_code_source: local (with wandb_code_local_path) for them"
         )
     if values.get("wandb_code_extra_paths"):
-        found.append("wandb_code_extra_paths is not supported on Windows hosts yet: put those files in the code")
+        found.append(
+            "wandb_code_extra_paths is not supported on Windows hosts yet: put those files in the code"
+        )
     if not found:
         return None
     return "Windows host: " + "; ".join(found)

@@ -59,10 +59,17 @@ query GetSweepRuns($name: String!, $project: String, $entity: String, $cursor: S
     sweep(sweepName: $name) {
       runs(first: $perPage, after: $cursor) {
         pageInfo { endCursor hasNextPage }
-        edges { node { name state } }
+        edges { node { id name state } }
       }
     }
   }
+}
+"""
+
+# Deleting a run, as wandb's public API does (Run.delete); a sweep then runs its values again.
+DELETE_RUN = """
+mutation DeleteRun($id: ID!) {
+  deleteRun(input: {id: $id}) { clientMutationId }
 }
 """
 
@@ -232,6 +239,9 @@ class WandbApi:
             {"config": config_yaml, "entityName": entity, "projectName": project, "description": description},
         )
         return data["upsertSweep"]["sweep"], data["upsertSweep"].get("configValidationWarnings") or []
+
+    def delete_run(self, run_gql_id: str) -> None:
+        self.graphql(DELETE_RUN, {"id": run_gql_id})
 
     def set_state(self, sweep_gql_id: str, entity: str, project: str, state: str) -> None:
         if state not in STATES:

@@ -45,6 +45,18 @@ options:
     type: str
     choices: [present, running, paused, finished, canceled]
     default: present
+  rerun:
+    description:
+      - Run again the values of the sweep's runs in these states: those runs are deleted (W&B's
+        way to re-run them) and the sweep is resumed, so that its agents take those values
+        again. Finished and running runs are never touched. Check mode lists the runs it
+        would delete (O(rerun_runs)) and deletes nothing.
+      - W&B itself never runs a grid value again whose run crashed or failed.
+    type: list
+    elements: str
+    choices: [crashed, failed, killed]
+    default: []
+    version_added: "0.3.0"
   create:
     description:
       - Create the sweep when no sweep in the project has O(config). V(false) fails instead, for
@@ -118,6 +130,11 @@ runs_by_state:
   description: How many of the sweep's runs are in each state (finished, running, crashed, ...).
   type: dict
   returned: when the sweep exists
+rerun_runs:
+  description: The runs deleted to run their values again (in check mode, those that would be), by name.
+  type: list
+  elements: str
+  returned: when O(rerun) is given
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
@@ -246,6 +263,25 @@ def run(module: AnsibleModule) -> dict:
     )
 
     target = TARGET.get(p["state"])
+    if p["rerun"]:
+        wanted_states = {state.lower() for state in p["rerun"]}
+        redo = [r for r in sweep.get("runs") or [] if (r.get("state") or "").lower() in wanted_states]
+        result["rerun_runs"] = sorted(r["name"] for r in redo)
+        if redo:
+            if result["state"] == "CANCELED":
+                module.fail_json(
+                    msg=f"sweep {result['sweep_path']}: {_allowed('CANCELED', 'RUNNING')}", **result
+                )
+            if target not in (None, "RUNNING"):
+                module.fail_json(
+                    msg="rerun resumes the sweep: do not ask for another state with it", **result
+                )
+            result["changed"] = True
+            if not module.check_mode:
+                for run_node in redo:
+                    api.delete_run(run_node["id"])
+                result.update(_progress(api.sweep(entity, project, name) or sweep))
+            target = "RUNNING"
     if target and target != result["state"]:
         refusal = _allowed(result["state"], target)
         if refusal:
@@ -270,6 +306,12 @@ def main() -> None:
                 "type": "str",
                 "default": "present",
                 "choices": ["present", "running", "paused", "finished", "canceled"],
+            },
+            "rerun": {
+                "type": "list",
+                "elements": "str",
+                "default": [],
+                "choices": ["crashed", "failed", "killed"],
             },
             "create": {"type": "bool", "default": True},
             "timeout": {"type": "int", "default": 30},
