@@ -253,11 +253,14 @@ def test_state_check_waits_while_wandb_is_unreachable(standin, tmp_path, monkeyp
     assert len([r for r in standin.requests if r[2] == "SweepState"]) == 3
 
 
-def run_launcher(standin, tmp_path, sweep_path: str) -> subprocess.CompletedProcess:
+def run_launcher(
+    standin, tmp_path, sweep_path: str, *extra: str, files: dict | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     """The launcher as the unit starts it, in a working directory of its own."""
     code, work = tmp_path / "code", tmp_path / "work"
     code.mkdir(exist_ok=True)
-    (code / "main.py").write_text("")
+    for name, text in (files or {"main.py": ""}).items():
+        (code / name).write_text(text)
     work.mkdir(exist_ok=True)
     env = dict(
         os.environ,
@@ -274,12 +277,13 @@ def run_launcher(standin, tmp_path, sweep_path: str) -> subprocess.CompletedProc
             sweep_path,
             "--code",
             str(code),
+            *extra,
         ],
         cwd=work,
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )
 
 
@@ -297,3 +301,30 @@ def test_launcher_refuses_a_sweep_that_does_not_exist_without_a_restart_loop(sta
     proc = run_launcher(standin, tmp_path, f"{standin.entity}/p/nosuchid")
     assert proc.returncode == launcher.EXIT_CONFIG, proc.stderr
     assert "not starting the agent" in proc.stderr
+
+
+@pytest.mark.integration
+def test_an_agent_whose_runs_all_fail_gives_up_and_is_not_restarted(standin, tmp_path):
+    """A broken host (fault 6): every run fails at once. The real wandb agent stops after
+    --max-consecutive-failures of them; the launcher exits 79 (no restart) and says why,
+    and the rest of the grid is left to the other hosts."""
+    config = {"program": "broken.py", "method": "grid", "parameters": {"x": {"values": [1, 2, 3, 4, 5, 6]}}}
+    sweep = standin.create_sweep(config, project="p")
+    broken = "import sys\nsys.exit('CUDA error: no CUDA-capable device is detected')\n"
+    proc = run_launcher(
+        standin,
+        tmp_path,
+        sweep.path,
+        "--max-consecutive-failures",
+        "2",
+        files={"broken.py": broken},
+        timeout=180,
+    )
+    assert proc.returncode == launcher.EXIT_FAILING, proc.stderr[-3000:]
+    assert "the agent failed: 2 failed runs in a row" in proc.stderr
+    # The runs died before wandb.init(): W&B has no exit code from them and marks them
+    # crashed once their agent stops reporting (the second one still looks running here).
+    runs = standin.records(sweep.id)
+    assert [r["params"]["x"] for r in runs] == [1, 2], runs
+    assert runs[0]["state"] == "crashed" and not [r for r in runs if r["state"] == "finished"], runs
+    assert standin.sweep(sweep.id).state == "RUNNING"  # four values left for the other hosts

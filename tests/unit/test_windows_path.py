@@ -137,6 +137,7 @@ def test_deploy_asks_the_windows_host_for_services_as_designed(windows, agents, 
         assert rf'--stop-file "C:\ProgramData\sweep-fleet\control\agent-{number}.stop"' in arguments
         assert rf'--env-file "C:\ProgramData\sweep-fleet\credentials\agent-{number}.env"' in arguments
         assert "--sweep" not in arguments  # it comes from the settings file
+        assert arguments.endswith(" --max-consecutive-failures 5")
         assert service["working_directory"] == rf"C:\ProgramData\sweep-fleet\agents\{number}\work"
         assert service["app_environment"]["NETRC"] == r"C:\ProgramData\sweep-fleet\credentials\netrc"
         assert service["app_environment"]["WANDB_DIR"].endswith(rf"agents\{number}\work")
@@ -157,6 +158,7 @@ def test_deploy_asks_the_windows_host_for_services_as_designed(windows, agents, 
         assert mine[("AppExit", "")] == "Restart"  # a crash restarts the agent
         assert mine[("AppExit", "0")] == "Exit"  # a finished or cancelled sweep does not
         assert mine[("AppExit", "78")] == "Exit"  # nor a wrong setting
+        assert mine[("AppExit", "79")] == "Exit"  # nor failed runs in a row (a broken host)
         assert mine[("Parameters", "AppRestartDelay")] == 15000
     accounts = calls_of(calls, "ansible.windows.win_service")
     assert {(a["name"], a["username"]) for a in accounts if "username" in a} == {

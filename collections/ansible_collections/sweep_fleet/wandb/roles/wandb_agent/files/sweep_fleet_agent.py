@@ -73,6 +73,10 @@ query SweepState($entity: String, $project: String, $name: String!) {
 }
 """
 EXIT_CONFIG = 78  # EX_CONFIG: the unit's RestartPreventExitStatus, so a bad setting does not loop
+# The agent gave up after --max-consecutive-failures failed runs in a row while the sweep
+# goes on: this host looks broken (a GPU, a driver). Not restarted either; the other hosts
+# take the work, and status.yml shows this one failing.
+EXIT_FAILING = 79
 LINK_SKIP = {".git", "wandb"}  # the repository's internals; the run directory W&B writes itself
 COPIES = ".sweep-fleet-copies.json"  # Windows: the code files copied in, by sha256
 STOP_MODES = ("drain", "preempt", "kill")
@@ -476,6 +480,20 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if code < 0:  # killed by a signal: a failure systemd restarts
         return 128 - code
+    if code == 0 and args.max_consecutive_failures and not args.count:
+        # wandb agent ends with 0 when it gives up after failed runs; it ends by itself
+        # otherwise only when the sweep has (or --count was reached).
+        try:
+            state = read_state(args.sweep)
+        except SweepStateError:
+            state = ""
+        if state and state not in ENDED_STATES:
+            log(
+                f"the agent failed: {args.max_consecutive_failures} failed runs in a row while sweep "
+                f"{args.sweep} is {state.lower()}: this host looks broken (see the runs' logs); "
+                "not restarting; fix it, then run playbooks/start.yml"
+            )
+            return EXIT_FAILING
     if code != 0:
         try:
             if read_state(args.sweep) in ENDED_STATES:
