@@ -238,7 +238,7 @@ class Run:
 
 @dataclass
 class Fault:
-    kind: str  # "http500" | "delay" | "refuse"
+    kind: str  # "http500" | "http500_after" | "delay" | "refuse"
     operation: str | None = None
     count: int | None = None
     until: float | None = None
@@ -351,11 +351,13 @@ class StandIn:
         """Inject a fault.
 
         ``http500``: matching requests answer 500 (``count`` times, or for ``duration`` s).
+        ``http500_after``: matching requests are carried out, then answered 500 (the
+        answer is lost: the client cannot know that its write happened).
         ``delay``: matching requests wait ``seconds`` before being answered.
         ``refuse``: the port stops listening for ``seconds``; connections are refused.
         """
-        if kind not in ("http500", "delay", "refuse"):
-            raise ValueError(f"unknown fault kind {kind!r}: use http500, delay or refuse")
+        if kind not in ("http500", "http500_after", "delay", "refuse"):
+            raise ValueError(f"unknown fault kind {kind!r}: use http500, http500_after, delay or refuse")
         if kind == "refuse":
             self._refuse_for(seconds)
             return
@@ -387,11 +389,11 @@ class StandIn:
         timer.daemon = True
         timer.start()
 
-    def _fault_for(self, operation: str) -> Fault | None:
+    def _fault_for(self, operation: str, after: bool = False) -> Fault | None:
         now = time.time()
         with self.lock:
             for fault in self.faults:
-                if fault.matches(operation, now):
+                if (fault.kind == "http500_after") == after and fault.matches(operation, now):
                     if fault.count is not None:
                         fault.count -= 1
                     return fault
@@ -1112,8 +1114,10 @@ class _Handler(BaseHTTPRequestHandler):
             return given == key or given in self.standin.other_keys
         return False
 
-    def _fault(self, operation: str) -> bool:
-        fault = self.standin._fault_for(operation)
+    def _fault(self, operation: str, after: bool = False) -> bool:
+        """Answer with the injected fault for this request, if any (``after``: once it has
+        been carried out)."""
+        fault = self.standin._fault_for(operation, after)
         if fault is None:
             return False
         if fault.kind == "delay":
@@ -1166,6 +1170,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self._fault(operation):
                 return
             status, body = s.execute(query, payload.get("variables") or {}, operation)
+            if self._fault(operation, after=True):
+                return
             self._send(status, body)
             return
         match = re.fullmatch(r"/files/([^/]+)/([^/]+)/([^/]+)/file_stream", path)

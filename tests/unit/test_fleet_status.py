@@ -83,3 +83,20 @@ def test_the_sweep_is_read_from_the_agents_environment_file(tmp_path):
     env.write_text("# managed\nSWEEP_FLEET_SWEEP=e/p/x1y2\nWANDB_MODE=offline\n")
     assert agent_info._env_value(str(env), "SWEEP_FLEET_SWEEP") == "e/p/x1y2"
     assert agent_info._env_value(str(tmp_path / "missing"), "SWEEP_FLEET_SWEEP") == ""
+
+
+def test_a_sweep_wandb_cannot_tell_is_marked_unreachable_under_the_agents():
+
+    report = {
+        "agents": [
+            {"host": "h1", "instance": "1", "active_state": "active", "sub_state": "running", "runs": []}
+        ],
+        "sweep": {
+            "path": "e/p/abc",
+            "state": "UNREACHABLE",
+            "error": "cannot reach the W&B API at https://w",
+        },
+    }
+    table = fleet_status_table(report).splitlines()
+    assert table[1].startswith("h1") and "active/running" in table[1]
+    assert table[-1] == "sweep e/p/abc: UNREACHABLE (cannot reach the W&B API at https://w)"

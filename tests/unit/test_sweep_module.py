@@ -143,16 +143,38 @@ def test_wrong_key_and_unreachable_server(server, tmp_path):
     result = sweep_task(server, tmp_path, key="wrong_" * 8, config=GRID, project="p")
     assert result["failed"] and "refused the API key" in result["msg"]
     server.stop()
-    result = sweep_task(server, tmp_path, config=GRID, project="p", timeout=3)
+    result = sweep_task(server, tmp_path, config=GRID, project="p", timeout=3, retry_seconds=2)
     assert result["failed"] and "cannot reach the W&B API" in result["msg"]
     assert server.url.split("//")[1] in result["msg"], "the message names the address"
+    assert "after 2 retries" in result["msg"]  # asked again after 1 s and after 2 s more
 
 
 def test_server_errors_are_reported(server, tmp_path):
-    server.inject("http500", operation="GetSweeps", count=1)
-    result = sweep_task(server, tmp_path, config=GRID, project="p")
-    assert result["failed"] and "HTTP 500" in result["msg"]
+    server.inject("http500", operation="GetSweeps", duration=30)
+    result = sweep_task(server, tmp_path, config=GRID, project="p", retry_seconds=2)
+    assert result["failed"] and "HTTP 500" in result["msg"] and "retries" in result["msg"]
     assert server.sweeps == {}
+
+
+def test_an_outage_is_waited_out_with_backoff(server, tmp_path):
+    """W&B answers 500 for a while (fault 4 at deploy time): the module asks again and goes on."""
+    server.inject("http500", operation="GetSweeps", count=2)
+    result = sweep_task(server, tmp_path, config=GRID, project="p", retry_seconds=30)
+    assert result["created"] and len(server.sweeps) == 1
+    asked = [t for t, _path, operation in server.requests if operation == "GetSweeps"]
+    assert len(asked) == 3 and asked[1] - asked[0] >= 1 and asked[2] - asked[1] >= 2  # 1 s, then 2 s
+
+
+def test_a_lost_answer_to_create_never_makes_a_second_sweep(server, tmp_path):
+    """The sweep was made but the answer lost in an outage: the module finds it, not makes another."""
+    server.inject("http500_after", operation="UpsertSweep", count=1)
+    if server.version == "old":  # the first, newer form is refused before it is carried out
+        server.clear_faults()
+        server.inject("http500_after", operation="UpsertSweepLegacy", count=1)
+    result = sweep_task(server, tmp_path, config=GRID, project="p", retry_seconds=30)
+    assert result["created"] and not result.get("failed")
+    assert len(server.sweeps) == 1 and result["sweep_id"] == next(iter(server.sweeps))
+    assert [f.count for f in server.faults] == [0], "the answer was lost once"
 
 
 def test_progress_counts_runs_by_state_and_the_grid_size(server, tmp_path):

@@ -271,3 +271,18 @@ def test_the_fake_host_refuses_what_the_module_would(windows, tmp_path):
     assert fake_windows.supports_check_mode("community.windows.win_nssm")
     assert not fake_windows.supports_check_mode("ansible.windows.win_command")
     assert Path(fake_windows.__file__).parent == PLUGINS
+
+
+def test_status_in_a_wandb_outage_still_shows_the_agents(windows, standin):
+    """Fault 4: W&B answers 500. status.yml waits 10 s, then shows the hosts' agents with
+    the sweep marked unreachable, instead of failing as a whole."""
+    standin.inject("http500", duration=120)
+    try:
+        calls = windows.play("playbooks/status.yml", wandb_sweep_id=windows.sweep)
+    finally:
+        standin.clear_faults()
+    assert "ansible.windows.win_service_info" in {c["module"] for c in calls}  # the agents were read
+    out = windows.proc.stdout
+    assert "W&B cannot tell the sweep now: the W&B API at" in out and "HTTP 500" in out
+    assert f"sweep {windows.sweep}: UNREACHABLE (" in out
+    assert "HOST" in out  # the agents' table

@@ -45,7 +45,9 @@ def fleet_status_table(report: dict) -> str:
     if not rows:
         lines.append("(no agents)")
     sweep = report.get("sweep") or {}
-    if sweep:
+    if sweep.get("error"):  # W&B cannot be reached: the agents above are what is known
+        lines += ["", f"sweep {sweep.get('path') or '?'}: UNREACHABLE ({sweep['error']})"]
+    elif sweep:
         states = sweep.get("runs_by_state") or {}
         finished = states.get("finished", 0)
         expected = sweep.get("run_count_expected")

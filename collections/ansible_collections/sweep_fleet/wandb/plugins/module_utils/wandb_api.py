@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 
@@ -107,9 +108,11 @@ RUNS_PER_PAGE = 500
 class WandbApiError(Exception):
     """The W&B API refused a request or could not be reached."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, transient: bool = False):
         super().__init__(message)
         self.status = status
+        # No answer, or one that says "later" (429, 5xx): asking again may work.
+        self.transient = transient or status == 429 or (status is not None and status >= 500)
 
     @property
     def unknown_to_server(self) -> bool:
@@ -139,13 +142,44 @@ def split_sweep_ref(ref: str) -> tuple[str | None, str | None, str]:
 
 
 class WandbApi:
-    def __init__(self, base_url: str, api_key: str, timeout: float = 30, validate_certs: bool = True):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout: float = 30,
+        validate_certs: bool = True,
+        retry_seconds: float = 0,
+        sleep=time.sleep,
+    ):
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
         self.validate_certs = validate_certs
+        # How long to keep asking through an outage (no answer, HTTP 429 or 5xx), with backoff.
+        self.retry_seconds = retry_seconds
+        self.sleep = sleep
+        self.retries = 0
 
-    def graphql(self, query: str, variables: dict | None = None) -> dict:
+    def graphql(self, query: str, variables: dict | None = None, retry: bool = True) -> dict:
+        """The answer's data; transient failures are asked again for ``retry_seconds``
+        (``retry=False`` for a write that must not happen twice: the caller checks first)."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 1.0
+        while True:
+            try:
+                return self._graphql_once(query, variables)
+            except WandbApiError as err:
+                left = deadline - time.monotonic()
+                if not (retry and err.transient and left > 0):
+                    if err.transient and self.retries:
+                        message = f"{err} (still, after {self.retries} retries)"
+                        raise WandbApiError(message, err.status) from None
+                    raise
+                self.retries += 1
+                self.sleep(min(delay, left))
+                delay = min(delay * 2, 30.0)
+
+    def _graphql_once(self, query: str, variables: dict | None = None) -> dict:
         auth = base64.b64encode(f"api:{self.api_key}".encode()).decode()
         body = json.dumps({"query": query, "variables": variables or {}})
         try:
@@ -165,8 +199,13 @@ class WandbApi:
         except HTTPError as err:
             raise WandbApiError(self._error_text(err), err.code) from None
         except URLError as err:
-            raise WandbApiError(f"cannot reach the W&B API at {self.base_url}: {err.reason}") from None
-        except (OSError, ValueError) as err:
+            raise WandbApiError(
+                f"cannot reach the W&B API at {self.base_url}: {err.reason}", transient=True
+            ) from None
+        except OSError as err:
+            message = f"cannot talk to the W&B API at {self.base_url}: {err}"
+            raise WandbApiError(message, transient=True) from None
+        except ValueError as err:
             raise WandbApiError(f"cannot talk to the W&B API at {self.base_url}: {err}") from None
         if payload.get("errors"):
             raise WandbApiError("; ".join(e.get("message", str(e)) for e in payload["errors"]))
@@ -183,15 +222,15 @@ class WandbApi:
         detail = "; ".join(m for m in messages if m) or err.reason
         return f"the W&B API at {self.base_url} answered HTTP {err.code}: {detail}"
 
-    def graphql_first(self, queries: tuple[str, ...], variables: dict) -> dict:
+    def graphql_first(self, queries: tuple[str, ...], variables: dict, retry: bool = True) -> dict:
         """The first of ``queries`` (newest first) the server understands, as wandb does."""
         for query in queries[:-1]:
             try:
-                return self.graphql(query, variables)
+                return self.graphql(query, variables, retry=retry)
             except WandbApiError as err:
                 if not err.unknown_to_server:
                     raise
-        return self.graphql(queries[-1], variables)
+        return self.graphql(queries[-1], variables, retry=retry)
 
     def default_entity(self) -> str:
         viewer = self.graphql(VIEWER).get("viewer") or {}
@@ -233,10 +272,12 @@ class WandbApi:
     def create_sweep(
         self, entity: str, project: str, config_yaml: str, description: str | None
     ) -> tuple[dict, list[str]]:
-        """The new sweep, and the warnings the server has about its config."""
+        """The new sweep, and the warnings the server has about its config. Not retried: a
+        lost answer may hide a sweep that was made (the caller looks for it, then asks again)."""
         data = self.graphql_first(
             (UPSERT_SWEEP, UPSERT_SWEEP_LEGACY),
             {"config": config_yaml, "entityName": entity, "projectName": project, "description": description},
+            retry=False,
         )
         return data["upsertSweep"]["sweep"], data["upsertSweep"].get("configValidationWarnings") or []
 

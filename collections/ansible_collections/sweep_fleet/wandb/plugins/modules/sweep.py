@@ -67,6 +67,15 @@ options:
     description: Seconds to wait for each API request.
     type: int
     default: 30
+  retry_seconds:
+    description:
+      - For how long to keep asking while the API cannot be reached or answers 429 or 5xx
+        (an outage), waiting 1, 2, 4, ... up to 30 seconds between tries; then the task fails
+        naming the address. A sweep is created at most once: after a lost answer the
+        project is searched for it before asking again.
+    type: int
+    default: 120
+    version_added: "0.3.0"
   validate_certs:
     description: Check the server's TLS certificate.
     type: bool
@@ -137,6 +146,8 @@ rerun_runs:
   returned: when O(rerun) is given
 """
 
+import time  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 
 try:  # the module runs on the controller, whose ansible-core brings PyYAML
@@ -191,11 +202,38 @@ def _progress(sweep: dict) -> dict:
     }
 
 
+def _create_once(api: WandbApi, entity: str, project: str, text: str, config: dict, wanted, module) -> dict:
+    """Create the sweep; when the answer is lost in an outage, look for it before asking
+    again, so that a retry never makes a second sweep."""
+    deadline = time.monotonic() + api.retry_seconds
+    delay = 1.0
+    while True:
+        try:
+            created, warnings = api.create_sweep(entity, project, text, config.get("description"))
+        except WandbApiError as err:
+            if not err.transient or time.monotonic() + delay > deadline:
+                raise
+            api.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            found = [s for s in api.sweeps(entity, project) if canonical(_load(s.get("config"))) == wanted]
+            if found:
+                return api.sweep(entity, project, found[0]["name"]) or found[0]
+            continue
+        for warning in warnings:
+            module.warn(f"W&B warns about the sweep config: {warning}")
+        fallback = {"name": created["name"], "id": created.get("id")}
+        return api.sweep(entity, project, created["name"]) or fallback
+
+
 def run(module: AnsibleModule) -> dict:
     p = module.params
     # A key from `echo KEY | ansible-vault encrypt_string` ends in a line break.
     api = WandbApi(
-        p["base_url"], p["api_key"].strip(), timeout=p["timeout"], validate_certs=p["validate_certs"]
+        p["base_url"],
+        p["api_key"].strip(),
+        timeout=p["timeout"],
+        validate_certs=p["validate_certs"],
+        retry_seconds=p["retry_seconds"],
     )
     config = p["config"]
     entity, project = p["entity"], p["project"] or (config or {}).get("project")
@@ -242,13 +280,7 @@ def run(module: AnsibleModule) -> dict:
                 result["msg"] = f"would create a sweep in {entity}/{project}"
                 return result
             text = yaml.safe_dump(fill_distributions(config), sort_keys=False)
-            created, warnings = api.create_sweep(entity, project, text, config.get("description"))
-            for warning in warnings:
-                module.warn(f"W&B warns about the sweep config: {warning}")
-            sweep = api.sweep(entity, project, created["name"]) or {
-                "name": created["name"],
-                "id": created.get("id"),
-            }
+            sweep = _create_once(api, entity, project, text, config, wanted, module)
             result["created"] = True
 
     name = sweep["name"]
@@ -315,6 +347,7 @@ def main() -> None:
             },
             "create": {"type": "bool", "default": True},
             "timeout": {"type": "int", "default": 30},
+            "retry_seconds": {"type": "int", "default": 120},
             "validate_certs": {"type": "bool", "default": True},
         },
         required_one_of=[("config", "sweep_id")],
