@@ -3,10 +3,10 @@
 For each fleet size N (BENCH_SIZES, default 1,3,6,12), BENCH_REPS times (default 3):
 
 * baseline: bench/baseline.sh on N fresh hosts (the same installs and unit, parallel ssh);
-* cold: deploy.yml on N fresh hosts, with the wheelhouse (the default; its controller
-  cache empty); warm: deploy.yml again, nothing changed;
-* cold, direct: deploy.yml on N fresh hosts with wandb_runtime_wheelhouse=false (each
-  host downloads from the index itself), to weigh the wheelhouse;
+* cold: deploy.yml on N fresh hosts, with the wheelhouse (its controller cache empty);
+  warm: deploy.yml again, nothing changed;
+* cold, direct: deploy.yml on N fresh hosts with wandb_runtime_wheelhouse=false (the
+  default: each host downloads from the index itself), to weigh the wheelhouse;
 * add one: a host more in the inventory, deploy.yml --limit to it;
 * update: a change to the code, playbooks/update.yml (rolling, one host at a time).
 
@@ -80,6 +80,7 @@ class Run:
                     "wandb_sweep_id": sweep.path,
                     "wandb_agent_stagger_seconds": 0,
                     "wandb_runtime_wheelhouse_cache": str(self.root / "wheelhouse"),
+                    "wandb_runtime_wheelhouse": True,
                     **settings,
                 }
             )

@@ -34,6 +34,7 @@ def test_offline_hosts_install_everything_from_the_wheelhouse(make_fleet, standi
     settings = {
         "wandb_credentials_api_key": TEST_API_KEY,
         "wandb_credentials_base_url": standin.url,
+        "wandb_runtime_wheelhouse": True,
         "wandb_runtime_uv_source": "pypi",  # the pinned uv wheel, through the wheelhouse
         "wandb_runtime_wheelhouse_cache": str(tmp_path / "wheelhouse"),
         "wandb_code_local_path": str(SHARDS),

@@ -207,7 +207,6 @@ WINDOWS_11 = {
     "architecture2": "x86_64",
 }
 WINDOWS_OK = {
-    "wandb_runtime_wheelhouse": True,
     "wandb_runtime_python": "system",
     "wandb_runtime_windows_python": r"C:\Program Files\Python312\python.exe",
     "wandb_runtime_windows_home": r"C:\ProgramData\sweep-fleet",
@@ -220,7 +219,6 @@ WINDOWS_OK = {
     ("facts", "changes", "says"),
     [
         ({"architecture2": "arm64"}, {}, "its CPU is arm64: Windows hosts need x86_64"),
-        ({}, {"wandb_runtime_wheelhouse": False}, "install only from the wheelhouse: set it to true"),
         ({}, {"wandb_runtime_python": "3.12"}, "set wandb_runtime_python: system for them"),
         (
             {},

@@ -237,9 +237,9 @@ def test_the_other_playbooks_evaluate_on_a_windows_host(windows, playbook):
 
 
 def test_a_windows_host_is_refused_before_any_change_when_its_inputs_cannot_work(windows):
-    calls = windows.play("deploy.yml", check=False, wandb_runtime_wheelhouse=False)
+    calls = windows.play("deploy.yml", check=False, wandb_runtime_python="3.12")
     assert windows.proc.returncode != 0
-    assert "Windows host: wandb_runtime_wheelhouse is false" in windows.proc.stdout
+    assert "Windows host: wandb_runtime_python is '3.12'" in windows.proc.stdout
     # The platform is read (setup) and nothing else reached the host.
     assert {c["module"] for c in calls} <= {"ansible.windows.setup", "setup"}
 

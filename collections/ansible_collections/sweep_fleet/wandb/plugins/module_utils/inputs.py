@@ -511,7 +511,6 @@ def problems(roles: list[str], values: dict, controller: Controller | None = Non
 # -- the hosts ---------------------------------------------------------------------------
 # What the Windows path needs of the inputs (the playbooks read these for each host).
 WINDOWS_VARIABLES = (
-    "wandb_runtime_wheelhouse",
     "wandb_runtime_python",
     "wandb_runtime_windows_python",
     "wandb_runtime_windows_home",
@@ -548,11 +547,6 @@ def windows_problem(facts: dict, values: dict) -> str | None:
     if arch and arch not in ("x86_64", "64-bit"):
         found.append(
             f"its CPU is {arch}: Windows hosts need x86_64 (the wheelhouse carries win_amd64 wheels)"
-        )
-    if values.get("wandb_runtime_wheelhouse") is False:
-        found.append(
-            "wandb_runtime_wheelhouse is false, but Windows hosts install only from the wheelhouse: "
-            "set it to true for them (in their group's variables)"
         )
     if values.get("wandb_runtime_python", "system") != "system":
         found.append(
