@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -80,11 +81,17 @@ class Site:
             if r["state"] == "running" and r["agent_host"] == host.name
         ]
 
-    def reboot(self, host) -> None:
-        """Restart the test host (its systemd boots again); it keeps its address."""
+    def reboot(self, host):
+        """Restart the test host (its systemd boots again); return it with the address it
+        came back on (podman may hand out another), written into the inventory."""
         podman("restart", "--time", "10", host.container)
-        assert self.fleet._ip(host.container) == host.ip, "the host came back on another address"
-        self.fleet.wait_ready([host])
+        self.hosts = self.fleet.hosts()
+        (again,) = [h for h in self.hosts if h.name == host.name]
+        forget = ["ssh-keygen", "-R", again.ip, "-f", str(self.fleet.known_hosts)]
+        subprocess.run(forget, capture_output=True, check=False)
+        self.fleet.write_inventory(self.inventory)
+        self.fleet.wait_ready([again])
+        return again
 
     def finish(self, sweep) -> None:
         """Wait for the sweep's end; rerun what crashed; every value finished exactly once."""
@@ -148,7 +155,7 @@ def test_a_restarted_host_runs_its_agents_again_and_a_stopped_one_stays_stopped(
     sweep = site.deploy("reboot", [0.1, 0.05, 0.02, 0.01, 0.005, 0.002], epochs=5, epoch_seconds=1.5)
     host = site.hosts[1]
     site.standin.wait_for(lambda s: site.running_on(sweep, host), timeout=120, what=f"a run on {host.name}")
-    site.reboot(host)
+    host = site.reboot(host)
     rebooted = time.time()
     # Back at boot by itself, taking new runs.
     site.standin.wait_for(
@@ -158,7 +165,7 @@ def test_a_restarted_host_runs_its_agents_again_and_a_stopped_one_stays_stopped(
     )
     site.finish(sweep)
     site.play("playbooks/stop.yml", "--limit", host.name)
-    site.reboot(host)
+    host = site.reboot(host)
     state = site.unit(host, "ActiveState", "UnitFileState")
     assert (state["ActiveState"], state["UnitFileState"]) == ("inactive", "disabled"), state
     site.play("playbooks/start.yml", "--limit", host.name)
@@ -171,8 +178,7 @@ def test_an_ended_sweep_stays_ended_across_a_reboot_without_a_restart_loop(site)
     sweep = site.deploy("ended", [0.1, 0.05], epochs=1, epoch_seconds=0.5)
     site.finish(sweep)
     site.wait_agents_down(sweep)
-    host = site.hosts[0]
-    site.reboot(host)
+    host = site.reboot(site.hosts[0])
     booted = time.time()
     agents = len(site.standin.agents)
     wait_until(
