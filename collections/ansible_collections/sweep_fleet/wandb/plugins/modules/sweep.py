@@ -47,10 +47,10 @@ options:
     default: present
   rerun:
     description:
-      - Run again the values of the sweep's runs in these states: those runs are deleted (W&B's
+      - Run again the values of the sweep's runs in these states. Those runs are deleted (W&B's
         way to re-run them) and the sweep is resumed, so that its agents take those values
         again. Finished and running runs are never touched. Check mode lists the runs it
-        would delete (O(rerun_runs)) and deletes nothing.
+        would delete (RV(rerun_runs)) and deletes nothing.
       - W&B itself never runs a grid value again whose run crashed or failed.
     type: list
     elements: str
@@ -71,8 +71,8 @@ options:
     description:
       - For how long to keep asking while the API cannot be reached or answers 429 or 5xx
         (an outage), waiting 1, 2, 4, ... up to 30 seconds between tries; then the task fails
-        naming the address. A sweep is created at most once: after a lost answer the
-        project is searched for it before asking again.
+        naming the address. A sweep is created at most once (after a lost answer the
+        project is searched for it before asking again).
     type: int
     default: 120
     version_added: "0.3.0"
