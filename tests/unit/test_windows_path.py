@@ -230,7 +230,10 @@ def test_stop_writes_the_kind_of_stop_and_keeps_the_services_down(windows, mode)
     assert "Stop the agents" in windows.proc.stdout
 
 
-@pytest.mark.parametrize("playbook", ["playbooks/start.yml", "playbooks/status.yml", "playbooks/remove.yml"])
+@pytest.mark.parametrize(
+    "playbook",
+    ["playbooks/start.yml", "playbooks/status.yml", "playbooks/update.yml", "playbooks/remove.yml"],
+)
 def test_the_other_playbooks_evaluate_on_a_windows_host(windows, playbook):
     calls = windows.play(playbook)
     assert any(c["module"].startswith(("ansible.windows.", "community.windows.")) for c in calls)

@@ -38,6 +38,7 @@ class ActionModule(ActionBase):
     def _probe(self, python: str, task_vars: dict) -> dict:
         """System, architecture, Python version and libc of the host (one command, no module
         on POSIX hosts; ansible.windows.win_command on Windows, which quotes for PowerShell)."""
+        interpreter = python
         if self._windows():
             check_mode, self._task.check_mode = self._task.check_mode, False  # it only reads
             try:
@@ -48,29 +49,21 @@ class ActionModule(ActionBase):
                 )
             finally:
                 self._task.check_mode = check_mode
-            if result.get("rc") != 0:
-                raise AnsibleActionFail(
-                    f"cannot run {python} on the host to learn its platform: "
-                    f"{(result.get('stderr') or result.get('msg') or '').strip()[:300]}"
-                )
-            try:
-                return json.loads(result["stdout"].strip().splitlines()[-1])
-            except (ValueError, IndexError, KeyError) as err:
-                raise AnsibleActionFail(f"{python} on the host printed no platform: {err}") from err
-        interpreter = python
-        if not os.path.isabs(python):  # a uv-managed version: the host's libc, the version given
-            interpreter = task_vars.get("ansible_facts", {}).get("discovered_interpreter_python", "python3")
-        result = self._low_level_execute_command(
-            f"{shlex.quote(interpreter)} -c {shlex.quote(PROBE)}", sudoable=False
-        )
+        else:
+            if not os.path.isabs(python):  # a uv-managed version: the host's libc, the version given
+                facts = task_vars.get("ansible_facts", {})
+                interpreter = facts.get("discovered_interpreter_python", "python3")
+            result = self._low_level_execute_command(
+                f"{shlex.quote(interpreter)} -c {shlex.quote(PROBE)}", sudoable=False
+            )
         if result.get("rc") != 0:
             raise AnsibleActionFail(
                 f"cannot run {interpreter} on the host to learn its platform: "
-                f"{(result.get('stderr') or result.get('stdout') or '').strip()[:300]}"
+                f"{(result.get('stderr') or result.get('msg') or result.get('stdout') or '').strip()[:300]}"
             )
         try:
             return json.loads(result["stdout"].strip().splitlines()[-1])
-        except (ValueError, IndexError) as err:
+        except (ValueError, IndexError, KeyError) as err:
             raise AnsibleActionFail(f"{interpreter} on the host printed no platform: {err}") from err
 
     def run(self, tmp=None, task_vars=None):
