@@ -37,6 +37,18 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${missing[@]}"
 fi
 
+# Every test host boots systemd, and each systemd (and journald, logind, udev) takes inotify
+# instances of the one user that runs the containers: the kernel's default of 128 runs out
+# with a dozen hosts up at once, and a host's systemd then exits at boot.
+instances=$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 1024)
+if [ "$instances" -lt 1024 ] && [ "$(id -u)" -eq 0 ]; then
+  if sysctl -q -w fs.inotify.max_user_instances=1024 2>/dev/null; then
+    echo "bootstrap: fs.inotify.max_user_instances $instances -> 1024 (test hosts run systemd)"
+  else
+    echo "bootstrap: warning: cannot raise fs.inotify.max_user_instances ($instances)" >&2
+  fi
+fi
+
 # A pinned uv of our own, from PyPI (astral.sh and GitHub need not be reachable).
 if [ "$(.tools/bin/uv --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]; then
   echo "bootstrap: installing uv $UV_VERSION into .tools"

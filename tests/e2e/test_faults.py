@@ -17,7 +17,7 @@ import yaml
 
 from fleet.fleet import podman
 from standin import StandIn
-from support import REPO, TEST_API_KEY, run_playbook, wait_until
+from support import REPO, TEST_API_KEY, changed_tasks, recap, run_playbook, wait_until
 
 pytestmark = pytest.mark.fleet
 
@@ -35,7 +35,7 @@ class Site:
         self.code = root / "code"
         shutil.copytree(EXAMPLE, self.code)
 
-    def deploy(self, name: str, lrs: list[float], epochs: int, epoch_seconds: float):
+    def deploy(self, name: str, lrs: list[float], epochs: int, epoch_seconds: float, check: bool = True):
         self.vars.write_text(
             yaml.safe_dump(
                 {
@@ -57,12 +57,12 @@ class Site:
                 }
             )
         )
-        self.play("deploy.yml")
+        self.last = self.play("deploy.yml", check=check)
         (sweep,) = [s for s in self.standin.sweeps.values() if s.config.get("name") == name]
         return sweep
 
-    def play(self, playbook: str, *args: str):
-        return run_playbook(REPO / playbook, self.inventory, "-e", f"@{self.vars}", *args)
+    def play(self, playbook: str, *args: str, check: bool = True):
+        return run_playbook(REPO / playbook, self.inventory, "-e", f"@{self.vars}", *args, check=check)
 
     def sh(self, host, command: str) -> str:
         return self.fleet.ssh(host, command).stdout
@@ -196,3 +196,24 @@ def test_an_ended_sweep_stays_ended_across_a_reboot_without_a_restart_loop(site)
         assert again == {k: first[k] for k in again}, again
         time.sleep(1)
     assert len(site.standin.agents) == agents, "an agent registered with W&B for an ended sweep"
+
+
+def test_a_host_unreachable_during_deploy_is_named_and_converged_by_the_next_run(site):
+    """Fault 3: one host's SSH is down during deploy.yml."""
+    up, down = site.hosts
+    site.sh(down, "sudo systemctl stop ssh")
+    try:
+        sweep = site.deploy("unreachable", [0.1, 0.05, 0.02, 0.01, 0.005, 0.002], epochs=6, epoch_seconds=1.5,
+                            check=False)  # fmt: skip
+        counts = recap(site.last.stdout)
+        assert site.last.returncode != 0 and counts[down.name]["unreachable"] == 1, site.last.stdout[-3000:]
+        assert counts[up.name]["unreachable"] == counts[up.name]["failed"] == 0
+        assert f"fatal: [{down.name}]: UNREACHABLE!" in site.last.stdout  # named
+        assert site.unit(up, "ActiveState")["ActiveState"] == "active"  # the other host went on
+    finally:
+        podman("exec", down.container, "systemctl", "start", "ssh")
+    again = site.play("deploy.yml")
+    assert changed_tasks(again.stdout, up.name) == [], "the reachable host was changed again"
+    assert changed_tasks(again.stdout, down.name), "the host that was down was not deployed"
+    assert site.unit(down, "ActiveState")["ActiveState"] == "active"
+    site.finish(sweep)

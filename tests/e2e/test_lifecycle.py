@@ -466,8 +466,9 @@ def test_rerun_runs_the_values_whose_runs_failed_exactly_once_more(site):
             timeout=60,
             what=f"{host.name}'s agent to end with the sweep",
         )
+    # It died before wandb.init(): W&B has no exit code from it and marks it crashed.
     failed = [r for r in records(site.standin, sweep) if r["state"] != "finished"]
-    assert [(r["state"], r["params"]["lr"]) for r in failed] == [("failed", broken)]
+    assert [(r["state"], r["params"]["lr"]) for r in failed] == [("crashed", broken)]
     site.write_vars()  # the setup fixed
     site.play(REPO / "deploy.yml")
     # Check mode names the run it would delete, and changes nothing.
@@ -476,7 +477,7 @@ def test_rerun_runs_the_values_whose_runs_failed_exactly_once_more(site):
         f"Would delete 1 run(s) in crashed/failed state to run their values again: {failed[0]['run_id']}"
         in (planned.stdout)
     )
-    still = [r["run_id"] for r in records(site.standin, sweep) if r["state"] == "failed"]
+    still = [r["run_id"] for r in records(site.standin, sweep) if r["state"] == "crashed"]
     assert sweep.state == "FINISHED" and still == [failed[0]["run_id"]]
     rerun = time.time()
     site.play(REPO / "playbooks" / "sweep.yml", "-e", "wandb_sweep_action=rerun")

@@ -273,11 +273,19 @@ class Fleet:
         def one(host: Host) -> None:
             deadline = time.monotonic() + timeout
             last = ""
+            restarted = False
             while time.monotonic() < deadline:
                 status = podman("inspect", host.name, "--format", "{{.State.Status}}").stdout.strip()
                 if status not in ("running", "created", "configured"):
                     last = f"container is {status}"
-                    break
+                    # A systemd that exited at boot (e.g. out of inotify instances while many
+                    # hosts boot at once) gets one more start.
+                    if restarted or status != "exited":
+                        break
+                    restarted = True
+                    podman("start", host.name, check=False)
+                    host = Host(host.name, self._ip(host.name))  # it may get another address
+                    continue
                 if _port_open(host.ip, 22):
                     proc = self.ssh(host, "systemctl is-system-running --wait", check=False, timeout=60)
                     state = proc.stdout.strip()
