@@ -199,11 +199,15 @@ def run(module: AnsibleModule) -> dict:
         if not module.check_mode:
             systemd.run("disable", *(unit(i) for i in enabled))
     restart = [i for i in running if i in p["restart"]]
+    to_start = [i for i in wanted if i not in running] if p["start"] else []
+    if (restart or to_start) and not module.check_mode:
+        # A start asked for by the deploy is not a crash loop: clear systemd's start-rate
+        # count (StartLimitBurst), which earlier restarts or deploys may have used up.
+        systemd.run("reset-failed", *(unit(i) for i in restart + to_start), check=False)
     if restart:
         result.update(changed=True, restarted=restart)
         if not module.check_mode:
             systemd.run("restart", *(unit(i) for i in restart))
-    to_start = [i for i in wanted if i not in running] if p["start"] else []
     if to_start:
         result.update(changed=True, started=to_start)
         if not module.check_mode:
