@@ -9,7 +9,27 @@ because the launcher runs with nothing but the venv's interpreter.
 
 from __future__ import annotations
 
+import glob
 import os
+import re
+
+# An agent's unit: wandb-agent@INSTANCE.service.
+UNIT_RE = re.compile(r"^wandb-agent@(.+)\.service$")
+
+
+def agent_instances(listed_units: str) -> set[str]:
+    """The agent instances systemd knows: those in ``systemctl list-units --plain
+    --no-legend wandb-agent@*`` output (loaded), and those enabled at boot."""
+    names = set()
+    for line in listed_units.splitlines():
+        match = UNIT_RE.match(line.split()[0]) if line.split() else None
+        if match:
+            names.add(match.group(1))
+    for path in glob.glob("/etc/systemd/system/*.wants/wandb-agent@*.service"):
+        match = UNIT_RE.match(os.path.basename(path))
+        if match:
+            names.add(match.group(1))
+    return names
 
 
 def stat_fields(pid: int) -> list[str] | None:

@@ -106,12 +106,12 @@ import re  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (  # noqa: E402
+    agent_instances,
     agent_of,
     pids,
     runs_of,
 )
 
-UNIT_RE = re.compile(r"^wandb-agent@(.+)\.service$")
 ERROR_RE = re.compile(r"error|traceback|exception|failed|killed", re.IGNORECASE)
 SHOW = ("ActiveState", "SubState", "StateChangeTimestamp", "InactiveExitTimestamp", "MainPID", "NRestarts")
 
@@ -183,18 +183,9 @@ class Host:
         return out if rc == 0 else ""
 
     def instances(self) -> list[str]:
-        names = set()
-        listed = self.systemctl(
-            "list-units", "--all", "--plain", "--no-legend", "--type=service", "wandb-agent@*"
+        names = agent_instances(
+            self.systemctl("list-units", "--all", "--plain", "--no-legend", "--type=service", "wandb-agent@*")
         )
-        for line in listed.splitlines():
-            match = UNIT_RE.match(line.split()[0]) if line.split() else None
-            if match:
-                names.add(match.group(1))
-        for path in glob.glob("/etc/systemd/system/*.wants/wandb-agent@*.service"):
-            match = UNIT_RE.match(os.path.basename(path))
-            if match:
-                names.add(match.group(1))
         return sorted(names, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
 
     def show(self, unit: str) -> dict[str, str]:

@@ -109,13 +109,13 @@ linked:
   returned: always
 """
 
-import glob  # noqa: E402
 import os  # noqa: E402
-import re  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-
-UNIT_RE = re.compile(r"^wandb-agent@(.+)\.service$")
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (  # noqa: E402
+    UNIT_RE,
+    agent_instances,
+)
 
 
 def unit(instance: str) -> str:
@@ -134,17 +134,9 @@ class Systemd:
 
     def present(self) -> set[str]:
         """Instances systemd knows (loaded, or enabled at boot)."""
-        names = set()
-        listed = self.run("list-units", "--all", "--plain", "--no-legend", "--type=service", "wandb-agent@*")
-        for line in listed.splitlines():
-            match = UNIT_RE.match(line.split()[0]) if line.split() else None
-            if match:
-                names.add(match.group(1))
-        for path in glob.glob("/etc/systemd/system/*.wants/wandb-agent@*.service"):
-            match = UNIT_RE.match(os.path.basename(path))
-            if match:
-                names.add(match.group(1))
-        return names
+        return agent_instances(
+            self.run("list-units", "--all", "--plain", "--no-legend", "--type=service", "wandb-agent@*")
+        )
 
     def states(self, instances: list[str]) -> dict[str, tuple[str, str]]:
         """(ActiveState, UnitFileState) of each instance."""
