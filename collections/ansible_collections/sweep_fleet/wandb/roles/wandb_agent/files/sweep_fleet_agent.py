@@ -301,7 +301,6 @@ class Supervisor:
         self._signalled: set[int] = set()
         self._kill_at: float | None = None
         self._started = time.time()
-        self._runs: list[int] = []
         self.relink = None  # (code, work, stamp): link the code again when the stamp changes
         self._stamp_seen: float | None = None
         self._stamp_checked: float | None = None  # None: not looked at yet
@@ -365,16 +364,13 @@ class Supervisor:
         assert self.agent is not None
         if WINDOWS:
             # A run's parent stays recorded after the agent ended: the runs are still found.
-            self._runs = windows.runs_of(self.agent.pid, self.job.pids(), windows.processes())
-        else:
-            self._runs = host.runs_of(self.agent.pid)
-        return self._runs
+            return windows.runs_of(self.agent.pid, self.job.pids(), windows.processes())
+        return host.runs_of(self.agent.pid)
 
     def _no_new_run(self) -> None:
         if not self._sent_sigint and self.agent and self.agent.poll() is None:
             self._sent_sigint = True
             if WINDOWS:  # no signal reaches it alone: end it; its running runs go on in the job
-                self.runs()
                 self.agent.kill()
             else:
                 os.kill(self.agent.pid, signal.SIGINT)
