@@ -77,7 +77,7 @@ class Target:
     def from_probe(cls, probe: dict, python_version: str | None = None) -> Target:
         """From what a host reported (system, machine, Python version, libc); a managed
         Python's version replaces the system one."""
-        arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(probe["machine"].lower(), probe["machine"].lower())
+        arch = _arch(probe["machine"])
         if str(probe.get("system", "")).lower() == "windows":
             if arch != "x86_64":
                 raise WheelhouseError(
@@ -156,6 +156,11 @@ class Target:
             "python_version": self.python,
             "sys_platform": "win32" if self.windows else "linux",
         }
+
+
+def _arch(machine: str) -> str:
+    """The wheel tags' name of a machine (Windows and macOS say AMD64 and arm64)."""
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine.lower())
 
 
 def _python_version(python: str) -> str:
@@ -311,9 +316,7 @@ def controller_uv(request: Request, cache: Path, uv: str) -> str:
     """A uv for the controller: the given one, else the pinned wheel's binary, fetched once."""
     if uv and os.access(uv, os.X_OK):
         return uv
-    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(
-        _platform.machine().lower(), _platform.machine().lower()
-    )
+    arch = _arch(_platform.machine())
     binary = _private_dir(cache / "bin") / f"uv-{request.uv_version}"
     if os.access(binary, os.X_OK):
         return str(binary)
