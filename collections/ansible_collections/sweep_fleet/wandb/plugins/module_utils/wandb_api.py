@@ -141,6 +141,24 @@ def split_sweep_ref(ref: str) -> tuple[str | None, str | None, str]:
     return parts[0], parts[1], parts[2]
 
 
+class Backoff:
+    """Waits of 1, 2, 4, ... 30 seconds through an outage, until ``seconds`` have passed."""
+
+    def __init__(self, seconds: float, sleep=time.sleep):
+        self.deadline = time.monotonic() + seconds
+        self.delay = 1.0
+        self.sleep = sleep
+
+    def wait(self) -> bool:
+        """Wait before the next try; False when the time is up (then ask no more)."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            return False
+        self.sleep(min(self.delay, left))
+        self.delay = min(self.delay * 2, 30.0)
+        return True
+
+
 class WandbApi:
     def __init__(
         self,
@@ -163,21 +181,20 @@ class WandbApi:
     def graphql(self, query: str, variables: dict | None = None, retry: bool = True) -> dict:
         """The answer's data; transient failures are asked again for ``retry_seconds``
         (``retry=False`` for a write that must not happen twice: the caller checks first)."""
-        deadline = time.monotonic() + self.retry_seconds
-        delay = 1.0
+        backoff = self.backoff()
         while True:
             try:
                 return self._graphql_once(query, variables)
             except WandbApiError as err:
-                left = deadline - time.monotonic()
-                if not (retry and err.transient and left > 0):
+                if not (retry and err.transient and backoff.wait()):
                     if err.transient and self.retries:
                         message = f"{err} (still, after {self.retries} retries)"
                         raise WandbApiError(message, err.status) from None
                     raise
                 self.retries += 1
-                self.sleep(min(delay, left))
-                delay = min(delay * 2, 30.0)
+
+    def backoff(self) -> Backoff:
+        return Backoff(self.retry_seconds, self.sleep)
 
     def _graphql_once(self, query: str, variables: dict | None = None) -> dict:
         auth = base64.b64encode(f"api:{self.api_key}".encode()).decode()

@@ -146,7 +146,6 @@ rerun_runs:
   returned: when O(rerun) is given
 """
 
-import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 
@@ -205,16 +204,13 @@ def _progress(sweep: dict) -> dict:
 def _create_once(api: WandbApi, entity: str, project: str, text: str, config: dict, wanted, module) -> dict:
     """Create the sweep; when the answer is lost in an outage, look for it before asking
     again, so that a retry never makes a second sweep."""
-    deadline = time.monotonic() + api.retry_seconds
-    delay = 1.0
+    backoff = api.backoff()
     while True:
         try:
             created, warnings = api.create_sweep(entity, project, text, config.get("description"))
         except WandbApiError as err:
-            if not err.transient or time.monotonic() + delay > deadline:
+            if not (err.transient and backoff.wait()):
                 raise
-            api.sleep(delay)
-            delay = min(delay * 2, 30.0)
             found = [s for s in api.sweeps(entity, project) if canonical(_load(s.get("config"))) == wanted]
             if found:
                 return api.sweep(entity, project, found[0]["name"]) or found[0]
