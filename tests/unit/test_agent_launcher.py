@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,9 +76,9 @@ def tree(tmp_path):
     """Start a launcher Supervisor over the fake agent; yield (supervisor, state dir)."""
     started = []
 
-    def start(run_seconds: float, on_term: str, term_timeout: float = 5):
+    def start(run_seconds: float, on_term: str, term_timeout: float = 5, min_free_mb: int = 0):
         argv = [sys.executable, "-c", FAKE_AGENT, str(tmp_path), str(run_seconds), on_term, FAKE_RUN]
-        supervisor = launcher.Supervisor(argv, term_timeout)
+        supervisor = launcher.Supervisor(argv, term_timeout, min_free_mb=min_free_mb)
         supervisor.start()
         started.append(supervisor)
         wait_until(lambda: (tmp_path / "tree.pids").exists(), timeout=10, what="the run's process tree")
@@ -110,6 +112,29 @@ def test_drain_lets_the_run_finish(tree):
     assert supervisor.wait() == 0
     assert (state / "agent.exit").read_text() == "0", "the run finished on its own"
     assert not (state / "run.sigterm").exists(), "a drain never signals the run"
+
+
+def test_a_full_disk_stops_new_runs_and_lets_the_running_one_end(tree, monkeypatch):
+    """Fault 8: the runs' filesystem fills while a run goes on."""
+    usage = shutil.disk_usage("/")
+    monkeypatch.setattr(launcher.shutil, "disk_usage", lambda _path: usage._replace(free=5 * 2**20))
+    start, state = tree
+    supervisor = start(run_seconds=1.5, on_term="exit", min_free_mb=64)
+    assert supervisor.wait() == 0
+    assert supervisor.disk_full and "has 5 MB free, less than the 64 MB runs need" in supervisor.disk_full
+    assert supervisor._sent_sigint, "the agent was not told to take no new run"
+    assert (state / "agent.exit").read_text() == "0", "the running run did not end by itself"
+    assert not (state / "run.sigterm").exists(), "the running run was stopped"
+
+
+def test_free_space_is_read_where_the_runs_write(tmp_path, monkeypatch):
+    assert launcher.disk_short(tmp_path, 0) is None  # 0: no check
+    assert launcher.disk_short(tmp_path, 1) is None
+    assert re.search(
+        rf"^disk full: {re.escape(str(tmp_path))} has \d+ MB free, less than the {10**9} MB runs need",
+        launcher.disk_short(tmp_path, 10**9),
+    )
+    assert "cannot read the free space" in launcher.disk_short(tmp_path / "gone", 1)
 
 
 def test_preempt_sends_the_run_sigterm_once(tree):
@@ -297,6 +322,15 @@ def test_launcher_does_not_start_an_agent_for_an_ended_sweep(standin, tmp_path):
     assert standin.agents == {}
 
 
+def test_launcher_does_not_start_an_agent_on_a_full_disk(standin, tmp_path):
+    sweep = standin.create_sweep(GRID, project="p")
+    proc = run_launcher(standin, tmp_path, sweep.path, "--min-free-mb", str(10**9))
+    assert proc.returncode == launcher.EXIT_FAILING, proc.stderr
+    assert f"error: disk full: {tmp_path / 'work'} has " in proc.stderr
+    assert "not starting the agent; free space there, then run playbooks/start.yml" in proc.stderr
+    assert standin.agents == {}
+
+
 def test_launcher_refuses_a_sweep_that_does_not_exist_without_a_restart_loop(standin, tmp_path):
     proc = run_launcher(standin, tmp_path, f"{standin.entity}/p/nosuchid")
     assert proc.returncode == launcher.EXIT_CONFIG, proc.stderr
@@ -327,4 +361,5 @@ def test_an_agent_whose_runs_all_fail_gives_up_and_is_not_restarted(standin, tmp
     runs = standin.records(sweep.id)
     assert [r["params"]["x"] for r in runs] == [1, 2], runs
     assert runs[0]["state"] == "crashed" and not [r for r in runs if r["state"] == "finished"], runs
+    assert f"2 failed runs in a row, the last {standin.entity}/p/{runs[1]['run_id']}, while sweep" in proc.stderr
     assert standin.sweep(sweep.id).state == "RUNNING"  # four values left for the other hosts

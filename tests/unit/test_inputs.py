@@ -125,6 +125,8 @@ def test_good_values_have_no_problem():
         ({"wandb_agent_gpus": ["0,1", "1,2"]}, "lists GPU 1 more than once"),
         ({"wandb_agent_gpus": ["gpu 0"]}, "each entry is a GPU index or UUID"),
         ({"wandb_agent_term_timeout": 0}, "wandb_agent_term_timeout must be at least 1"),
+        ({"wandb_agent_min_free_mb": -1}, "wandb_agent_min_free_mb must be at least 0 MB (0: no check)"),
+        ({"wandb_agent_max_consecutive_failures": -2}, "max_consecutive_failures must be at least 0 runs"),
         ({"wandb_agent_environment": {"MY-VAR": 1}}, "'MY-VAR', which is not an environment variable name"),
         ({"wandb_agent_environment": {"PATH": "/bin"}}, "wandb_agent_environment.PATH cannot be set here"),
         ({"sweep_fleet_serial": 0}, "0 would stop every host at once"),

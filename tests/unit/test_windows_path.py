@@ -137,7 +137,7 @@ def test_deploy_asks_the_windows_host_for_services_as_designed(windows, agents, 
         assert rf'--stop-file "C:\ProgramData\sweep-fleet\control\agent-{number}.stop"' in arguments
         assert rf'--env-file "C:\ProgramData\sweep-fleet\credentials\agent-{number}.env"' in arguments
         assert "--sweep" not in arguments  # it comes from the settings file
-        assert arguments.endswith(" --max-consecutive-failures 5")
+        assert arguments.endswith(" --max-consecutive-failures 5 --min-free-mb 1024")
         assert service["working_directory"] == rf"C:\ProgramData\sweep-fleet\agents\{number}\work"
         assert service["app_environment"]["NETRC"] == r"C:\ProgramData\sweep-fleet\credentials\netrc"
         assert service["app_environment"]["WANDB_DIR"].endswith(rf"agents\{number}\work")

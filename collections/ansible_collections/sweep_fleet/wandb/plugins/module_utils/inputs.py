@@ -459,6 +459,8 @@ def agent_rules(values: Values) -> Iterator[str]:
     yield from _at_least(values, "wandb_agent_stagger_seconds", 0, "seconds")
     yield from _at_least(values, "wandb_agent_stagger_slots", 1, "slot")
     yield from _at_least(values, "wandb_agent_runs_per_agent", 0, "runs (0: until the sweep ends)")
+    yield from _at_least(values, "wandb_agent_max_consecutive_failures", 0, "runs (0: never stop)")
+    yield from _at_least(values, "wandb_agent_min_free_mb", 0, "MB (0: no check)")
     yield from _at_least(values, "wandb_agent_restart_sec", 0, "seconds")
     yield from _at_least(values, "wandb_agent_restart_burst", 1, "restart")
     yield from _at_least(values, "wandb_agent_restart_interval", 1, "second")

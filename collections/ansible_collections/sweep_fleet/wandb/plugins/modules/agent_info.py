@@ -209,7 +209,14 @@ class Host:
         if len(since.split()) >= 3:
             command.append("--since=" + " ".join(since.split()[1:]))
         _rc, out, _err = self.module.run_command(command)
-        matches = [line.strip() for line in out.splitlines() if ERROR_RE.search(line)]
+        # systemd's own lines about the unit ("wandb-agent@1.service: Failed with result
+        # 'exit-code'.") say less than the launcher's last word before them.
+        systemd = (unit if unit.endswith(".service") else unit + ".service") + ": "
+        matches = [
+            line.strip()
+            for line in out.splitlines()
+            if ERROR_RE.search(line) and not line.startswith(systemd)
+        ]
         return matches[-1][:300] if matches else ""
 
 

@@ -2,8 +2,8 @@
 NSSM service wandb-agent-N on Windows).
 
 sweep-fleet-agent run [--sweep ENTITY/PROJECT/ID] --code DIR [--term-timeout S] [--start-delay S]
-                      [--count N] [--max-consecutive-failures N] [--env-file FILE ...]
-                      [--stop-file FILE] [--code-stamp FILE]
+                      [--count N] [--max-consecutive-failures N] [--min-free-mb N]
+                      [--env-file FILE ...] [--stop-file FILE] [--code-stamp FILE]
 sweep-fleet-agent link --code DIR [--work DIR]
 sweep-fleet-agent state [--sweep ENTITY/PROJECT/ID] [--env-file FILE ...]
 
@@ -13,6 +13,8 @@ then starts ``wandb agent`` and supervises it:
 
 * SIGINT (a drain, from playbooks/stop.yml): the agent takes no new run and ends when its
   running run ends.
+* Free space (--min-free-mb) in the working directory, where runs write: below it, no
+  agent is started, or the running agent takes no new run (as in a drain); then exit 79.
 * SIGTERM (systemctl stop, a reboot, a platform's notice): a preempt. The agent takes no new
   run, each run gets SIGTERM once and has --term-timeout seconds to save, call
   run.mark_preempting() and exit (W&B then requeues it); runs still alive are killed with
@@ -77,6 +79,7 @@ EXIT_CONFIG = 78  # EX_CONFIG: the unit's RestartPreventExitStatus, so a bad set
 # goes on: this host looks broken (a GPU, a driver). Not restarted either; the other hosts
 # take the work, and status.yml shows this one failing.
 EXIT_FAILING = 79
+DISK_CHECK_SECONDS = 10
 LINK_SKIP = {".git", "wandb"}  # the repository's internals; the run directory W&B writes itself
 COPIES = ".sweep-fleet-copies.json"  # Windows: the code files copied in, by sha256
 STOP_MODES = ("drain", "preempt", "kill")
@@ -270,6 +273,36 @@ def pause(seconds: float, stopping) -> None:
         time.sleep(0.1)
 
 
+def disk_short(path: Path, min_free_mb: int) -> str | None:
+    """Why ``path``'s filesystem has too little room for runs, or None."""
+    if min_free_mb <= 0:
+        return None
+    try:
+        free = shutil.disk_usage(path).free / 2**20
+    except OSError as err:
+        return f"cannot read the free space of {path}: {err}"
+    if free >= min_free_mb:
+        return None
+    return (
+        f"disk full: {path} has {free:.0f} MB free, less than the {min_free_mb} MB runs need "
+        "(wandb_agent_min_free_mb)"
+    )
+
+
+DISK_FIX = "free space there, then run playbooks/start.yml"
+
+
+def last_run(sweep: str) -> str | None:
+    """The id of the run the agent started last: wandb agent writes each run's parameters to
+    $WANDB_DIR/wandb/sweep-ID/config-RUN.yaml before starting it."""
+    folder = Path(os.environ.get("WANDB_DIR") or ".") / "wandb" / f"sweep-{sweep.rsplit('/', 1)[-1]}"
+    try:
+        configs = [(p.stat().st_mtime, p.name) for p in folder.glob("config-*.yaml")]
+    except OSError:
+        return None
+    return max(configs)[1][len("config-") : -len(".yaml")] if configs else None
+
+
 def wait_for_state(sweep: str, stopping, wait=pause) -> str | None:
     """The sweep's state; while W&B cannot be reached, ask again with backoff (None: stop asked)."""
     delay = 5.0
@@ -288,8 +321,11 @@ def wait_for_state(sweep: str, stopping, wait=pause) -> str | None:
 class Supervisor:
     """The agent process and what to do with it on SIGINT (drain) and SIGTERM (preempt)."""
 
-    def __init__(self, argv: list[str], term_timeout: float, stop_file: str = ""):
+    def __init__(self, argv: list[str], term_timeout: float, stop_file: str = "", min_free_mb: int = 0):
         self.argv = argv
+        self.min_free_mb = min_free_mb
+        self.disk_full: str | None = None  # why no new run is taken: the disk is (nearly) full
+        self._disk_checked = 0.0
         self.term_timeout = term_timeout
         self.stop_file = stop_file
         self.agent: subprocess.Popen | None = None
@@ -325,6 +361,20 @@ class Supervisor:
                 if changed:
                     log(f"new code linked into {work}: {' '.join(changed)}")
         self._stamp_seen = seen
+
+    def _watch_disk(self) -> None:
+        now = time.monotonic()
+        if self.disk_full or not self.min_free_mb or now < self._disk_checked + DISK_CHECK_SECONDS:
+            return
+        self._disk_checked = now
+        self.disk_full = disk_short(Path.cwd(), self.min_free_mb)
+        if self.disk_full:
+            log(f"error: {self.disk_full}: the agent takes no new run")
+            self._no_new_run()
+
+    @property
+    def draining(self) -> bool:
+        return self.drain_asked or self.disk_full is not None
 
     def requested(self) -> str | None:
         """The stop the playbooks wrote into --stop-file since this launcher started."""
@@ -379,6 +429,7 @@ class Supervisor:
     def step(self) -> None:
         """React to what was asked since the last step."""
         self._watch_code()
+        self._watch_disk()
         if WINDOWS and not (self.drain_asked or self.stop_asked) and self.requested() == "drain":
             self.ask("drain")
         if self.kill_asked and self.agent is not None:
@@ -418,13 +469,13 @@ class Supervisor:
             self.step()
             code = self.agent.poll()
             # On Windows a drained agent has ended while its run goes on: wait for the run.
-            if code is not None and not (WINDOWS and self.drain_asked and self.runs()):
+            if code is not None and not (WINDOWS and self.draining and self.runs()):
                 return code
             time.sleep(0.2)
 
 
 def run(args: argparse.Namespace) -> int:
-    supervisor = Supervisor([], args.term_timeout, args.stop_file)
+    supervisor = Supervisor([], args.term_timeout, args.stop_file, args.min_free_mb)
     signal.signal(signal.SIGINT, supervisor.on_signal)
     signal.signal(signal.SIGTERM, supervisor.on_signal)
     if WINDOWS:  # pragma: no cover
@@ -458,6 +509,10 @@ def run(args: argparse.Namespace) -> int:
     if state in ENDED_STATES:
         log(f"sweep {args.sweep} is {state.lower()}: not starting the agent")
         return 0
+    full = disk_short(work, args.min_free_mb)
+    if full:
+        log(f"error: {full}: not starting the agent; {DISK_FIX}")
+        return EXIT_FAILING
 
     scripts = os.path.dirname(sys.executable)
     command = [os.path.join(scripts, "wandb.exe" if WINDOWS else "wandb"), "agent"]
@@ -474,6 +529,9 @@ def run(args: argparse.Namespace) -> int:
     code = supervisor.wait()
     if stopping():
         return 0
+    if supervisor.disk_full:
+        log(f"error: {supervisor.disk_full}: the agent has stopped; {DISK_FIX}")
+        return EXIT_FAILING
     if code < 0:  # killed by a signal: a failure systemd restarts
         return 128 - code
     if code == 0 and args.max_consecutive_failures and not args.count:
@@ -484,10 +542,12 @@ def run(args: argparse.Namespace) -> int:
         except SweepStateError:
             state = ""
         if state and state not in ENDED_STATES:
+            run_id = last_run(args.sweep)
+            last = f", the last {args.sweep.rsplit('/', 1)[0]}/{run_id}," if run_id else ""
             log(
-                f"the agent failed: {args.max_consecutive_failures} failed runs in a row while sweep "
-                f"{args.sweep} is {state.lower()}: this host looks broken (see the runs' logs); "
-                "not restarting; fix it, then run playbooks/start.yml"
+                f"the agent failed: {args.max_consecutive_failures} failed runs in a row{last} while "
+                f"sweep {args.sweep} is {state.lower()}: this host looks broken (see the runs' "
+                "output in this log); not restarting; fix it, then run playbooks/start.yml"
             )
             return EXIT_FAILING
     if code != 0:
@@ -510,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--start-delay", type=float, help="seconds (default: $SWEEP_FLEET_START_DELAY or 0)")
     p_run.add_argument("--count", type=int, default=0, help="runs per agent (0: until the sweep ends)")
     p_run.add_argument("--max-consecutive-failures", type=int, default=0)
+    p_run.add_argument("--min-free-mb", type=int, default=0, help="free space runs need (0: no check)")
     p_run.add_argument("--stop-file", default="", help="Windows: where the playbooks ask for a kind of stop")
     p_run.add_argument("--code-stamp", default="", help="link the code again whenever this file changes")
     p_link = sub.add_parser("link", help="link the code into a working directory")
