@@ -7,8 +7,13 @@ wandb_sweep_action=rerun for the values whose runs crashed (W&B never runs those
 from __future__ import annotations
 
 import collections
+import json
+import os
+import re
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -17,11 +22,12 @@ import yaml
 
 from fleet.fleet import podman
 from standin import StandIn
-from support import REPO, TEST_API_KEY, changed_tasks, recap, run_playbook, wait_until
+from support import REPO, TEST_API_KEY, VENV_BIN, ansible_env, changed_tasks, recap, run_playbook, wait_until
 
 pytestmark = pytest.mark.fleet
 
 EXAMPLE = REPO / "examples" / "preemptible"
+NODE = REPO / "tests" / "programs" / "node.py"
 
 
 class Site:
@@ -34,8 +40,21 @@ class Site:
         self.vars = root / "vars.yml"
         self.code = root / "code"
         shutil.copytree(EXAMPLE, self.code)
+        shutil.copy(NODE, self.code)
+        self.host_vars = root / "host_vars"  # next to the inventory: Ansible reads it
 
-    def deploy(self, name: str, lrs: list[float], epochs: int, epoch_seconds: float, check: bool = True):
+    def write_vars(
+        self,
+        name: str,
+        lrs: list[float],
+        epochs: int,
+        epoch_seconds: float,
+        host_vars: dict[str, dict] | None = None,
+    ):
+        shutil.rmtree(self.host_vars, ignore_errors=True)
+        self.host_vars.mkdir()
+        for host, values in (host_vars or {}).items():
+            (self.host_vars / f"{host}.yml").write_text(yaml.safe_dump(values))
         self.vars.write_text(
             yaml.safe_dump(
                 {
@@ -45,7 +64,7 @@ class Site:
                     "wandb_code_local_path": str(self.code),
                     "wandb_sweep_project": "faults",
                     "wandb_sweep_name": name,
-                    "wandb_sweep_program": "train.py",
+                    "wandb_sweep_program": "node.py",
                     "wandb_sweep_parameters": {
                         "lr": {"values": lrs},
                         "epochs": {"value": epochs},
@@ -57,6 +76,9 @@ class Site:
                 }
             )
         )
+
+    def deploy(self, name: str, *args, check: bool = True, **kwargs):
+        self.write_vars(name, *args, **kwargs)
         self.last = self.play("deploy.yml", check=check)
         (sweep,) = [s for s in self.standin.sweeps.values() if s.config.get("name") == name]
         return sweep
@@ -93,13 +115,20 @@ class Site:
         self.fleet.wait_ready([again])
         return again
 
-    def finish(self, sweep) -> None:
+    def status(self, root: Path) -> tuple[dict, str]:
+        """playbooks/status.yml: the JSON report and the table a person reads."""
+        out = self.play(
+            "playbooks/status.yml", "-e", f"wandb_agent_status_file={root / 'status.json'}"
+        ).stdout
+        return json.loads((root / "status.json").read_text()), out
+
+    def finish(self, sweep, *rerun_args: str) -> None:
         """Wait for the sweep's end; rerun what crashed; every value finished exactly once."""
         self.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=240, what="the sweep to finish")
         crashed = [r for r in self.standin.records(sweep.id) if r["state"] != "finished"]
         if crashed:
             self.wait_agents_down(sweep)
-            self.play("playbooks/sweep.yml", "-e", "wandb_sweep_action=rerun")
+            self.play("playbooks/sweep.yml", "-e", "wandb_sweep_action=rerun", *rerun_args)
             self.standin.wait_for(
                 lambda s: sweep.state == "FINISHED", timeout=240, what="the rerun to finish"
             )
@@ -218,3 +247,220 @@ def test_a_host_unreachable_during_deploy_is_named_and_converged_by_the_next_run
     assert changed_tasks(again.stdout, down.name), "the host that was down was not deployed"
     assert site.unit(down, "ActiveState")["ActiveState"] == "active"
     site.finish(sweep)
+
+
+def test_agents_ride_out_a_minute_of_wandb_outage_without_restarts_or_lost_runs(site):
+    """Fault 4: W&B refuses connections for 30 s, then answers HTTP 500 for 30 s."""
+    # W&B marks a run crashed after minutes without a word from it; the fixture's 20 s
+    # (for fault 1's speed) would call every run of a one-minute outage crashed.
+    site.standin.run_timeout = 300
+    try:
+        sweep = site.deploy("outage", [0.1, 0.05, 0.02, 0.01, 0.005, 0.002], epochs=8, epoch_seconds=1.5)
+        for host in site.hosts:
+            site.standin.wait_for(
+                lambda s, h=host: site.running_on(sweep, h), timeout=120, what="runs on each host"
+            )
+        before = {h.name: site.unit(h, "NRestarts", "ExecMainPID") for h in site.hosts}
+        agents = len(site.standin.agents)
+        site.standin.inject("refuse", seconds=30)
+        wait_until(
+            lambda: not site.standin._refusing.is_set(), timeout=60, interval=1, what="W&B to listen again"
+        )
+        site.standin.inject("http500", duration=30)
+        ends = time.time() + 30
+        while time.time() < ends:  # through the outage: every agent up, none restarted
+            for host in site.hosts:
+                now = site.unit(host, "ActiveState", "NRestarts", "ExecMainPID")
+                assert now == {"ActiveState": "active", **before[host.name]}, (host.name, now)
+            time.sleep(2)
+        site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=240, what="the sweep to finish")
+        records = site.standin.records(sweep.id)
+        # No run lost: every value finished exactly once without a rerun; no new agent.
+        assert collections.Counter(
+            r["params"]["lr"] for r in records if r["state"] == "finished"
+        ) == dict.fromkeys(sweep.config["parameters"]["lr"]["values"], 1), records
+        assert all(r["state"] == "finished" and r["exitcode"] == 0 for r in records), records
+        assert len(site.standin.agents) == agents, "an agent was restarted"
+        for host in site.hosts:
+            assert site.unit(host, "NRestarts")["NRestarts"] == before[host.name]["NRestarts"]
+        site.finish(sweep)
+    finally:
+        site.standin.clear_faults()
+        site.standin.run_timeout = 20
+
+
+def test_a_broken_node_stops_its_agent_and_shows_why_in_status(site, tmp_path):
+    """Fault 6: every run on one host fails at once (its GPU is gone)."""
+    good, bad = site.hosts
+    broken = {"wandb_agent_environment": {"NODE_BROKEN": "1"}, "wandb_agent_max_consecutive_failures": 2}
+    sweep = site.deploy("badnode", [0.1, 0.05, 0.02, 0.01, 0.005, 0.002], epochs=3, epoch_seconds=1.5,
+                        host_vars={bad.name: broken})  # fmt: skip
+    wait_until(
+        lambda: site.unit(bad, "ActiveState")["ActiveState"] == "failed",
+        timeout=120,
+        what=f"the agent on the broken {bad.name} to give up",
+    )
+    state = site.unit(bad, "ExecMainStatus", "NRestarts")
+    assert state == {"ExecMainStatus": "79", "NRestarts": "0"}, state  # given up, not restarted
+    failed = [r for r in site.standin.records(sweep.id) if r["agent_host"] == bad.name]
+    assert len(failed) == 2 and not [r for r in failed if r["state"] == "finished"], failed
+    report, table = site.status(tmp_path)
+    (row,) = [r for r in report["agents"] if r["host"] == bad.name]
+    assert (row["active_state"], row["sub_state"]) == ("failed", "failed"), row
+    last = max(failed, key=lambda r: r["start"])["run_id"]
+    assert (
+        f"2 failed runs in a row, the last {sweep.path.rsplit('/', 1)[0]}/{last}, while" in row["last_error"]
+    ), row
+    assert f"2 failed runs in a row, the last {sweep.path.rsplit('/', 1)[0]}/{last}, while" in table
+    (other,) = [r for r in report["agents"] if r["host"] == good.name]
+    assert other["active_state"] == "active", other  # the other host goes on
+    # The other host takes the rest; the broken host's values run again there.
+    site.finish(sweep, "--limit", good.name)
+    assert site.unit(bad, "ActiveState")["ActiveState"] == "failed", "the broken host was started again"
+
+
+def test_a_full_disk_stops_that_hosts_agent_and_nothing_else(site, tmp_path):
+    """Fault 8: the filesystem of one host's runs fills up mid-sweep."""
+    good, full = site.hosts
+    runs = "/var/lib/sweep-fleet/runs"
+    failed_before = set(site.sh(full, "systemctl --failed --plain --no-legend | cut -d' ' -f1").split())
+    # The runs' directory on a small filesystem of its own (48 MB), as a data disk would be.
+    mount = f"sudo mkdir -p {runs}; sudo mount -t tmpfs -o size=48m sweep-fleet-runs {runs}"
+    site.sh(full, f"sudo systemctl stop 'wandb-agent@*'; {mount}")
+    try:
+        sweep = site.deploy("diskfull", [0.1, 0.05, 0.02, 0.01, 0.005, 0.002], epochs=6, epoch_seconds=1.5,
+                            host_vars={full.name: {"wandb_agent_min_free_mb": 24}})  # fmt: skip
+        site.standin.wait_for(
+            lambda s: site.running_on(sweep, full), timeout=120, what=f"a run on {full.name}"
+        )
+        # Something (a run's checkpoints, a dataset cache) fills the filesystem.
+        site.sh(full, f"sudo dd if=/dev/zero of={runs}/filler bs=1M status=none || true")
+        wait_until(
+            lambda: site.unit(full, "ActiveState")["ActiveState"] == "failed",
+            timeout=120,
+            what=f"the agent on {full.name} to stop on the full disk",
+        )
+        state = site.unit(full, "ExecMainStatus", "NRestarts")
+        assert state["ExecMainStatus"] == "79", state  # stopped, not restarted
+        report, table = site.status(tmp_path)
+        (row,) = [r for r in report["agents"] if r["host"] == full.name]
+        assert (row["active_state"], row["sub_state"]) == ("failed", "failed"), row
+        journal = site.sh(full, "sudo journalctl -u wandb-agent@1 -n 40 -o cat --no-pager")
+        assert re.search(
+            rf"error: disk full: {runs}/1 has \d+ MB free, less than the 24 MB", row["last_error"]
+        ), (row, journal)
+        assert "disk full" in table
+        # Nothing else on the host broke (ssh and Ansible work: status ran); the other host went on.
+        failed_after = set(site.sh(full, "systemctl --failed --plain --no-legend | cut -d' ' -f1").split())
+        assert failed_after == failed_before | {"wandb-agent@1.service"}, failed_after
+        (other,) = [r for r in report["agents"] if r["host"] == good.name]
+        assert other["active_state"] == "active", other
+        site.standin.wait_for(
+            lambda s: sweep.state == "FINISHED", timeout=240, what="the other host to finish"
+        )
+        # Space freed, the agent started again: it sees the finished sweep and stays down.
+        site.sh(full, f"sudo rm {runs}/filler")
+        site.play("playbooks/start.yml", "--limit", full.name)
+        site.finish(sweep)
+    finally:
+        site.sh(full, f"sudo systemctl stop 'wandb-agent@*'; sudo rm -f {runs}/filler; sudo umount {runs}")
+
+
+def interrupted(site, until, what: str) -> str:
+    """Run deploy.yml and press Ctrl-C (SIGINT to its process group) once ``until(output)``;
+    return the output. The run must end by the interrupt, not by itself."""
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(site.inventory), "deploy.yml", "-e", f"@{site.vars}"],
+        cwd=REPO,
+        env=ansible_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: until("".join(lines)) or proc.poll() is not None, timeout=300, what=what)
+        assert proc.poll() is None, f"deploy.yml ended before {what}:\n" + "".join(lines)[-3000:]
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    reader.join(timeout=10)
+    return "".join(lines)
+
+
+def test_an_interrupted_deploy_is_converged_by_the_next_without_a_second_sweep(site):
+    """Fault 7: Ctrl-C on the controller during the installs on a new host, while its key is
+    written, while W&B creates the sweep, and while its units are written; the next
+    deploy.yml converges."""
+    (fresh,) = site.fleet.add(1)
+    site.hosts = site.fleet.hosts()
+    site.fleet.write_inventory(site.inventory)
+    # The hashes of the key, settings and units, and the names in their directories.
+    files = (
+        "sudo sh -c 'cd /etc && sha256sum sweep-fleet/* systemd/system/wandb-agent* 2>/dev/null;"
+        " ls -a sweep-fleet systemd/system 2>/dev/null; true'"
+    )
+    lrs = [0.1, 0.05, 0.02, 0.01, 0.005, 0.002]
+
+    def mine(standin):
+        return [s for s in standin.sweeps.values() if s.config.get("name") == "interrupted"]
+
+    try:
+        site.write_vars("interrupted", lrs, epochs=3, epoch_seconds=1)
+        seen = []
+        # 1: while uv installs wandb into the new host's venv.
+        interrupted(
+            site,
+            lambda out: (
+                "TASK [wandb_runtime : Make the venv" in out
+                and "pip install" in site.sh(fresh, "pgrep -a -f '[u]v pip install' || true")
+            ),
+            "uv installing on the new host",
+        )
+        seen.append(site.sh(fresh, files))
+        # 2: as the key and connection settings are written.
+        interrupted(
+            site, lambda out: "TASK [wandb_credentials : Write the key" in out, "the key being written"
+        )
+        seen.append(site.sh(fresh, files))
+        # 3: W&B has the create request, its answer is not back yet; W&B then makes the sweep.
+        site.standin.inject("delay", operation="UpsertSweep", seconds=8)
+        asked = len(site.standin.requests)
+        interrupted(
+            site,
+            lambda out: any(r[2] == "UpsertSweep" for r in site.standin.requests[asked:]),
+            "the sweep's create request",
+        )
+        site.standin.clear_faults()
+        site.standin.wait_for(mine, timeout=30, what="W&B to make the sweep it was asked for")
+        assert site.unit(fresh, "ActiveState")["ActiveState"] != "active", "an agent started before its sweep"
+        seen.append(site.sh(fresh, files))
+        # 4: as the agents' units and settings are written.
+        interrupted(
+            site, lambda out: "TASK [wandb_agent : Write the agents' files]" in out, "the units being written"
+        )
+        seen.append(site.sh(fresh, files))
+        again = site.play("deploy.yml")
+        assert len(mine(site.standin)) == 1, site.standin.sweep_summary()  # never a second sweep
+        (sweep,) = mine(site.standin)
+        final = site.sh(fresh, files)
+        # Never a half-written file: after each interrupt, each file was absent or already whole,
+        # and no temporary file was left.
+        for listing in seen:
+            assert set(listing.splitlines()) <= set(final.splitlines()), (listing, final)
+        for host in site.hosts:
+            assert site.unit(host, "ActiveState")["ActiveState"] == "active", host.name
+        assert changed_tasks(site.play("deploy.yml").stdout) == [], "the converged fleet changed again"
+        assert "TASK [wandb_sweep : Find the sweep" in again.stdout
+        site.finish(sweep)
+    finally:
+        site.standin.clear_faults()
+        site.fleet.remove_host(fresh)
+        site.hosts = site.fleet.hosts()
+        site.fleet.write_inventory(site.inventory)

@@ -361,5 +361,6 @@ def test_an_agent_whose_runs_all_fail_gives_up_and_is_not_restarted(standin, tmp
     runs = standin.records(sweep.id)
     assert [r["params"]["x"] for r in runs] == [1, 2], runs
     assert runs[0]["state"] == "crashed" and not [r for r in runs if r["state"] == "finished"], runs
-    assert f"2 failed runs in a row, the last {standin.entity}/p/{runs[1]['run_id']}, while sweep" in proc.stderr
+    last = f"{standin.entity}/p/{runs[1]['run_id']}"
+    assert f"2 failed runs in a row, the last {last}, while sweep" in proc.stderr
     assert standin.sweep(sweep.id).state == "RUNNING"  # four values left for the other hosts

@@ -100,3 +100,37 @@ def test_a_sweep_wandb_cannot_tell_is_marked_unreachable_under_the_agents():
     table = fleet_status_table(report).splitlines()
     assert table[1].startswith("h1") and "active/running" in table[1]
     assert table[-1] == "sweep e/p/abc: UNREACHABLE (cannot reach the W&B API at https://w)"
+
+
+class _Journal:
+    """Stands in for AnsibleModule where Host.last_error asks journalctl."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.commands: list[list[str]] = []
+
+    def run_command(self, command):
+        self.commands.append(command)
+        return 0, self.text, ""
+
+
+def test_last_error_is_the_launchers_reason_over_later_run_output_and_systemd_lines():
+    journal = _Journal(
+        "sweep-fleet-agent: code linked into /var/lib/sweep-fleet/runs/1: +train.py\n"
+        "Traceback (most recent call last):\n"
+        "sweep-fleet-agent: error: disk full: /var/lib/sweep-fleet/runs/1 has 0 MB free\n"
+        "OSError: [Errno 28] No space left on device\n"
+        "    raise error\n"
+        "wandb-agent@1.service: Main process exited, code=exited, status=79/n/a\n"
+        "wandb-agent@1.service: Failed with result 'exit-code'.\n"
+    )
+    host = agent_info.Host(journal)
+    invocation = "0f" * 16
+    assert host.last_error("wandb-agent@1.service", 300, invocation) == (
+        "error: disk full: /var/lib/sweep-fleet/runs/1 has 0 MB free"
+    )
+    assert f"_SYSTEMD_INVOCATION_ID={invocation}" in journal.commands[0]  # the unit's last start
+    # Without a word from the launcher: the runs' last error, never systemd's line.
+    journal.text = "ValueError: bad lr\nwandb-agent@1.service: Failed with result 'exit-code'.\n"
+    assert host.last_error("wandb-agent@1.service", 300, "") == "ValueError: bad lr"
+    assert journal.commands[1][-2:] == ["--unit", "wandb-agent@1.service"]

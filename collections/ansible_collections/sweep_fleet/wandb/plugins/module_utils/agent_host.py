@@ -13,6 +13,8 @@ import glob
 import os
 import re
 
+# The launcher's log lines start with this (status.yml tells them from the runs' output).
+LOG_PREFIX = "sweep-fleet-agent: "
 # An agent's unit: wandb-agent@INSTANCE.service.
 UNIT_RE = re.compile(r"^wandb-agent@(.+)\.service$")
 

@@ -106,6 +106,7 @@ import re  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (  # noqa: E402
+    LOG_PREFIX,
     agent_instances,
     agent_of,
     pids,
@@ -113,7 +114,8 @@ from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host impor
 )
 
 ERROR_RE = re.compile(r"error|traceback|exception|failed|killed", re.IGNORECASE)
-SHOW = ("ActiveState", "SubState", "StateChangeTimestamp", "InactiveExitTimestamp", "MainPID", "NRestarts")
+SHOW = ("ActiveState", "SubState", "StateChangeTimestamp", "InvocationID", "MainPID", "NRestarts")
+INVOCATION_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _read(path: str, mode: str = "r"):
@@ -192,31 +194,23 @@ class Host:
         out = self.systemctl("show", unit, *(f"--property={p}" for p in SHOW))
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
-    def last_error(self, unit: str, lines: int, since: str) -> str:
+    def last_error(self, unit: str, lines: int, invocation: str) -> str:
         """The last error line of the unit's journal since it was last started."""
-        command = [
-            "journalctl",
-            "--unit",
-            unit,
-            "--lines",
-            str(lines),
-            "--output",
-            "cat",
-            "--no-pager",
-            "--quiet",
-        ]
-        # systemd prints "Mon 2026-11-23 14:02:11 UTC"; journalctl takes it without the weekday.
-        if len(since.split()) >= 3:
-            command.append("--since=" + " ".join(since.split()[1:]))
+        command = ["journalctl", "--lines", str(lines), "--output", "cat", "--no-pager", "--quiet"]
+        # The lines of the unit's last start: its invocation's. (On the test hosts a --since
+        # of the start time, with --lines, left out the newest lines: the launcher's reason.)
+        if INVOCATION_RE.match(invocation):
+            command.append(f"_SYSTEMD_INVOCATION_ID={invocation}")
+        else:
+            command += ["--unit", unit]
         _rc, out, _err = self.module.run_command(command)
-        # systemd's own lines about the unit ("wandb-agent@1.service: Failed with result
-        # 'exit-code'.") say less than the launcher's last word before them.
+        # The launcher's own reason (why it stopped) first: the runs' output and systemd's
+        # lines about the unit ("wandb-agent@1.service: Failed with result 'exit-code'.")
+        # may come after it and say less.
         systemd = (unit if unit.endswith(".service") else unit + ".service") + ": "
-        matches = [
-            line.strip()
-            for line in out.splitlines()
-            if ERROR_RE.search(line) and not line.startswith(systemd)
-        ]
+        errors = [line.strip() for line in out.splitlines() if ERROR_RE.search(line)]
+        launcher = [line[len(LOG_PREFIX) :] for line in errors if line.startswith(LOG_PREFIX)]
+        matches = launcher or [line for line in errors if not line.startswith(systemd)]
         return matches[-1][:300] if matches else ""
 
 
@@ -274,9 +268,7 @@ def main() -> None:
                 "restarts": int(props.get("NRestarts") or 0),
                 "runs": runs,
                 "runs_ended": len(started - {r["id"] for r in runs}),
-                "last_error": host.last_error(
-                    unit, p["journal_lines"], props.get("InactiveExitTimestamp") or ""
-                ),
+                "last_error": host.last_error(unit, p["journal_lines"], props.get("InvocationID") or ""),
             }
         )
     try:

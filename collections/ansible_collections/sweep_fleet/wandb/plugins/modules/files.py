@@ -238,6 +238,8 @@ def converge_file(module: AnsibleModule, item: dict, diffs: list | None) -> bool
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())  # whole on disk before the rename: a crash leaves old or new
         os.chown(temp, uid, gid)
         os.chmod(temp, mode)
         os.replace(temp, path)

@@ -86,7 +86,7 @@ STOP_MODES = ("drain", "preempt", "kill")
 
 
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(host.LOG_PREFIX + message, file=sys.stderr, flush=True)
 
 
 def link_code(code: Path, work: Path) -> list[str]:
