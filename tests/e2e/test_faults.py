@@ -250,7 +250,8 @@ def test_a_host_unreachable_during_deploy_is_named_and_converged_by_the_next_run
 
 
 def test_agents_ride_out_a_minute_of_wandb_outage_without_restarts_or_lost_runs(site):
-    """Fault 4: W&B refuses connections for 30 s, then answers HTTP 500 for 30 s."""
+    """Fault 4: W&B refuses connections for 30 s, then answers HTTP 500 for 30 s or more,
+    while a deploy is tried."""
     # W&B marks a run crashed after minutes without a word from it; the fixture's 20 s
     # (for fault 1's speed) would call every run of a one-minute outage crashed.
     site.standin.run_timeout = 300
@@ -262,17 +263,30 @@ def test_agents_ride_out_a_minute_of_wandb_outage_without_restarts_or_lost_runs(
             )
         before = {h.name: site.unit(h, "NRestarts", "ExecMainPID") for h in site.hosts}
         agents = len(site.standin.agents)
-        site.standin.inject("refuse", seconds=30)
-        wait_until(
-            lambda: not site.standin._refusing.is_set(), timeout=60, interval=1, what="W&B to listen again"
-        )
-        site.standin.inject("http500", duration=30)
-        ends = time.time() + 30
-        while time.time() < ends:  # through the outage: every agent up, none restarted
+
+        def unchanged() -> None:  # every agent up all along, none restarted
             for host in site.hosts:
                 now = site.unit(host, "ActiveState", "NRestarts", "ExecMainPID")
                 assert now == {"ActiveState": "active", **before[host.name]}, (host.name, now)
+
+        site.standin.inject("refuse", seconds=30)
+        while site.standin.refusing:
+            unchanged()
             time.sleep(2)
+        site.standin.inject("http500")  # until cleared, at least 30 s from now
+        back = time.time() + 30
+        # A deploy in the outage: the sweep module asks again with backoff, then fails
+        # naming the address, before any agent is touched.
+        failed = site.play("deploy.yml", "-e", "wandb_sweep_retry_seconds=5", check=False)
+        assert failed.returncode != 0, failed.stdout[-3000:]
+        said = " ".join(failed.stdout.split())  # the YAML result format may fold the message
+        assert f"the W&B API at {site.standin.url} answered HTTP 500" in said, failed.stdout[-3000:]
+        assert "retries)" in said and "TASK [wandb_agent" not in said, failed.stdout[-3000:]
+        while time.time() < back:
+            unchanged()
+            time.sleep(2)
+        unchanged()
+        site.standin.clear_faults()
         site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=240, what="the sweep to finish")
         records = site.standin.records(sweep.id)
         # No run lost: every value finished exactly once without a rerun; no new agent.

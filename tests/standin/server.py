@@ -365,6 +365,11 @@ class StandIn:
         with self.lock:
             self.faults.append(Fault(kind, operation, count, until, seconds))
 
+    @property
+    def refusing(self) -> bool:
+        """A ``refuse`` fault is on: the port does not listen."""
+        return self._refusing.is_set()
+
     def clear_faults(self) -> None:
         with self.lock:
             self.faults.clear()
