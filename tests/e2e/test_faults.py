@@ -249,14 +249,15 @@ def test_a_host_unreachable_during_deploy_is_named_and_converged_by_the_next_run
     site.finish(sweep)
 
 
-def test_agents_ride_out_a_minute_of_wandb_outage_without_restarts_or_lost_runs(site):
+def test_agents_ride_out_a_minute_of_wandb_outage_without_restarts_or_lost_runs(site, tmp_path):
     """Fault 4: W&B refuses connections for 30 s, then answers HTTP 500 for 30 s or more,
-    while a deploy is tried."""
+    while status.yml and a deploy are run."""
     # W&B marks a run crashed after minutes without a word from it; the fixture's 20 s
     # (for fault 1's speed) would call every run of a one-minute outage crashed.
     site.standin.run_timeout = 300
     try:
-        sweep = site.deploy("outage", [0.1, 0.05, 0.02, 0.01, 0.005, 0.002], epochs=8, epoch_seconds=1.5)
+        # Runs of a minute: the outage is in the middle of them.
+        sweep = site.deploy("outage", [0.1, 0.05, 0.02, 0.01], epochs=40, epoch_seconds=1.5)
         for host in site.hosts:
             site.standin.wait_for(
                 lambda s, h=host: site.running_on(sweep, h), timeout=120, what="runs on each host"
@@ -275,6 +276,14 @@ def test_agents_ride_out_a_minute_of_wandb_outage_without_restarts_or_lost_runs(
             time.sleep(2)
         site.standin.inject("http500")  # until cleared, at least 30 s from now
         back = time.time() + 30
+        # status.yml in the outage: every host's agent and its run, the sweep unreachable.
+        report, table = site.status(tmp_path)
+        assert report["sweep"]["state"] == "UNREACHABLE" and f"sweep {sweep.path}: UNREACHABLE" in table
+        rows = {row["host"]: row for row in report["agents"]}
+        assert sorted(rows) == sorted(h.name for h in site.hosts), rows
+        for host in site.hosts:
+            running = {r["run_id"] for r in site.running_on(sweep, host)}
+            assert {run["id"] for run in rows[host.name]["runs"]} == running != set(), (host.name, rows)
         # A deploy in the outage: the sweep module asks again with backoff, then fails
         # naming the address, before any agent is touched.
         failed = site.play("deploy.yml", "-e", "wandb_sweep_retry_seconds=5", check=False)

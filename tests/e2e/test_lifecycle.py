@@ -442,6 +442,7 @@ def test_rolling_update_to_a_new_code_ref(site):
     site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=240, what="the sweep to finish")
     finished_once(site.standin, sweep)
     rs = records(site.standin, sweep)
+    in_drain = collections.Counter()
     for r in rs:
         drain_began, restarted = updated[r["agent_host"]]
         if r["start"] >= restarted:
@@ -449,7 +450,13 @@ def test_rolling_update_to_a_new_code_ref(site):
         elif r["start"] < drain_began:
             assert r["tags"] == ["code-v1"], r
         else:
-            pytest.fail(f"a run started on {r['agent_host']} while it was being updated: {r}")
+            # The heartbeat answer in flight when the drain's SIGINT came may hand the agent
+            # one more run: it runs the old code and the drain waits for its end.
+            in_drain[r["agent_id"]] += 1
+            assert r["tags"] == ["code-v1"] and r["end"] is not None and r["end"] <= restarted, (
+                f"a run started on {r['agent_host']} while it was being updated: {r}"
+            )
+    assert all(n == 1 for n in in_drain.values()), f"an agent took runs after its drain began: {in_drain}"
     assert any(r["tags"] == ["code-v2"] for r in rs)
 
 
