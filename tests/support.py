@@ -42,6 +42,11 @@ def ansible_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def playbook_command(playbook: Path | str, inventory: Path | str, *args: str) -> list[str]:
+    """ansible-playbook from the venv, to run from the repository root with ansible_env()."""
+    return [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), *args]
+
+
 def run_playbook(
     playbook: Path | str,
     inventory: Path | str,
@@ -53,7 +58,7 @@ def run_playbook(
 ):
     """Run ansible-playbook; return the CompletedProcess (stdout parsed as JSON if asked)."""
     extra = {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"} if json_output else {}
-    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), *args]
+    cmd = playbook_command(playbook, inventory, *args)
     proc = subprocess.run(
         cmd,
         cwd=REPO,

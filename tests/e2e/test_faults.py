@@ -22,7 +22,16 @@ import yaml
 
 from fleet.fleet import podman
 from standin import StandIn
-from support import REPO, TEST_API_KEY, VENV_BIN, ansible_env, changed_tasks, recap, run_playbook, wait_until
+from support import (
+    REPO,
+    TEST_API_KEY,
+    ansible_env,
+    changed_tasks,
+    playbook_command,
+    recap,
+    run_playbook,
+    wait_until,
+)
 
 pytestmark = pytest.mark.fleet
 
@@ -393,7 +402,7 @@ def interrupted(site, until, what: str) -> str:
     """Run deploy.yml and press Ctrl-C (SIGINT to its process group) once ``until(output)``;
     return the output. The run must end by the interrupt, not by itself."""
     proc = subprocess.Popen(
-        [str(VENV_BIN / "ansible-playbook"), "-i", str(site.inventory), "deploy.yml", "-e", f"@{site.vars}"],
+        playbook_command("deploy.yml", site.inventory, "-e", f"@{site.vars}"),
         cwd=REPO,
         env=ansible_env(),
         stdin=subprocess.DEVNULL,

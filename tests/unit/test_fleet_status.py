@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ansible_collections.sweep_fleet.wandb.plugins.filter.fleet_status import fleet_status_table
 from ansible_collections.sweep_fleet.wandb.plugins.modules import agent_info
 
@@ -134,3 +136,18 @@ def test_last_error_is_the_launchers_reason_over_later_run_output_and_systemd_li
     journal.text = "ValueError: bad lr\nwandb-agent@1.service: Failed with result 'exit-code'.\n"
     assert host.last_error("wandb-agent@1.service", 300, "") == "ValueError: bad lr"
     assert journal.commands[1][-2:] == ["--unit", "wandb-agent@1.service"]
+
+
+def test_started_runs_are_the_agents_config_files_of_the_sweep(tmp_path):
+    from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import started_runs
+
+    folder = tmp_path / "wandb" / "sweep-abc"
+    folder.mkdir(parents=True)
+    for index, run in enumerate(["r1", "r2"]):
+        (folder / f"config-{run}.yaml").write_text("lr: {value: 0.1}\n")
+        os.utime(folder / f"config-{run}.yaml", (1000 + index, 1000 + index))
+    (folder / "config-r3.json").write_text("{}")  # the ${args_json_file}, not a start
+    (tmp_path / "wandb" / "sweep-other").mkdir()
+    (tmp_path / "wandb" / "sweep-other" / "config-x.yaml").write_text("")
+    assert started_runs(str(tmp_path), "abc") == {"r1": 1000.0, "r2": 1001.0}
+    assert started_runs(str(tmp_path), "none") == {}

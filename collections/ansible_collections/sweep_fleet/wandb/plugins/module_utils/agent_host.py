@@ -34,6 +34,24 @@ def agent_instances(listed_units: str) -> set[str]:
     return names
 
 
+def started_runs(wandb_dir: str, sweep_id: str) -> dict[str, float]:
+    """The runs wandb agent started in ``wandb_dir`` for a sweep, with the time each began:
+    it writes each run's parameters to WANDB_DIR/wandb/sweep-ID/config-RUN.yaml first."""
+    folder = os.path.join(wandb_dir, "wandb", f"sweep-{sweep_id}")
+    runs = {}
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return runs
+    for name in names:
+        if name.startswith("config-") and name.endswith(".yaml"):
+            try:
+                runs[name[len("config-") : -len(".yaml")]] = os.stat(os.path.join(folder, name)).st_mtime
+            except OSError:  # removed meanwhile
+                continue
+    return runs
+
+
 def stat_fields(pid: int) -> list[str] | None:
     """The fields of /proc/PID/stat after the command name, or None when it is gone."""
     try:

@@ -98,7 +98,6 @@ user_processes:
   returned: always
 """
 
-import glob  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import pwd  # noqa: E402
@@ -111,6 +110,7 @@ from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host impor
     agent_of,
     pids,
     runs_of,
+    started_runs,
 )
 
 ERROR_RE = re.compile(r"error|traceback|exception|failed|killed", re.IGNORECASE)
@@ -251,12 +251,9 @@ def main() -> None:
         props = host.show(unit)
         main_pid = int(props.get("MainPID") or 0)
         runs = run_entries(main_pid, every) if main_pid else []
-        started = set()
-        if sweep_id:
-            pattern = os.path.join(
-                p["state_dir"], "runs", instance, "wandb", f"sweep-{sweep_id}", "config-*.yaml"
-            )
-            started = {os.path.basename(f)[len("config-") : -len(".yaml")] for f in glob.glob(pattern)}
+        started = (
+            set(started_runs(os.path.join(p["state_dir"], "runs", instance), sweep_id)) if sweep_id else set()
+        )
         agents.append(
             {
                 "instance": instance,

@@ -293,14 +293,9 @@ DISK_FIX = "free space there, then run playbooks/start.yml"
 
 
 def last_run(sweep: str) -> str | None:
-    """The id of the run the agent started last: wandb agent writes each run's parameters to
-    $WANDB_DIR/wandb/sweep-ID/config-RUN.yaml before starting it."""
-    folder = Path(os.environ.get("WANDB_DIR") or ".") / "wandb" / f"sweep-{sweep.rsplit('/', 1)[-1]}"
-    try:
-        configs = [(p.stat().st_mtime, p.name) for p in folder.glob("config-*.yaml")]
-    except OSError:
-        return None
-    return max(configs)[1][len("config-") : -len(".yaml")] if configs else None
+    """The id of the run the agent started last."""
+    runs = host.started_runs(os.environ.get("WANDB_DIR") or ".", sweep.rsplit("/", 1)[-1])
+    return max(runs, key=lambda run: (runs[run], run)) if runs else None
 
 
 def wait_for_state(sweep: str, stopping, wait=pause) -> str | None:
