@@ -404,7 +404,9 @@ def interrupted(site, until, what: str) -> str:
     proc = subprocess.Popen(
         playbook_command("deploy.yml", site.inventory, "-e", f"@{site.vars}"),
         cwd=REPO,
-        env=ansible_env(),
+        # Ansible leaves flushing to the system: into a pipe its lines would come in 8 KB
+        # blocks, late, and the interrupt with them.
+        env=ansible_env(PYTHONUNBUFFERED="1"),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
