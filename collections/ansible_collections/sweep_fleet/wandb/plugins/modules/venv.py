@@ -13,6 +13,10 @@ description:
     interpreter, installs a uv-managed Python first when O(python) is a version, then
     installs O(packages) and the O(requirements) files, under O(constraints).
   - Reports a change only when a package was added, removed or replaced.
+  - Installs wheels only (C(--no-build)), so no package's build code runs as root. A
+    requirements file must be a regular file (not a link), and may list only packages from
+    the index (no options, URLs, paths or editables; see module_utils/requirements.py); a
+    file with hashes is installed with C(--require-hashes).
   - O(environment) (proxies, a package index mirror) reaches uv only through this module's
     own process, never a command line or Ansible's output, so a proxy password stays hidden.
   - Supports check mode (uv's dry run).
@@ -107,10 +111,18 @@ python_version:
 import os  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
+import stat  # noqa: E402
 import tarfile  # noqa: E402
 import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.requirements import (  # noqa: E402
+    file_problems,
+    has_hashes,
+)
+
+# A requirements file larger than this is not one a person wrote.
+REQUIREMENTS_LIMIT = 4 * 1024 * 1024
 
 CHANGE_RE = re.compile(r"^ ([-+]) (\S+)$", re.MULTILINE)
 VERSION_RE = re.compile(r"^version_info = (\S+)$", re.MULTILINE)
@@ -181,6 +193,31 @@ def unpack(module: AnsibleModule, archive: str, workdir: str) -> str:
     return wheels
 
 
+def read_requirements(module: AnsibleModule, path: str) -> str:
+    """The file's text, refused when it is a link, not a regular file, too large, or asks
+    for more than packages from the index."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as err:
+        if os.path.islink(path):
+            module.fail_json(
+                msg=f"{path} is a symbolic link: the code's requirements file must be a file of its own"
+            )
+        module.fail_json(msg=f"cannot read {path}: {err.strerror}")
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > REQUIREMENTS_LIMIT:
+            module.fail_json(msg=f"{path} is not a regular file of at most {REQUIREMENTS_LIMIT} bytes")
+        text = os.read(fd, REQUIREMENTS_LIMIT + 1).decode("utf-8", errors="replace")
+    finally:
+        os.close(fd)
+    problems = file_problems(text, path)
+    if problems:
+        module.fail_json(msg="; ".join(problems))
+    return text
+
+
 def run(module: AnsibleModule) -> dict:
     p = module.params
     venv = Venv(module)
@@ -191,9 +228,10 @@ def run(module: AnsibleModule) -> dict:
             return result
         module.fail_json(msg=f"uv is not installed at {p['uv']}: run the wandb_runtime role first")
     requirements = list(p["requirements"])
-    found = [path for path in p["requirement_candidates"] if os.path.isfile(path)]
+    found = [path for path in p["requirement_candidates"] if os.path.lexists(path)]
     requirements += found[:1]
     result["requirements"] = requirements
+    hashed = [has_hashes(read_requirements(module, path)) for path in requirements]
     if p["python"] is None:
         if not os.path.exists(os.path.join(p["path"], "bin", "python")):
             if module.check_mode:  # a fresh host: the runtime role would have made it
@@ -213,7 +251,9 @@ def run(module: AnsibleModule) -> dict:
         return result
     workdir = tempfile.mkdtemp(prefix="sweep-fleet-venv-")  # private: mode 0700
     try:
-        args = ["pip", "install", "--python", os.path.join(p["path"], "bin", "python")]
+        args = ["pip", "install", "--no-build", "--python", os.path.join(p["path"], "bin", "python")]
+        if any(hashed):
+            args.append("--require-hashes")
         if p["wheelhouse"]:
             args += ["--no-index", "--find-links", unpack(module, p["wheelhouse"], workdir)]
         if p["constraints"]:

@@ -373,6 +373,7 @@ def compile_pins(request: Request, target: Target, uv: str, workdir: Path) -> st
     (workdir / "constraints.txt").write_text("\n".join(request.constraints) + "\n")
     command = [
         uv, "pip", "compile", "--quiet", "--no-config", "--no-header", "--no-annotate", "--generate-hashes",
+        "--no-build",  # the code's requirements: no package's build code runs on the controller
         "--index-url", request.index_url,
         "--python-version", target.python, "--python-platform", target.uv_platform,
         "--constraint", str(workdir / "constraints.txt"),
