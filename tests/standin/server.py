@@ -238,11 +238,12 @@ class Run:
 
 @dataclass
 class Fault:
-    kind: str  # "http500" | "http500_after" | "delay" | "refuse"
+    kind: str  # "http500" | "http500_after" | "delay" | "refuse" | "redirect"
     operation: str | None = None
     count: int | None = None
     until: float | None = None
     seconds: float = 0.0
+    location: str = ""
 
     def matches(self, operation: str, now: float) -> bool:
         if self.until is not None and now > self.until:
@@ -347,6 +348,7 @@ class StandIn:
         count: int | None = None,
         seconds: float = 0.0,
         duration: float | None = None,
+        location: str = "",
     ) -> None:
         """Inject a fault.
 
@@ -355,15 +357,20 @@ class StandIn:
         answer is lost: the client cannot know that its write happened).
         ``delay``: matching requests wait ``seconds`` before being answered.
         ``refuse``: the port stops listening for ``seconds``; connections are refused.
+        ``redirect``: matching requests are answered 302 with ``location`` (W&B's API never
+        redirects; a hostile server or proxy may, to collect the key a client sends on:
+        urllib follows a 301/302/303 after a POST with a GET, Authorization header included).
         """
-        if kind not in ("http500", "http500_after", "delay", "refuse"):
-            raise ValueError(f"unknown fault kind {kind!r}: use http500, http500_after, delay or refuse")
+        if kind not in ("http500", "http500_after", "delay", "refuse", "redirect"):
+            raise ValueError(
+                f"unknown fault kind {kind!r}: use http500, http500_after, delay, refuse or redirect"
+            )
         if kind == "refuse":
             self._refuse_for(seconds)
             return
         until = time.time() + duration if duration is not None else None
         with self.lock:
-            self.faults.append(Fault(kind, operation, count, until, seconds))
+            self.faults.append(Fault(kind, operation, count, until, seconds, location))
 
     @property
     def refusing(self) -> bool:
@@ -1128,6 +1135,12 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.kind == "delay":
             time.sleep(fault.seconds)
             return False
+        if fault.kind == "redirect":
+            self.send_response(302)
+            self.send_header("Location", fault.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return True
         self._send(500, {"errors": [{"message": "stand-in: injected fault"}]})
         return True
 

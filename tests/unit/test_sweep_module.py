@@ -14,7 +14,7 @@ from ansible_collections.sweep_fleet.wandb.plugins.modules import sweep as sweep
 
 from standin import StandIn
 from standin.server import Assignment
-from support import REPO, TEST_API_KEY, VENV_BIN, ansible_env
+from support import REPO, TEST_API_KEY, VENV_BIN, Recorder, ansible_env
 
 GRID = {
     "program": "main.py",
@@ -147,6 +147,20 @@ def test_wrong_key_and_unreachable_server(server, tmp_path):
     assert result["failed"] and "cannot reach the W&B API" in result["msg"]
     assert server.url.split("//")[1] in result["msg"], "the message names the address"
     assert "after 2 retries" in result["msg"]  # asked again after 1 s and after 2 s more
+
+
+def test_a_redirect_is_refused_and_the_key_never_follows_it(server, tmp_path):
+    """W&B's API never redirects; a hostile server or proxy may, to another address (here
+    another loopback address), hoping the client sends the key on."""
+    elsewhere = Recorder("127.0.0.2")
+    try:
+        server.inject("redirect", location=f"{elsewhere.url}/graphql")
+        result = sweep_task(server, tmp_path, config=GRID, project="p", retry_seconds=5)
+    finally:
+        elsewhere.stop()
+    assert result["failed"] and f"HTTP 302, a redirect to {elsewhere.url}/graphql: refused" in result["msg"]
+    assert elsewhere.requests == [], "nothing, the key least of all, went where the redirect pointed"
+    assert server.sweeps == {}
 
 
 def test_server_errors_are_reported(server, tmp_path):

@@ -3,13 +3,16 @@
 """A small client for the W&B GraphQL API: the operations the wandb CLI itself sends.
 
 It needs nothing but the Python standard library and Ansible's ``open_url`` (which
-honours HTTP(S)_PROXY and NO_PROXY), so the controller does not need wandb installed.
+honours HTTP(S)_PROXY and NO_PROXY), so the controller does not need wandb installed. The
+GraphQL API never redirects, and a redirect is refused: urllib would send the request's
+Authorization header (the key) on to wherever it points, https to http included.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
@@ -18,6 +21,10 @@ from ansible.module_utils.urls import open_url
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 STATES = ("RUNNING", "PAUSED", "FINISHED", "CANCELED")
+# A sweep's id, and an entity's name, as W&B makes them (what a server answers is checked
+# against these before it goes into the hosts' settings).
+SWEEP_NAME_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
+ENTITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 VIEWER = """
 query Viewer {
@@ -211,9 +218,18 @@ class WandbApi:
                 },
                 timeout=self.timeout,
                 validate_certs=self.validate_certs,
+                follow_redirects="none",
             )
             payload = json.loads(resp.read() or b"{}")
         except HTTPError as err:
+            if 300 <= err.code < 400:
+                where = (err.headers.get("Location") if err.headers else None) or err.url
+                raise WandbApiError(
+                    f"the W&B API at {self.base_url} answered HTTP {err.code}, a redirect to {where}: "
+                    "refused (the key is never sent on); set wandb_credentials_base_url to the API's "
+                    "own address",
+                    err.code,
+                ) from None
             raise WandbApiError(self._error_text(err), err.code) from None
         except URLError as err:
             raise WandbApiError(

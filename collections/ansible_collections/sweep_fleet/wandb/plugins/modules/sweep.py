@@ -160,6 +160,8 @@ from ansible_collections.sweep_fleet.wandb.plugins.module_utils.sweep_config imp
     sweep_config_problems,
 )
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.wandb_api import (  # noqa: E402
+    ENTITY_RE,
+    SWEEP_NAME_RE,
     WandbApi,
     WandbApiError,
     app_url,
@@ -280,6 +282,14 @@ def run(module: AnsibleModule) -> dict:
             result["created"] = True
 
     name = sweep["name"]
+    # What W&B answered is written into the agents' settings on every host: each part of the
+    # path must be a name, not text that a hostile server or proxy chose.
+    for what, part in (("entity", entity), ("sweep id", name)):
+        pattern = SWEEP_NAME_RE if what == "sweep id" else ENTITY_RE
+        if not (isinstance(part, str) and pattern.match(part)):
+            module.fail_json(
+                msg=f"the W&B API at {api.base_url} answered {part!r} as the {what}, not a name: refused"
+            )
     if "runs" not in sweep:  # found in the project's list, which does not carry the runs
         sweep = api.sweep(entity, project, name) or sweep
     result.update(
