@@ -29,19 +29,22 @@ root-check:
 	@if [ "$$(id -u)" -ne 0 ]; then \
 	  echo "error: the podman test fleet needs root: run 'sudo make $(MAKECMDGOALS)'" >&2; exit 1; fi
 
+# ansible-lint and ansible-test sanity, the two slow ones, run side by side.
 lint: bootstrap
 	yamllint --strict .
-	ansible-lint
 	ruff check .
 	ruff format --check .
-	scripts/sanity.sh
+	@ansible-lint > .cache/ansible-lint.log 2>&1 & lint=$$!; \
+	scripts/sanity.sh; sanity=$$?; \
+	wait $$lint; status=$$?; cat .cache/ansible-lint.log; \
+	[ $$sanity -eq 0 ] && [ $$status -eq 0 ]
 
 # The inner loop: lint, then the unit tests that need neither test hosts nor the real
 # wandb CLI and agent (those are marked integration and run in make unit and make test).
 check: bootstrap
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory lint && \
-	pytest -m "not integration" tests/unit $(PYTEST_ARGS) && \
+	pytest -n $(TEST_WORKERS) -m "not integration" tests/unit $(PYTEST_ARGS) && \
 	echo "make check: passed in $$(( $$(date +%s) - start ))s"
 
 # ansible-test sanity on the collection (its own venv; about a minute the first time).

@@ -255,14 +255,14 @@ def test_two_agents_per_host_and_new_hosts_join_the_same_sweep(site):
     assert after == before
 
 
-def test_runs_are_the_service_users_inside_the_unit_and_the_key_stays_hidden(site):
+def test_runs_are_their_agents_own_users_inside_the_unit_and_the_key_stays_hidden(site):
     host = site.fleet.hosts()[0]
     (sweep,) = [s for s in site.standin.sweeps.values() if s.config.get("name") == "slow-grid"]
     wait_until(lambda: "main.py" in site.sh(host, "ps -eo args"), timeout=60, what="a run on the host")
     ps = site.sh(host, "ps -eo user:20,pid,cgroup:200,args --no-headers | grep '[m]ain.py --data_path'")
     for line in ps.splitlines():
         user, _pid, cgroup, *_ = line.split()
-        assert user == "wandb", line
+        assert user.startswith("wandb-") and f"wandb-agent@{user[6:]}.service" in cgroup, line
         assert "wandb-agent@" in cgroup and ".service" in cgroup, line
     assert "venv/bin/python main.py --data_path=" in ps, "the default command uses the venv's Python"
 

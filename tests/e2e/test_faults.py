@@ -103,7 +103,9 @@ class Site:
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
     def wandb_pids(self, host) -> set[int]:
-        return {int(p) for p in self.sh(host, "pgrep -u wandb || true").split()}
+        """The processes of the agents' users (wandb-1, ...)."""
+        out = self.sh(host, "ps -eo user:32=,pid= | awk '$1 ~ /^wandb(-[0-9]+)?$/ {print $2}'")
+        return {int(p) for p in out.split()}
 
     def running_on(self, sweep, host) -> list[dict]:
         return [

@@ -121,7 +121,7 @@ class Lifecycle:
         return self.fleet.ssh(host, command).stdout
 
     def wandb_processes(self, host) -> list[str]:
-        out = self.sh(host, "ps -eo user:32=,pid=,args= | awk '$1 == \"wandb\"'")
+        out = self.sh(host, "ps -eo user:32=,pid=,args= | awk '$1 ~ /^wandb(-[0-9]+)?$/'")
         return [line for line in out.splitlines() if line.strip()]
 
     def unit(self, host, *props: str) -> dict[str, str]:
@@ -511,7 +511,7 @@ def test_rerun_runs_the_values_whose_runs_failed_exactly_once_more(site):
 def test_remove_leaves_nothing_behind(site):
     site.new_sweep("remove", values=3, epochs=1, epoch_seconds=0.5)
     retired, *kept = site.hosts
-    uids = {host.name: site.sh(host, "id -u wandb").strip() for host in site.hosts}
+    uids = {host.name: site.sh(host, "id -u wandb-1").strip() for host in site.hosts}
     # The retired host has left the fleet group: the inventory names it in a group of its own.
     inventory = site.fleet.write_inventory(site.inventory / "hosts.ini", hosts=kept)
     retired_group = site.fleet.write_inventory(
@@ -530,7 +530,7 @@ def test_remove_leaves_nothing_behind(site):
             "systemctl list-units --all --plain --no-legend 'wandb-agent@*'; "
             "ls -d /etc/systemd/system/wandb-agent@.service /opt/sweep-fleet /etc/sweep-fleet "
             "/var/lib/sweep-fleet /var/cache/sweep-fleet /run/sweep-fleet /usr/local/bin/uv 2>/dev/null; "
-            "getent passwd wandb; getent group wandb; "
+            "getent passwd wandb wandb-1; getent group wandb wandb-1; "
             f"ps -eo uid=,args= | awk '$1 == {uids[host.name]}'; true",
         )
         assert leftovers.strip() == "", f"{host.name}:\n{leftovers}"

@@ -17,6 +17,7 @@ import secrets
 import shutil
 import subprocess
 import textwrap
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -47,11 +48,18 @@ class Trust:
         self.vault_password = root / "vault-pass"
         self.vault_password.write_text(VAULT_PASSWORD)
         self.proxy_url = proxy.url(PROXY_USER, PROXY_PASSWORD)
-        self.secrets = [
-            TEST_API_KEY,
-            PROXY_PASSWORD,
-            base64.b64encode(f"{PROXY_USER}:{PROXY_PASSWORD}".encode()).decode(),
-        ]
+        # Each secret as it is, and in the forms it takes on its way: Basic auth headers,
+        # URL escaping (a proxy URL), JSON escaping (Ansible's and the modules' output).
+        self.secrets = {}
+        for name, secret in (("key", TEST_API_KEY), ("proxy password", PROXY_PASSWORD)):
+            for form, text in (
+                ("", secret),
+                (" (URL-escaped)", urllib.parse.quote(secret, safe="")),
+                (" (JSON-escaped)", json.dumps(secret)[1:-1]),
+            ):
+                self.secrets.setdefault(text, name + form)
+        self.secrets[base64.b64encode(f"api:{TEST_API_KEY}".encode()).decode()] = "key (Basic auth)"
+        self.secrets[base64.b64encode(f"{PROXY_USER}:{PROXY_PASSWORD}".encode()).decode()] = "proxy auth"
 
     def write_vars(self, vault_key: str | None = TEST_API_KEY, **values) -> None:
         """group_vars/fleet.yml; the key as a user puts it in: echo KEY | ansible-vault encrypt_string."""
@@ -108,16 +116,37 @@ class Trust:
         )
 
     def leaks(self, text: str) -> list[str]:
-        return [
-            name
-            for name, secret in zip(("key", "proxy password", "proxy auth"), self.secrets, strict=True)
-            if secret in text
-        ]
+        return sorted({name for secret, name in self.secrets.items() if secret in text})
 
     def root_python(self, host: Host, script: str) -> str:
         """Run a Python script as root on a host; the secrets reach it on stdin, never argv."""
         command = f"sudo python3 -c {shlex_quote(script)}"
-        return self.fleet.ssh(host, command, input="\n".join(self.secrets[:2]) + "\n").stdout
+        return self.fleet.ssh(host, command, input=f"{TEST_API_KEY}\n{PROXY_PASSWORD}\n").stdout
+
+    def readable_by(self, host: Host, user: str) -> list[str]:
+        """Every file ``user`` can read that holds a secret. The patterns come on stdin (grep
+        -f -, which any user can read, unlike /dev/stdin of a pipe another user owns), with a
+        canary planted in a file the user can read: a grep that read no pattern or no file
+        would miss the canary, and the search fails instead of finding nothing."""
+        canary = "canary-" + secrets.token_hex(12)
+        place = f"/var/tmp/sweep-fleet-canary-{user}"
+        self.fleet.ssh(
+            host, f"sudo install -m 0644 /dev/null {place} && echo {canary} | sudo tee {place} >/dev/null"
+        )
+        try:
+            proc = self.fleet.ssh(
+                host,
+                f"sudo -u {user} grep -rlF -f - / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "
+                "2>/dev/null; echo rc=$?",
+                input="\n".join([*self.secrets, canary]) + "\n",
+                timeout=600,
+            ).stdout.split()
+        finally:
+            self.fleet.ssh(host, f"sudo rm -f {place}")
+        *found, rc = proc
+        assert rc in ("rc=0", "rc=1", "rc=2"), rc  # 2: some files were unreadable, as expected
+        assert place in found, f"{user}'s search did not find the canary: it searched nothing"
+        return [path for path in found if path != place]
 
     def snapshot(self, host: Host) -> str:
         """What a bad input must not change: users, units, and sweep-fleet's directories."""
@@ -196,7 +225,8 @@ LEAK_SCRIPT = textwrap.dedent(
 def test_no_secret_in_processes_journal_units_or_readable_files(site):
     for host in site.hosts:
         assert site.root_python(host, LEAK_SCRIPT).strip() == "", host.name
-        journal = site.fleet.ssh(host, "sudo journalctl --no-pager -o cat").stdout
+        journal = site.fleet.ssh(host, "sudo journalctl --no-pager -o export").stdout
+        assert "wandb-agent@1" in journal
         assert site.leaks(journal) == [], f"{host.name}: the journal"
         units = site.fleet.ssh(
             host,
@@ -205,15 +235,14 @@ def test_no_secret_in_processes_journal_units_or_readable_files(site):
         ).stdout
         assert "wandb-agent@1.service" in units
         assert site.leaks(units) == [], f"{host.name}: systemctl show"
-        # Every file an ordinary user, nobody, or the service user can read; the service
-        # user may read the key only in its unit's credential.
-        for user, allowed in ((LOGIN_USER, []), ("nobody", []), ("wandb", ["/run/credentials/"])):
-            found = site.fleet.ssh(
-                host,
-                f"sudo -u {user} grep -rlF -f /dev/stdin / --exclude-dir=proc --exclude-dir=sys "
-                "--exclude-dir=dev 2>/dev/null || true",
-                input="\n".join(site.secrets) + "\n",
-            ).stdout.split()
+        # Every file an ordinary user, nobody, or an agent's user can read; the agent's user
+        # may read the key only in its unit's credential.
+        for user, allowed in (
+            (LOGIN_USER, []),
+            ("nobody", []),
+            ("wandb-1", ["/run/credentials/wandb-agent@1"]),
+        ):
+            found = site.readable_by(host, user)
             unexpected = [f for f in found if not any(f.startswith(a) for a in allowed)]
             assert unexpected == [], f"{host.name}: readable by {user}: {unexpected}"
 
@@ -386,6 +415,31 @@ BAD_INPUTS = [
         {"wandb_agent_environment": {"PATH": "/bin"}},
         "wandb_agent_environment.PATH cannot be set",
     ),
+    (
+        "deploy.yml",
+        {"wandb_agent_environment": {"X": "a\nWANDB_BASE_URL=http://elsewhere"}},
+        "wandb_agent_environment.X has a control character",
+    ),
+    ("deploy.yml", {"wandb_runtime_state_dir": "/var/lib/sweep fleet"}, "must be a plain path"),
+    ("deploy.yml", {"wandb_code_dest": "/opt/sweep-fleet/code%i"}, "wandb_code_dest must be a plain path"),
+    ("deploy.yml", {"wandb_credentials_dir": "/var/lib/sweep-fleet/etc"}, "must not contain one another"),
+    ("deploy.yml", {"wandb_agent_ip_allow": ["metadata"]}, "wandb_agent_ip_allow has 'metadata'"),
+    ("deploy.yml", {"wandb_runtime_user": "w" * 30}, "at most 29"),
+    (
+        "deploy.yml",
+        {"wandb_runtime_index_url": "ftp://me:t0ken@pypi.example.invalid/simple"},
+        "wandb_runtime_index_url must be an http:// or https:// URL",
+    ),
+    (
+        "deploy.yml",
+        {"wandb_code_local_path": "BAD_REQUIREMENTS"},
+        "requirements.txt in wandb_code_local_path",
+    ),
+    (
+        "deploy.yml",
+        {"wandb_code_local_path": "LINKED_REQUIREMENTS"},
+        "is a symbolic link: root installs it on every host",
+    ),
     ("playbooks/stop.yml", {"sweep_fleet_serial": 0}, "0 would stop every host at once"),
     ("playbooks/stop.yml", {"sweep_fleet_serial": "abc"}, "sweep_fleet_serial must be a number of hosts"),
     ("playbooks/stop.yml", {"wandb_agent_drain_timeout": -1}, "wandb_agent_drain_timeout must be at least 0"),
@@ -414,12 +468,23 @@ NEVER = ("Traceback", "argument_spec_data", "Unknown error", "validate_args_cont
 def test_every_bad_input_is_refused_before_any_host_changes(site):
     bad_template = site.root / "bad-sweep.yaml.j2"
     bad_template.write_text(BAD_TEMPLATE)
+    # Code whose requirements would make root install what their author chooses.
+    places = {"BAD_TEMPLATE": bad_template}
+    for name, requirements in (("BAD_REQUIREMENTS", "numpy==1.26.4\n-e .\n"), ("LINKED_REQUIREMENTS", None)):
+        code = site.root / name.lower()
+        shutil.copytree(SHARDS, code)
+        (code / "requirements.txt").unlink()
+        if requirements is None:
+            (code / "requirements.txt").symlink_to("/etc/shadow")
+        else:
+            (code / "requirements.txt").write_text(requirements)
+        places[name] = code
     before = {h.name: site.snapshot(h) for h in site.hosts}
     requests_before = len(site.standin.requests)
 
     def attempt(case):
         playbook, extra, _message = case
-        extra = {k: (str(bad_template) if v == "BAD_TEMPLATE" else v) for k, v in extra.items()}
+        extra = {k: (str(places[v]) if isinstance(v, str) and v in places else v) for k, v in extra.items()}
         return site.play(playbook, "-e", json.dumps(extra), check=False)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -435,6 +500,8 @@ def test_every_bad_input_is_refused_before_any_host_changes(site):
             problems.append(f"no message {message!r}")
         if any(word in out for word in NEVER):
             problems.append("a dump or a traceback")
+        if "t0ken" in out:
+            problems.append("a token in a URL was shown")
         if any(c["changed"] for c in counts.values()):
             problems.append(f"changed something: {counts}")
         if problems:
@@ -476,17 +543,20 @@ def test_what_runs_write_is_never_installed_by_root(site):
     # A run (the service user) tries both ways to get a requirement installed by root.
     tried = site.fleet.ssh(
         host,
-        "sudo -u wandb sh -c 'echo six >> /opt/sweep-fleet/code/requirements.txt' 2>&1; "
-        "sudo -u wandb sh -c 'rm /var/lib/sweep-fleet/runs/1/requirements.txt; "
-        "echo six > /var/lib/sweep-fleet/runs/1/requirements.txt' && echo planted",
+        "sudo -u wandb-1 sh -c 'echo six >> /opt/sweep-fleet/code/requirements.txt' 2>&1; "
+        "sudo -u wandb-1 sh -c 'rm -f /var/lib/sweep-fleet/runs/1/requirements.txt' 2>&1; "
+        "sudo -u wandb-1 sh -c 'echo six > /var/lib/sweep-fleet/runs/1/req.txt; "
+        "mv -f /var/lib/sweep-fleet/runs/1/req.txt /var/lib/sweep-fleet/runs/1/requirements.txt' 2>&1; "
+        "echo done",
         check=False,
     ).stdout
-    assert "Permission denied" in tried and "planted" in tried
+    # The code is root's; the link to its requirements, in the agent's sticky directory, too.
+    assert tried.count("Permission denied") + tried.count("Operation not permitted") == 3, tried
     site.play("deploy.yml")
     assert site.fleet.ssh(host, f"{venv} -c 'import six'", check=False).returncode != 0, "root installed it"
     assert "six" not in site.fleet.ssh(host, "sudo cat /opt/sweep-fleet/code/requirements.txt").stdout
-    # The run's own file is left alone (the launcher never replaces what a run wrote).
-    assert site.fleet.ssh(host, "sudo cat /var/lib/sweep-fleet/runs/1/requirements.txt").stdout == "six\n"
+    link = site.fleet.ssh(host, "sudo stat -c '%U %N' /var/lib/sweep-fleet/runs/1/requirements.txt").stdout
+    assert link.split()[0] == "root" and "-> '/opt/sweep-fleet/code/requirements.txt'" in link
 
 
 def test_unusual_but_valid_inputs_keep_working(site):
@@ -522,6 +592,10 @@ def test_remove_shows_no_secret_and_leaves_nothing(site):
         left = site.fleet.ssh(
             host,
             "ls -d /opt/sweep-fleet /etc/sweep-fleet /var/lib/sweep-fleet 2>/dev/null; "
-            "getent passwd wandb; true",
+            "getent passwd wandb wandb-1; getent group wandb wandb-1; true",
         ).stdout
         assert left.strip() == "", left
+        # The whole journal of the module's life, every field (-o export), at its end.
+        journal = site.fleet.ssh(host, "sudo journalctl --no-pager -o export", timeout=300).stdout
+        assert "wandb-agent@1" in journal
+        assert site.leaks(journal) == [], f"{host.name}: the journal"

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from standin import StandIn
-from support import REPO, TEST_API_KEY, wait_until
+from support import REPO, TEST_API_KEY, Recorder, wait_until
 
 FILES = REPO / "roles" / "wandb_agent" / "files"
 sys.path.insert(0, str(FILES))
@@ -180,7 +180,7 @@ def test_a_second_signal_does_not_interrupt_the_agent_again(tree):
     assert (state / "agent.exit").read_text() == "0"
 
 
-def test_link_code_shows_the_code_and_keeps_what_runs_wrote(tmp_path):
+def test_root_links_the_code_and_moves_aside_what_a_run_put_in_its_place(tmp_path):
     code, work = tmp_path / "code", tmp_path / "work"
     (code / "train").mkdir(parents=True)
     (code / "main.py").write_text("print(1)\n")
@@ -188,45 +188,82 @@ def test_link_code_shows_the_code_and_keeps_what_runs_wrote(tmp_path):
     work.mkdir()
     (work / "checkpoints").mkdir()
     (work / "wandb").mkdir()
-    assert launcher.link_code(code, work) == ["+main.py", "+train"]
+    assert host.link_code(str(code), str(work)) == ["+main.py", "+train"]
     assert os.readlink(work / "main.py") == str(code / "main.py")
     assert not (work / ".git").exists() and (work / "checkpoints").is_dir()
-    assert launcher.link_code(code, work) == [], "a second time changes nothing"
+    assert host.link_code(str(code), str(work)) == [], "a second time changes nothing"
     (code / "main.py").unlink()
     (code / "eval.py").write_text("")
-    assert launcher.link_code(code, work) == ["-main.py", "+eval.py"]
-    # A run replaced a link with a file of its own: it stays.
+    assert host.link_code(str(code), str(work)) == ["-main.py", "+eval.py"]
+    # A run replaced a link with a file of its own, which every later run would run: it is
+    # moved aside, and root's link is back.
     (work / "eval.py").unlink()
     (work / "eval.py").write_text("mine")
-    assert launcher.link_code(code, work) == []
-    assert (work / "eval.py").read_text() == "mine"
+    assert host.link_code(str(code), str(work)) == ["!eval.py", "+eval.py"]
+    assert os.readlink(work / "eval.py") == str(code / "eval.py")
+    (aside,) = work.glob("eval.py.shadowed-*")
+    assert aside.read_text() == "mine"
+    # A link of a run's own (not root's) to the right place is replaced by root's too.
+    (work / "eval.py").unlink()
+    (work / "eval.py").symlink_to(code / "eval.py")
+    os.lchown(work / "eval.py", 65534, 65534)
+    assert host.link_code(str(code), str(work)) == ["+eval.py"]
+    assert os.lstat(work / "eval.py").st_uid == 0
 
 
-def test_link_code_tolerates_the_same_link_made_at_the_same_moment(tmp_path, monkeypatch):
-    """deploy.yml links new code while a starting agent links it too: both succeed."""
-    code, work = tmp_path / "code", tmp_path / "work"
-    code.mkdir()
-    work.mkdir()
-    (code / "main.py").write_text("print(1)\n")
-    original = Path.symlink_to
+def test_root_follows_no_link_a_run_or_a_user_could_have_made(tmp_path):
+    """open_dir reaches a directory component by component: a root link in a directory only
+    root can change is followed (as /var/run -> /run), any other link is refused."""
+    real = tmp_path / "real"
+    (real / "runs" / "1").mkdir(parents=True)
+    (tmp_path / "alias").symlink_to(real)  # root's link in root's directory
+    fd = host.open_dir(str(tmp_path / "alias" / "runs" / "1"))
+    try:
+        assert os.fstat(fd).st_ino == os.stat(real / "runs" / "1").st_ino
+    finally:
+        os.close(fd)
+    open_runs = tmp_path / "open"
+    open_runs.mkdir()
+    os.chown(open_runs, 65534, 65534)  # a directory someone else may change
+    (open_runs / "1").symlink_to(real / "runs" / "1")
+    with pytest.raises(host.UnsafePath):
+        host.open_dir(str(open_runs / "1"))
+    with pytest.raises(OSError):  # a run's link below a root-owned base is never followed
+        host.open_under(str(real), "runs-link")
 
-    def raced(self, target, target_is_directory=False):
-        original(self, target, target_is_directory)  # the other process was first
-        original(self, target, target_is_directory)  # ours: FileExistsError
 
-    monkeypatch.setattr(Path, "symlink_to", raced)
-    assert launcher.link_code(code, work) == []
-    assert os.readlink(work / "main.py") == str(code / "main.py")
-    # Something else put there at that moment is still an error, not silently kept.
-    (work / "main.py").unlink()
+def test_a_run_file_is_read_only_when_it_is_a_small_regular_file(tmp_path):
+    folder = tmp_path / "wandb" / "sweep-abc"
+    folder.mkdir(parents=True)
+    (folder / "config-r1.yaml").write_text("lr:\n  value: 0.1\n")
+    os.mkfifo(folder / "config-r2.yaml")  # would hang a plain open()
+    (folder / "config-r3.yaml").symlink_to("/dev/zero")  # would never end
+    (folder / "config-r4.yaml").write_bytes(b"x" * (host.RUN_FILE_LIMIT + 1))
+    assert host.run_config(str(tmp_path), "abc", "r1") == b"lr:\n  value: 0.1\n"
+    for run in ("r2", "r3", "r4", "../r1", "nosuch"):
+        assert host.run_config(str(tmp_path), "abc", run) is None, run
+    assert set(host.started_runs(str(tmp_path), "abc")) == {"r1", "r4"}, "regular files only"
 
-    def other(self, target, target_is_directory=False):
-        original(self, tmp_path / "elsewhere", target_is_directory)
-        original(self, target, target_is_directory)
 
-    monkeypatch.setattr(Path, "symlink_to", other)
-    with pytest.raises(FileExistsError):
-        launcher.link_code(code, work)
+def test_the_old_shared_users_files_go_to_the_agents_own_user_and_nothing_else(tmp_path):
+    work = tmp_path / "work"
+    (work / "wandb" / "sweep-abc").mkdir(parents=True)
+    (work / "wandb" / "sweep-abc" / "config-r1.yaml").write_text("x")
+    (work / "roots").write_text("root's")
+    (work / "link").symlink_to("/etc")
+    for path in (
+        work / "wandb",
+        work / "wandb" / "sweep-abc",
+        work / "wandb" / "sweep-abc" / "config-r1.yaml",
+    ):
+        os.chown(path, 4242, 4242)
+    os.lchown(work / "link", 4242, 4242)
+    etc = os.stat("/etc")
+    assert host.adopt(str(work), 4242, 5000, 5000) == 4
+    assert os.stat(work / "wandb" / "sweep-abc" / "config-r1.yaml").st_uid == 5000
+    assert os.lstat(work / "link").st_uid == 5000
+    assert (os.stat("/etc").st_uid, os.stat("/etc").st_gid) == (etc.st_uid, etc.st_gid), "no link followed"
+    assert os.stat(work / "roots").st_uid == 0, "what is not the old user's stays"
 
 
 @pytest.fixture
@@ -264,6 +301,19 @@ def test_state_check_of_an_unknown_sweep_or_key_is_permanent(standin, tmp_path, 
     with pytest.raises(launcher.SweepStateError) as err:
         launcher.read_state(sweep.path)
     assert err.value.permanent and "401" in str(err.value)
+
+
+def test_state_check_refuses_a_redirect_and_sends_the_key_nowhere_else(standin, tmp_path, monkeypatch):
+    elsewhere = Recorder("127.0.0.2")
+    sweep = standin.create_sweep(GRID, project="p")
+    standin.inject("redirect", location=f"{elsewhere.url}/graphql")
+    try:
+        with pytest.raises(launcher.SweepStateError) as refused:
+            launcher.sweep_state(sweep.path, standin.url, TEST_API_KEY)
+    finally:
+        elsewhere.stop()
+    assert refused.value.permanent and f"a redirect to {elsewhere.url}/graphql: refused" in str(refused.value)
+    assert elsewhere.requests == []
 
 
 def test_state_check_waits_while_wandb_is_unreachable(standin, tmp_path, monkeypatch):
@@ -318,7 +368,6 @@ def test_launcher_does_not_start_an_agent_for_an_ended_sweep(standin, tmp_path):
     proc = run_launcher(standin, tmp_path, sweep.path)
     assert proc.returncode == 0, proc.stderr
     assert "is finished: not starting the agent" in proc.stderr
-    assert (tmp_path / "work" / "main.py").is_symlink(), "the code was linked first"
     assert standin.agents == {}
 
 

@@ -179,18 +179,20 @@ def test_code_reaches_a_working_directory_without_symbolic_links(world, tmp_path
     assert launcher.link_code(code, work) == ["+data", "+old.py", "+train.py"]
     assert not (work / "train.py").is_symlink() and (work / "train.py").read_text() == "v1"
     assert os.readlink(work / "data") == str(code / "data")  # the directory: a junction
-    # New code replaces the copies that are still as copied; a file a run wrote stays.
+    # New code replaces the copies; what a run put in the place of a code file (which would
+    # run for every later run) is moved aside and the code's file copied in again.
     (code / "train.py").write_text("v2")
     (code / "old.py").unlink()
     (code / "eval.py").write_text("code's")
     (work / "eval.py").write_text("a run's")
-    assert launcher.link_code(code, work) == ["-old.py", "+train.py"]
+    assert launcher.link_code(code, work) == ["-old.py", "!eval.py", "+eval.py", "+train.py"]
     assert (work / "train.py").read_text() == "v2"
-    assert (work / "eval.py").read_text() == "a run's"
+    assert (work / "eval.py").read_text() == "code's"
+    (aside,) = work.glob("eval.py.shadowed-*")
+    assert aside.read_text() == "a run's"
     (work / "train.py").write_text("edited by a run")
-    (code / "train.py").write_text("v3")
-    assert launcher.link_code(code, work) == []
-    assert (work / "train.py").read_text() == "edited by a run"
+    assert launcher.link_code(code, work) == ["!train.py", "+train.py"]
+    assert (work / "train.py").read_text() == "v2"
     assert launcher.link_code(code, work) == []
 
 
@@ -234,7 +236,7 @@ def test_new_code_reaches_a_running_agent_when_the_stamp_changes(tmp_path, monke
     assert list(work.iterdir()) == []
     clock[0] += 10
     sup._watch_code()
-    assert [p.name for p in work.iterdir()] == ["train.py"]
+    assert [p.name for p in work.iterdir() if p.name != launcher.COPIES] == ["train.py"]
     (code / "eval.py").write_text("new")
     clock[0] += 10
     sup._watch_code()  # the stamp did not change: no look at the code

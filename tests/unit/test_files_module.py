@@ -8,8 +8,11 @@ import io
 import json
 import os
 import pwd
+import shutil
 import stat
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -136,3 +139,70 @@ def test_the_action_renders_templates_per_item_and_hides_secrets(tmp_path):
     assert (out / "netrc").read_text() == f"machine h password {SECRET}\n"
     assert (mode(out), mode(out / "runs"), mode(out / "netrc")) == (0o750, 0o750, 0o600)
     assert "changed=0" in playbook()
+
+
+# A run that owns the parent of a directory root converges swaps that directory with a link
+# to a directory of root's, over and over (renameat2 RENAME_EXCHANGE), hoping that root
+# chowns or chmods the link's target.
+SWAPPER = """
+import ctypes, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+a, b, seconds = sys.argv[1].encode(), sys.argv[2].encode(), float(sys.argv[3])
+deadline, swaps = time.monotonic() + seconds, 0
+while time.monotonic() < deadline:
+    swaps += libc.renameat2(-100, a, -100, b, 2) == 0  # AT_FDCWD, RENAME_EXCHANGE
+print(swaps)
+"""
+
+
+@pytest.fixture
+def open_tmp():
+    """A directory other users may enter (pytest's tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="sweep-fleet-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing owners needs root")
+def test_a_directory_swapped_for_a_link_in_a_loop_never_changes_the_target(open_tmp):
+    tmp_path = open_tmp
+    nobody = pwd.getpwnam("nobody")
+    target = tmp_path / "target"  # root's, e.g. /etc
+    target.mkdir(mode=0o755)
+    runs = tmp_path / "state" / "runs"  # the run's user owns it (the layout before 0.5.0)
+    runs.mkdir(parents=True)
+    (runs / "1").mkdir()
+    (runs / "evil").symlink_to(target)
+    for path in (tmp_path / "state", runs, runs / "1"):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    os.lchown(runs / "evil", nobody.pw_uid, nobody.pw_gid)
+
+    def as_nobody():
+        os.setgroups([])
+        os.setresgid(nobody.pw_gid, nobody.pw_gid, nobody.pw_gid)
+        os.setresuid(nobody.pw_uid, nobody.pw_uid, nobody.pw_uid)
+
+    swapper = subprocess.Popen(
+        ["/usr/bin/python3", "-c", SWAPPER, str(runs / "1"), str(runs / "evil"), "4"],
+        preexec_fn=as_nobody,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    item = {"path": str(runs / "1"), "owner": "nobody", "group": grp.getgrgid(nobody.pw_gid).gr_name}
+    calls = refused = 0
+    changed_target = []
+    while swapper.poll() is None:
+        for wanted in ("0700", "0750"):  # a change on every call
+            result = run(directories=[{**item, "mode": wanted}])
+            calls += 1
+            refused += bool(result.get("failed"))
+            st = os.stat(target)
+            if (st.st_uid, stat.S_IMODE(st.st_mode)) != (0, 0o755):
+                changed_target.append((st.st_uid, oct(stat.S_IMODE(st.st_mode))))
+                os.chown(target, 0, 0)
+                os.chmod(target, 0o755)
+    swaps = int(swapper.stdout.read() or 0)
+    print(f"{calls} module calls against {swaps} swaps: {refused} refused (a link in the way)")
+    assert swaps > 1000 and calls > 20, "the race was really run"
+    assert changed_target == [], f"root changed the link's target {len(changed_target)} times of {calls}"

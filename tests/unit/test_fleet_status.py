@@ -75,9 +75,21 @@ def test_run_parameters_are_read_without_pyyaml(tmp_path, monkeypatch):
         "epochs:\n  value: 8\nflag:\n  value: true\nname:\n  value: 'a: b'\n"
     )
     expected = {"data_path": "datasets/part1.csv", "lr": 0.01, "epochs": 8, "flag": True, "name": "a: b"}
-    assert agent_info._params(str(config)) == expected
+    assert agent_info._params(config.read_text()) == expected
     monkeypatch.setitem(__import__("sys").modules, "yaml", None)  # a host without PyYAML
-    assert agent_info._params(str(config)) == expected
+    assert agent_info._params(config.read_text()) == expected
+
+
+def test_run_parameters_with_yaml_aliases_are_not_expanded():
+    """A run wrote the file: a few lines of aliases would expand into more than any memory
+    once the result is serialized. They are refused: no parameters."""
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(20)
+    )
+    bomb += "lr:\n  value: *u\n"
+    assert agent_info._params(bomb) == {}
+    assert agent_info._params("lr:\n  value: &v 0.1\nseed:\n  value: 3\n") == {"lr": 0.1, "seed": 3}
 
 
 def test_the_sweep_is_read_from_the_agents_environment_file(tmp_path):

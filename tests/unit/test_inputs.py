@@ -9,8 +9,16 @@ from support import TEST_API_KEY
 
 
 class FakeController(inputs.Controller):
-    def __init__(self, dirs=(), files=(), tools=("rsync",)):
+    def __init__(self, dirs=(), files=(), tools=("rsync",), texts=None, links=()):
         self.dirs, self.files, self.tools = set(dirs), set(files), set(tools)
+        self.texts, self.links = dict(texts or {}), set(links)
+        self.files |= set(self.texts)
+
+    def islink(self, path):
+        return path in self.links
+
+    def read(self, path, limit=4 * 1024 * 1024):
+        return self.texts.get(path)
 
     def isdir(self, path):
         return path.rstrip("/") in self.dirs
@@ -129,6 +137,26 @@ def test_good_values_have_no_problem():
         ({"wandb_agent_max_consecutive_failures": -2}, "max_consecutive_failures must be at least 0 runs"),
         ({"wandb_agent_environment": {"MY-VAR": 1}}, "'MY-VAR', which is not an environment variable name"),
         ({"wandb_agent_environment": {"PATH": "/bin"}}, "wandb_agent_environment.PATH cannot be set here"),
+        (
+            {"wandb_agent_environment": {"X": "a\nWANDB_BASE_URL=http://evil"}},
+            "wandb_agent_environment.X has a control",
+        ),
+        ({"wandb_runtime_environment": {"X": "a\rb"}}, "wandb_runtime_environment.X has a control character"),
+        ({"wandb_runtime_state_dir": "/var/lib/sweep fleet"}, "wandb_runtime_state_dir must be a plain path"),
+        ({"wandb_runtime_home": "/opt/sweep-fleet%i"}, "wandb_runtime_home must be a plain path"),
+        ({"wandb_code_dest": "/opt/code\n[Service]"}, "wandb_code_dest must be a plain path"),
+        (
+            {"wandb_credentials_dir": "/var/lib/sweep-fleet/etc"},
+            "wandb_credentials_dir (/var/lib/sweep-fleet/etc) and",
+        ),
+        (
+            {"wandb_agent_credentials_dir": "/var/lib/sweep-fleet/runs/etc"},
+            "wandb_agent_credentials_dir (/var",
+        ),
+        ({"wandb_agent_home": "/var/lib/sweep-fleet"}, "wandb_agent_home (/var/lib/sweep-fleet) and"),
+        ({"wandb_runtime_user": "a" * 30}, "at most 29 (each agent's account adds its number)"),
+        ({"wandb_agent_ip_allow": ["metadata.google.internal"]}, "wandb_agent_ip_allow has 'metadata.google"),
+        ({"wandb_runtime_uv_sha256": {"x86_64": "abc"}}, "wandb_runtime_uv_sha256.x86_64 must be a sha256"),
         ({"sweep_fleet_serial": 0}, "0 would stop every host at once"),
         ({"sweep_fleet_serial": "all"}, "sweep_fleet_serial must be a number of hosts"),
     ],
@@ -149,10 +177,68 @@ def test_each_rule_names_the_variable_and_the_fix(change, message):
         {"sweep_fleet_serial": "25%"},
         {"wandb_runtime_python": "3.12"},
         {"wandb_credentials_https_proxy": "http://user:pa55@proxy.example.com:3128"},
+        {"wandb_runtime_index_url": "https://__token__:t0ken@pypi.example.com/simple"},  # a private index
+        {"wandb_agent_environment": {"WIN_PATH": "C:\\Program Files\\x", "Q": 'say "hi" $HOME'}},
+        {"wandb_agent_ip_allow": ["169.254.169.254", "fe80::/10"]},
+        {"wandb_runtime_state_dir": "/data/sweep-fleet", "wandb_agent_state_dir": "/data/sweep-fleet"},
     ],
 )
 def test_unusual_but_valid_values_pass(change):
     assert problems(**change) == []
+
+
+def test_tokens_in_index_and_git_urls_never_appear_in_messages():
+    index = "ftp://__token__:t0ken@pypi.example.com/simple?key=k3y"
+    found = " ".join(problems(wandb_runtime_index_url=index))
+    assert "wandb_runtime_index_url must be" in found and "t0ken" not in found and "k3y" not in found
+    assert "ftp://***@pypi.example.com/simple?***" in found
+    repo = "github.com:me/repo.git?token=t0ken"
+    found = " ".join(problems(wandb_code_source="git", wandb_code_git_repo=repo, wandb_code_git_version="v1"))
+    assert "wandb_code_git_repo is not a git URL" in found and "t0ken" not in found
+
+
+LOCAL = "/home/me/my code"
+
+
+@pytest.mark.parametrize(
+    ("texts", "links", "message"),
+    [
+        (
+            {f"{LOCAL}/requirements.txt": "numpy==1.26\n-e .\n"},
+            (),
+            "requirements.txt in wandb_code_local_path",
+        ),
+        ({f"{LOCAL}/requirements.txt": "torch @ https://evil.example/t.whl\n"}, (), "line 1 is a URL"),
+        (
+            {f"{LOCAL}/pyproject.toml": '[project]\nname="x"\ndynamic=["dependencies"]\n'},
+            (),
+            "dynamic depend",
+        ),
+        (
+            {},
+            (f"{LOCAL}/requirements.txt",),
+            "requirements.txt in wandb_code_local_path (/home/me/my code) is a sym",
+        ),
+    ],
+)
+def test_the_code_requirements_ask_for_packages_only(texts, links, message):
+    controller = FakeController(dirs={LOCAL, "/data/shards"}, texts=texts, links=links)
+    found = inputs.problems(ROLES, GOOD, controller)
+    assert any(message in p for p in found), found
+
+
+def test_a_resolver_at_a_link_local_address_needs_it_opened():
+    facts = {"system": "Linux", "service_mgr": "systemd", "dns": {"nameservers": ["169.254.169.254"]}}
+    assert inputs.platform_problem(facts, {}, runs_agents=False) is None, "a stop needs no resolver"
+    problem = inputs.platform_problem(facts, {}, runs_agents=True)
+    assert "resolves names through 169.254.169.254" in problem and "wandb_agent_ip_allow" in problem
+    assert (
+        inputs.platform_problem(facts, {"wandb_agent_ip_allow": ["169.254.169.254"]}, runs_agents=True)
+        is None
+    )
+    local = {**facts, "dns": {"nameservers": ["127.0.0.53", "fe80::1%eth0"]}}
+    assert "fe80::1%eth0" in inputs.platform_problem(local, {}, runs_agents=True)
+    assert inputs.platform_problem(local, {"wandb_agent_ip_allow": ["fe80::/10"]}, runs_agents=True) is None
 
 
 def test_secrets_never_appear_in_messages():

@@ -129,6 +129,13 @@ def test_deploy_asks_the_windows_host_for_services_as_designed(windows, agents, 
     )
     # The wheelhouse's probe ran (check mode included); it carried uv.exe and nssm.exe.
     assert "Windows host" not in windows.proc.stdout
+    # The runtime directory is claimed first: made by Administrators, or refused when a
+    # local user made it (files/claim_home.ps1; the script runs on a Windows host only).
+    first = next(c for c in calls if c["module"].startswith(("ansible.windows.win_", "community.windows.")))
+    assert first["module"] == "ansible.windows.win_powershell", first
+    assert first["args"]["parameters"] == {"Path": r"C:\ProgramData\sweep-fleet"}
+    assert "SetAccessRuleProtection($true, $false)" in first["args"]["script"]
+    assert first["args"]["error_action"] == "stop"
     services = calls_of(calls, "community.windows.win_nssm")
     assert [s["name"] for s in services] == [f"wandb-agent-{n}" for n in expected]
     for number, service in zip(expected, services, strict=True):
@@ -197,7 +204,7 @@ def test_deploy_asks_the_windows_host_for_services_as_designed(windows, agents, 
         settings = sent[rf"{credentials}\agent-{number}.env"]
         assert (f"CUDA_VISIBLE_DEVICES={gpus}" in settings) == (gpus is not None)
         assert "SWEEP_FLEET_START_DELAY=" in settings
-    assert f"SWEEP_FLEET_SWEEP={windows.sweep}" in sent[rf"{credentials}\agent.env"]
+    assert f'SWEEP_FLEET_SWEEP="{windows.sweep}"' in sent[rf"{credentials}\agent.env"]
     # The code goes from the controller, into the root-written tree.
     copies = [c for c in calls_of(calls, "ansible.windows.win_copy") if c.get("_copy_mode") == "query"]
     code = [c for c in copies if c["dest"].startswith(r"C:\ProgramData\sweep-fleet\code")]

@@ -1,4 +1,4 @@
-"""wandb_agent: hardened template units, run by a launcher as the service user, key out of sight."""
+"""wandb_agent: hardened template units, each run by a launcher as its own user, key out of sight."""
 
 import os
 import re
@@ -22,7 +22,11 @@ def test_agents_run_and_start_at_boot(host, unit):
 def test_unit_properties(host, unit):
     props = host.service(unit).systemd_properties
     instance = unit.split("@")[1].split(".")[0]
-    assert props["User"] == "wandb"
+    assert (props["User"], props["Group"]) == (f"wandb-{instance}", f"wandb-{instance}")
+    assert props["SupplementaryGroups"] == "wandb", "the group that may read the code"
+    assert props["ReadWritePaths"] == f"/var/lib/sweep-fleet/runs/{instance}", "its own directory only"
+    assert set(props["IPAddressDeny"].split()) == {"169.254.0.0/16", "fe80::/10"}
+    assert props["Environment"].split().count(f"HOME=/var/cache/sweep-fleet/{instance}") == 1
     assert props["KillMode"] == "mixed"
     assert props["KillSignal"] == "15"
     assert props["Restart"] == "on-failure"
@@ -56,23 +60,31 @@ def test_the_launcher_and_its_agent_are_sandboxed(host):
     assert fields["NoNewPrivs"].strip() == "1"
     assert int(fields["CapBnd"].strip(), 16) == 0
     assert fields["Seccomp"].strip() == "2"
-    assert host.check_output(f"stat -c %U /proc/{main}") == "wandb"
+    assert host.check_output(f"stat -c %U /proc/{main}") == "wandb-1"
     assert "sweep-fleet-agent" in host.check_output(f"tr '\\0' ' ' < /proc/{main}/cmdline")
 
 
-def test_agents_and_runs_are_the_service_users(host):
-    procs = host.check_output("ps -eo user:20,args --no-headers | grep -E '[w]andb agent|[m]ain.py' || true")
+def test_each_agent_and_its_runs_are_a_user_of_their_own(host):
+    procs = host.check_output(
+        "ps -eo user:20,cgroup:200,args --no-headers | grep -E '[w]andb agent|[m]ain.py' || true"
+    )
     lines = procs.splitlines()
     assert sum("wandb agent" in line for line in lines) == 2
-    assert all(line.split()[0] == "wandb" for line in lines)
+    for line in lines:
+        user, cgroup = line.split()[:2]
+        assert f"/wandb-agent@{user.removeprefix('wandb-')}.service" in cgroup, line
     assert KEY not in host.check_output("ps -eo args --no-headers")
 
 
 def test_each_agent_works_in_its_own_directory_that_shows_the_code(host):
     for instance in ("1", "2"):
         work = f"/var/lib/sweep-fleet/runs/{instance}"
-        assert host.file(f"{work}/main.py").linked_to == "/opt/sweep-fleet/code/main.py"
-        assert host.file(work).user == "wandb"
+        link = host.file(f"{work}/main.py")
+        assert link.linked_to == "/opt/sweep-fleet/code/main.py" and link.user == "root"
+        directory = host.file(work)
+        # root's, sticky, writable by the agent's own group only: runs add their files but
+        # cannot replace the links to the code
+        assert (directory.user, directory.group, directory.mode) == ("root", f"wandb-{instance}", 0o1770)
 
 
 def test_offline_runs_and_environment_files(host):

@@ -14,13 +14,13 @@ def test_checkout_is_at_the_pinned_ref(host):
     )
 
 
-def test_code_belongs_to_root_and_the_service_user_can_only_read_it(host):
+def test_code_belongs_to_root_and_the_agents_can_only_read_it(host):
     code = host.file(CODE)
     assert (code.user, code.group, code.mode) == ("root", "wandb", 0o2750)
     main = host.file(f"{CODE}/main.py")
     assert (main.user, main.group, main.mode) == ("root", "wandb", 0o640)
-    assert host.run(f"sudo -u wandb cat {CODE}/main.py").rc == 0
-    assert host.run(f"sudo -u wandb touch {CODE}/requirements.txt {CODE}/new").rc != 0
+    assert host.run(f"sudo -u wandb-1 cat {CODE}/main.py").rc == 0
+    assert host.run(f"sudo -u wandb-1 touch {CODE}/requirements.txt {CODE}/new").rc != 0
 
 
 def test_requirements_are_installed_in_the_venv(host):

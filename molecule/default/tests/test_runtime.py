@@ -1,4 +1,4 @@
-"""wandb_runtime: the service user, uv from the package index, a root-owned venv with pinned wandb."""
+"""wandb_runtime: the agents' group, uv from the package index, a root-owned venv with pinned wandb."""
 
 from pathlib import Path
 
@@ -10,16 +10,12 @@ UV, WANDB = PINS["wandb_runtime_uv_version"], PINS["wandb_runtime_wandb_version"
 PLANTED = f"/tmp/uv-{UV}-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 
 
-def test_service_user(host):
-    user = host.user("wandb")
-    assert user.exists
-    assert user.shell == "/usr/sbin/nologin"
-    assert user.home == "/var/lib/sweep-fleet"
-    assert user.uid < 1000
-    home = host.file("/var/lib/sweep-fleet")
-    assert (home.user, home.group, home.mode) == ("wandb", "wandb", 0o750)
-    runtime = host.file("/opt/sweep-fleet")
-    assert (runtime.user, runtime.group, runtime.mode) == ("root", "root", 0o755)
+def test_the_agents_group_and_root_owned_directories(host):
+    assert host.group("wandb").exists and host.group("wandb").gid < 1000
+    assert not host.user("wandb").exists, "no shared account: each agent has its own (the agent role)"
+    for path in ("/opt/sweep-fleet", "/var/lib/sweep-fleet"):
+        directory = host.file(path)
+        assert (directory.user, directory.group, directory.mode) == ("root", "root", 0o755), path
 
 
 def test_uv_is_pinned(host):
@@ -44,7 +40,7 @@ def test_venv_has_pinned_wandb_and_is_root_owned(host):
         "/opt/sweep-fleet/venv/bin/python -c 'import wandb; print(wandb.__version__)'"
     )
     assert version == WANDB
-    # The service user can use the venv but not change it.
-    assert host.run("sudo -u wandb /opt/sweep-fleet/venv/bin/python -c 'import wandb'").rc == 0
-    assert host.run("sudo -u wandb touch /opt/sweep-fleet/venv/lib/x").rc != 0
+    # An agent's user can use the venv but not change it.
+    assert host.run("sudo -u wandb-1 /opt/sweep-fleet/venv/bin/python -c 'import wandb'").rc == 0
+    assert host.run("sudo -u wandb-1 touch /opt/sweep-fleet/venv/lib/x").rc != 0
     assert host.file("/opt/sweep-fleet/venv/pyvenv.cfg").contains("home = /usr/bin")

@@ -43,7 +43,20 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         args = self._task.args
-        directories = args.get("directories") or []
+        directories = []
+        for entry in args.get("directories") or []:
+            entry = dict(entry)
+            values = entry.pop("each", None)
+            if values is None:
+                directories.append(entry)
+                continue
+            for value in values:  # one directory per item: {item} in its path, owner and group
+                directories.append(
+                    {
+                        k: v.replace("{item}", str(value)) if isinstance(v, str) else v
+                        for k, v in entry.items()
+                    }
+                )
         expanded = []
         for entry in args.get("files") or []:
             entry = dict(entry)

@@ -101,7 +101,11 @@ class ActionModule(ActionBase):
             return self._report(result, args["report"], task_vars)
         if args.get("platform"):
             facts = task_vars.get("ansible_facts") or {}
-            problem = inputs.platform_problem(facts, self._values(inputs.WINDOWS_VARIABLES, task_vars))
+            values = self._values(inputs.PLATFORM_VARIABLES, task_vars)
+            runs_agents = bool(
+                {"wandb_agent", "wandb_agent:start"} & {str(r) for r in args.get("roles") or []}
+            )
+            problem = inputs.platform_problem(facts, values, runs_agents=runs_agents)
             result.update(changed=False, problems=[problem] if problem else [], index_checks=[])
             return self._finish(result, bool(args.get("collect")))
         entries = dict(str(r).partition(":")[::2] for r in args.get("roles") or [])

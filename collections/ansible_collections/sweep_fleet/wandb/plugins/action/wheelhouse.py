@@ -17,6 +17,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.pypi_index import redacted
 from ansible_collections.sweep_fleet.wandb.plugins.plugin_utils.wheelhouse import (
     PROBE,
     IndexError_,
@@ -98,7 +99,9 @@ class ActionModule(ActionBase):
             cache = Path(os.path.expanduser(str(args.get("cache_dir") or "~/.cache/sweep-fleet/wheelhouse")))
             archive = build(request, target, cache, str(args.get("controller_uv") or ""), log=display.vv)
         except (WheelhouseError, IndexError_, OSError) as err:
-            raise AnsibleActionFail(f"wheelhouse: {err}") from err
+            index = str(args.get("index_url") or "")
+            message = str(err).replace(index, redacted(index)) if index else str(err)  # a token stays hidden
+            raise AnsibleActionFail(f"wheelhouse: {message}") from err
         copy_task = self._task.copy()
         # On Windows the file takes the ACL of its directory (administrators and SYSTEM only).
         copy_task.args = {"src": str(archive), "dest": str(args["dest"])}

@@ -1,22 +1,52 @@
 # Copyright: sweep-fleet developers
 # Apache License 2.0
-"""What the agents' host-side programs share: which processes are an agent's runs.
+"""What the agents' host-side programs share: which processes are an agent's runs, and how
+root acts on paths that runs can write.
 
-Used by the ``agent_info`` module and, copied next to it on every host, by the agent
-launcher (``wandb_agent/files/sweep_fleet_agent.py``). Standard library only (Python 3.8+),
-because the launcher runs with nothing but the venv's interpreter.
+Used by the ``agent_info``, ``agent_units`` and ``files`` modules and, copied next to it on
+every host, by the agent launcher (``wandb_agent/files/sweep_fleet_agent.py``). Standard
+library only (Python 3.8+), because the launcher runs with nothing but the venv's interpreter.
+
+Root never acts on a path a run could rename or replace: a directory is reached by opening
+each component from ``/`` with ``O_NOFOLLOW`` (a symbolic link is followed only where no one
+but root could have put it), and what is changed is changed on the open descriptor. A file
+a run wrote is read only when it is a regular file, no larger than a limit, opened without
+following a link and without blocking (a FIFO would hang the reader).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
 import os
 import re
+import stat
+import time
 
 # The launcher's log lines start with this (status.yml tells them from the runs' output).
 LOG_PREFIX = "sweep-fleet-agent: "
 # An agent's unit: wandb-agent@INSTANCE.service.
 UNIT_RE = re.compile(r"^wandb-agent@(.+)\.service$")
+
+
+def env_file_values(text: str) -> dict[str, str]:
+    """The KEY=VALUE lines of an environment file, read as systemd's EnvironmentFile= reads
+    what sweep-fleet writes (the env_file_value filter): a double-quoted value whole, with
+    \\" and \\\\ for a quote and a backslash; a single-quoted one as it is."""
+    values = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;" or "=" not in line:
+            continue
+        name, value = line.split("=", 1)
+        value = value.strip()
+        if len(value) > 1 and value[0] == value[-1] == '"':
+            value = re.sub(r'\\([\\"])', r"\1", value[1:-1])
+        elif len(value) > 1 and value[0] == value[-1] == "'":
+            value = value[1:-1]
+        values[name.strip()] = value
+    return values
 
 
 def agent_instances(listed_units: str) -> set[str]:
@@ -34,22 +64,263 @@ def agent_instances(listed_units: str) -> set[str]:
     return names
 
 
+# W&B's run and sweep ids: what wandb agent names its files after.
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The most root reads of a file a run could have written (an agent's config-RUN.yaml is a
+# few hundred bytes).
+RUN_FILE_LIMIT = 256 * 1024
+# Symbolic links followed on the way to a directory, at most (as the kernel's 40).
+MAX_LINKS = 40
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+
+
+class UnsafePath(OSError):
+    """A path root will not act through: a link someone other than root could have made."""
+
+
+def _trusted_dir(st: os.stat_result) -> bool:
+    """Only root can rename or replace the entries of this directory (sticky: only the
+    owner of an entry can, so a root-owned entry stays root's)."""
+    return st.st_uid == 0 and (
+        not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or bool(st.st_mode & stat.S_ISVTX)
+    )
+
+
+def _parts(path: str) -> list[str]:
+    return [part for part in path.split("/") if part not in ("", ".")]
+
+
+def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
+    """A descriptor of the directory ``path``, reached component by component from ``/``.
+
+    Every component is opened with ``O_NOFOLLOW``; a symbolic link on the way is followed
+    only when it belongs to root and lies in a directory only root can change (``/var/run``
+    -> ``/run``), never one a run or a local user could have made. ``create`` makes missing
+    directories (root's, ``mode``). Raises UnsafePath for a link root will not follow, and
+    FileNotFoundError or NotADirectoryError as open would.
+    """
+    if not path.startswith("/"):
+        raise ValueError(f"not an absolute path: {path!r}")
+    parts = _parts(path)
+    fd = os.open("/", _DIR_FLAGS)
+    links = 0
+    try:
+        while parts:
+            name = parts.pop(0)
+            if name == "..":
+                new = os.open("..", _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = new
+                continue
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):  # made at the same moment
+                    os.mkdir(name, mode, dir_fd=fd)
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                if not (st.st_uid == 0 and _trusted_dir(os.fstat(fd))):
+                    why = "a link root does not follow (not root's, or in a directory others can change)"
+                    raise UnsafePath(errno.ELOOP, why, name)
+                links += 1
+                if links > MAX_LINKS:
+                    raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+                target = os.readlink(name, dir_fd=fd)
+                if target.startswith("/"):
+                    os.close(fd)
+                    fd = os.open("/", _DIR_FLAGS)
+                parts = _parts(target) + parts
+                continue
+            new = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = new
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(dir_fd: int, name: str, limit: int = RUN_FILE_LIMIT) -> bytes:
+    """The content of the regular file ``name`` in ``dir_fd``: not through a link, without
+    blocking on a FIFO or a device, refused above ``limit`` bytes (OSError)."""
+    fd = os.open(
+        name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=dir_fd
+    )
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", name)
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", name)
+        data = os.read(fd, limit + 1)
+        if len(data) > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", name)
+        return data
+    finally:
+        os.close(fd)
+
+
+def open_under(base: str, *names: str) -> int:
+    """A descriptor of the directory ``base/names...``, where ``base`` is root's and each of
+    ``names`` (one component each) may have been made by a run: no link is followed there."""
+    fd = open_dir(base)
+    try:
+        for name in names:
+            if "/" in name or name in ("", ".", ".."):
+                raise OSError(errno.EINVAL, "not a single path component", name)
+            new = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = new
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def started_runs(wandb_dir: str, sweep_id: str) -> dict[str, float]:
     """The runs wandb agent started in ``wandb_dir`` for a sweep, with the time each began:
-    it writes each run's parameters to WANDB_DIR/wandb/sweep-ID/config-RUN.yaml first."""
-    folder = os.path.join(wandb_dir, "wandb", f"sweep-{sweep_id}")
-    runs = {}
-    try:
-        names = os.listdir(folder)
-    except OSError:
+    it writes each run's parameters to WANDB_DIR/wandb/sweep-ID/config-RUN.yaml first.
+
+    ``wandb_dir`` is root's way in; what lies below it was made by the runs' user and is
+    read without following links."""
+    runs: dict[str, float] = {}
+    if not RUN_ID_RE.match(sweep_id or ""):
         return runs
-    for name in names:
-        if name.startswith("config-") and name.endswith(".yaml"):
-            try:
-                runs[name[len("config-") : -len(".yaml")]] = os.stat(os.path.join(folder, name)).st_mtime
-            except OSError:  # removed meanwhile
-                continue
+    try:
+        fd = open_under(wandb_dir, "wandb", f"sweep-{sweep_id}")
+    except (OSError, ValueError):
+        return runs
+    try:
+        for entry in os.scandir(fd):
+            name = entry.name
+            run_id = name[len("config-") : -len(".yaml")]
+            if name.startswith("config-") and name.endswith(".yaml") and RUN_ID_RE.match(run_id):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:  # removed meanwhile
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    runs[run_id] = st.st_mtime
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
     return runs
+
+
+def run_config(wandb_dir: str, sweep_id: str, run_id: str) -> bytes | None:
+    """The text of WANDB_DIR/wandb/sweep-ID/config-RUN.yaml, read with care (see
+    read_regular), or None when it is missing, odd or too large."""
+    if not (RUN_ID_RE.match(sweep_id or "") and RUN_ID_RE.match(run_id or "")):
+        return None
+    try:
+        fd = open_under(wandb_dir, "wandb", f"sweep-{sweep_id}")
+    except (OSError, ValueError):
+        return None
+    try:
+        return read_regular(fd, f"config-{run_id}.yaml")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+# -- the code in an agent's working directory (Linux) -------------------------------------
+# The repository's internals, and the run directory W&B writes itself: never linked.
+LINK_SKIP = {".git", "wandb"}
+
+
+def link_code(code: str, work: str, uid: int = -1) -> list[str]:
+    """Make the working directory ``work`` show the code: a root-owned link for each of the
+    code's top-level entries, acting on ``work``'s descriptor only (runs write there).
+
+    Links to entries the code no longer has are removed. Whatever a run put where a code
+    entry belongs (a file in place of ``train.py``, which would then run for every later run)
+    is moved aside to NAME.shadowed-TIME and replaced by the link; with ``uid`` (the runs'
+    user) only entries of that user or root are moved, anything else is an error. Returns
+    what changed (+NAME, -NAME, !NAME for what was moved aside)."""
+    wanted = sorted(name for name in os.listdir(code) if name not in LINK_SKIP)
+    changed: list[str] = []
+    fd = open_dir(work)
+    try:
+        present = {entry.name: entry for entry in os.scandir(fd)}
+        for name, entry in sorted(present.items()):
+            if name in wanted or not entry.is_symlink():
+                continue
+            try:
+                target = os.readlink(name, dir_fd=fd)
+            except OSError:
+                continue
+            if os.path.dirname(target) == code.rstrip("/"):
+                os.unlink(name, dir_fd=fd)
+                changed.append(f"-{name}")
+        for name in wanted:
+            target = os.path.join(code.rstrip("/"), name)
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            if st is not None and stat.S_ISLNK(st.st_mode) and st.st_uid == 0:
+                if os.readlink(name, dir_fd=fd) == target:
+                    continue
+            elif st is not None and not stat.S_ISLNK(st.st_mode):
+                if uid != -1 and st.st_uid not in (uid, 0):
+                    raise OSError(errno.EPERM, f"belongs to uid {st.st_uid}, not the agent's", name)
+                aside = f"{name}.shadowed-{time.strftime('%Y%m%dT%H%M%S')}"
+                os.rename(name, aside, src_dir_fd=fd, dst_dir_fd=fd)
+                changed.append(f"!{name}")
+            # A link of our own under a temporary name, then renamed over the entry: the
+            # name is never missing, and a link someone else made is replaced by root's.
+            temp = f".{name}.sweep-fleet-link"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=fd)
+            os.symlink(target, temp, dir_fd=fd)
+            os.rename(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+            changed.append(f"+{name}")
+    finally:
+        os.close(fd)
+    return changed
+
+
+def adopt(work: str, old_uid: int, uid: int, gid: int, max_depth: int = 256) -> int:
+    """Give what ``old_uid`` owns in the tree ``work`` to ``uid``:``gid`` (the agents had one
+    shared user before each got its own). Walks by descriptors and changes owners without
+    following links; what belongs to anyone else (a hard link to a root file) is left alone.
+    Returns how many entries changed."""
+    count = 0
+
+    def walk(fd: int, depth: int) -> None:
+        nonlocal count
+        if depth > max_depth:
+            return
+        for entry in list(os.scandir(fd)):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if st.st_uid != old_uid:
+                continue
+            os.chown(entry.name, uid, gid, dir_fd=fd, follow_symlinks=False)
+            count += 1
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    sub = os.open(entry.name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                except OSError:
+                    continue
+                try:
+                    if os.fstat(sub).st_ino == st.st_ino:  # still the directory looked at
+                        walk(sub, depth + 1)
+                finally:
+                    os.close(sub)
+
+    fd = open_dir(work)
+    try:
+        walk(fd, 0)
+    finally:
+        os.close(fd)
+    return count
 
 
 def stat_fields(pid: int) -> list[str] | None:

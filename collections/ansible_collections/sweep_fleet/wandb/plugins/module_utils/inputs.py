@@ -14,7 +14,10 @@ import os
 import re
 from collections.abc import Callable, Iterator
 
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.pypi_index import redacted
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.requirements import file_problems
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.sweep_config import sweep_config_problems
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.wandb_api import SWEEP_NAME_RE
 
 MISSING = object()
 NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # a user or group name, as useradd takes it
@@ -22,11 +25,15 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 API_KEY = re.compile(r"^([A-Za-z0-9]+-)?[A-Za-z0-9_]{40,}$")
 VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*((a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?$")
 UV_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
-URL = re.compile(r"^https?://[^\s/?#@]+(/\S*)?$")
+URL = re.compile(r"^https?://([^\s/?#@]+@)?[^\s/?#@]+(/\S*)?$")
+# A path on a host, as unit and environment files can hold it: no space, %, quote, $,
+# backslash or control character, which systemd would read otherwise.
+HOST_PATH = re.compile(r"^/[A-Za-z0-9._/+@,:=~-]*$")
+# A user name takes the agent's number too (wandb-64).
+NAME_LIMIT = 29
 BASE_URL = re.compile(r"^https?://[^\s/?#@]+/?$")
 PROXY_URL = re.compile(r"^https?://([^\s/@]+@)?[^\s/@]+/?$")
 GIT_URL = re.compile(r"^((https?|ssh|git|file)://\S+|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:\S+|/\S+)$")
-SWEEP_ID = re.compile(r"^[A-Za-z0-9]+$")
 GPU = re.compile(r"^[A-Za-z0-9:-]+$")
 SERIAL = re.compile(r"^([1-9][0-9]*|([1-9][0-9]?|100)%)$")
 W_AND_B_NAME_CHARS = set("/\\#?%:")
@@ -69,6 +76,16 @@ UNIT_ENVIRONMENT = ("NETRC", "HOME", "PATH", "WANDB_DIR", "WANDB_CACHE_DIR", "WA
 
 class Controller:
     """What the rules may ask of the controller; tests give a fake one."""
+
+    def islink(self, path: str) -> bool:
+        return os.path.islink(path)
+
+    def read(self, path: str, limit: int = 4 * 1024 * 1024) -> str | None:
+        try:
+            with open(path, "rb") as handle:
+                return handle.read(limit).decode("utf-8", errors="replace")
+        except OSError:
+            return None
 
     def isdir(self, path: str) -> bool:
         return os.path.isdir(path)
@@ -121,10 +138,10 @@ def _names(values: Values, *names: str) -> Iterator[str]:
                 f"{name} must not be root: the agents and every run would have root's rights; "
                 "use an unprivileged name such as wandb"
             )
-        elif not NAME.match(value):
+        elif not NAME.match(value) or len(value) > NAME_LIMIT:
             yield (
                 f"{name} must be a user or group name such as wandb: lowercase letters, digits, "
-                f"_ and -, at most 32 (got {value!r})"
+                f"_ and -, at most {NAME_LIMIT} (each agent's account adds its number) (got {value!r})"
             )
 
 
@@ -135,6 +152,12 @@ def _paths(values: Values, *names: str, removable: bool = False) -> Iterator[str
             continue
         if not os.path.isabs(value):
             yield f"{name} must be an absolute path such as /opt/sweep-fleet (got {value!r})"
+        elif not HOST_PATH.match(value):
+            yield (
+                f"{name} must be a plain path of letters, digits and . _ - + / @ , : = ~ (got {value!r}): "
+                "systemd's unit and environment files would read a space, %, quote, $, backslash or "
+                "control character in it otherwise"
+            )
         elif removable and os.path.normpath(value) in SYSTEM_DIRS:
             yield (
                 f"{name} is {value}, a directory of the system: sweep-fleet owns this directory and "
@@ -143,7 +166,8 @@ def _paths(values: Values, *names: str, removable: bool = False) -> Iterator[str
 
 
 def _not_writable_by_runs(values: Values, state_name: str, *names: str) -> Iterator[str]:
-    """Root reads these paths: the service user's directory must not hold them."""
+    """Root reads, installs or runs what is in these paths: the directory where runs write
+    must not hold them, nor lie inside them."""
     state = values[state_name]
     if not isinstance(state, str) or not os.path.isabs(state):
         return
@@ -156,8 +180,8 @@ def _not_writable_by_runs(values: Values, state_name: str, *names: str) -> Itera
         ):
             yield (
                 f"{name} ({value}) and {state_name} ({state}) must not contain one another: the "
-                "service user owns the state directory, and root must never install or run what it "
-                "could change; keep them apart, e.g. /opt/sweep-fleet and /var/lib/sweep-fleet"
+                "agents' runs write below the state directory, and root must never read, install or run "
+                "what they could change; keep them apart, e.g. /opt/sweep-fleet and /var/lib/sweep-fleet"
             )
 
 
@@ -196,6 +220,11 @@ def _environment(values: Values, name: str, forbidden: tuple[str, ...]) -> Itera
         elif isinstance(value, (dict, list)) or value is None:
             kind = type(value).__name__
             yield f"{name}.{key} must be a plain value such as a string or a number (got {kind})"
+        elif re.search(r"[\x00-\x1f\x7f]", str(value)):
+            yield (
+                f"{name}.{key} has a control character (a line break, a tab, ...): an environment "
+                "file would read it as more than one value; give it on one line"
+            )
 
 
 def _w_and_b_name(name: str, value: str, what: str) -> Iterator[str]:
@@ -212,7 +241,12 @@ def runtime_rules(values: Values) -> Iterator[str]:
     yield from _paths(values, "wandb_runtime_home", "wandb_runtime_state_dir", removable=True)
     yield from _paths(values, "wandb_runtime_venv", "wandb_runtime_uv_path", "wandb_runtime_system_python")
     yield from _not_writable_by_runs(
-        values, "wandb_runtime_state_dir", "wandb_runtime_home", "wandb_runtime_venv", "wandb_runtime_uv_path"
+        values,
+        "wandb_runtime_state_dir",
+        "wandb_runtime_home",
+        "wandb_runtime_venv",
+        "wandb_runtime_uv_path",
+        "wandb_runtime_system_python",
     )
     python = values["wandb_runtime_python"]
     if isinstance(python, (int, float)) and not isinstance(python, bool):
@@ -249,7 +283,15 @@ def runtime_rules(values: Values) -> Iterator[str]:
     for name in ("wandb_runtime_index_url", "wandb_runtime_python_install_mirror"):
         value = values[name]
         if isinstance(value, str) and value and not URL.match(value):
-            yield f"{name} must be an http:// or https:// URL such as https://pypi.org/simple (got {value!r})"
+            yield (
+                f"{name} must be an http:// or https:// URL such as https://pypi.org/simple "
+                f"(got {redacted(value)!r})"
+            )
+    sha256 = values["wandb_runtime_uv_sha256"]
+    if isinstance(sha256, dict):
+        for arch, digest in sha256.items():
+            if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+                yield f"wandb_runtime_uv_sha256.{arch} must be a sha256 of 64 hex digits (got {digest!r})"
     yield from _requirements(values, "wandb_runtime_extra_packages", values["wandb_runtime_extra_packages"])
     constraints = values["wandb_runtime_constraints"]
     yield from _requirements(values, "wandb_runtime_constraints", constraints)
@@ -261,6 +303,12 @@ def runtime_rules(values: Values) -> Iterator[str]:
                 "or the code's requirements could move the wandb the agents run"
             )
     yield from _environment(values, "wandb_runtime_environment", ("WANDB_API_KEY",))
+
+
+def _files_not_in_runs(values: Values, *names: str) -> Iterator[str]:
+    """These directories of root's must not lie where runs write (nor hold it)."""
+    yield from _not_writable_by_runs(values, "wandb_runtime_state_dir", *names)
+    yield from _not_writable_by_runs(values, "wandb_agent_state_dir", *names)
 
 
 # -- wandb_credentials -----------------------------------------------------------------
@@ -299,6 +347,7 @@ def credentials_rules(values: Values) -> Iterator[str]:
     if isinstance(no_proxy, str) and re.search(r"\s", no_proxy):
         yield f"wandb_credentials_no_proxy must be a comma-separated list without spaces (got {no_proxy!r})"
     yield from _paths(values, "wandb_credentials_dir", removable=True)
+    yield from _files_not_in_runs(values, "wandb_credentials_dir")
 
 
 # -- wandb_code ------------------------------------------------------------------------
@@ -323,7 +372,7 @@ def code_rules(values: Values) -> Iterator[str]:
             yield "wandb_code_git_repo is empty: with wandb_code_source git, give the repository's URL"
         elif isinstance(repo, str) and not GIT_URL.match(repo):
             yield (
-                f"wandb_code_git_repo is not a git URL (got {repo!r}): use https://host/path.git, "
+                f"wandb_code_git_repo is not a git URL (got {redacted(repo)!r}): use https://host/path.git, "
                 "ssh://host/path.git, git@host:path.git or file:///path"
             )
         version = values["wandb_code_git_version"]
@@ -335,7 +384,7 @@ def code_rules(values: Values) -> Iterator[str]:
         elif isinstance(version, str) and re.search(r"\s", version):
             yield f"wandb_code_git_version must be a tag, branch or commit without spaces (got {version!r})"
     yield from _paths(values, "wandb_code_dest", removable=True)
-    yield from _not_writable_by_runs(values, "wandb_runtime_state_dir", "wandb_code_dest")
+    yield from _files_not_in_runs(values, "wandb_code_dest")
     yield from _names(values, "wandb_code_group")
     requirements = values["wandb_code_requirements"]
     if isinstance(requirements, str) and requirements not in ("auto", "none"):
@@ -351,6 +400,7 @@ def code_rules(values: Values) -> Iterator[str]:
                     f"wandb_code_requirements {requirements!r} is not a file in "
                     f"wandb_code_local_path ({local})"
                 )
+    yield from _local_requirements(values)
     extra = values["wandb_code_extra_paths"]
     for item in extra if isinstance(extra, list) else []:
         if not isinstance(item, dict):
@@ -366,12 +416,37 @@ def code_rules(values: Values) -> Iterator[str]:
     yield from _requirements(values, "wandb_code_constraints", values["wandb_code_constraints"])
 
 
+def _local_requirements(values: Values) -> Iterator[str]:
+    """The local code's requirements file (the one the hosts will install) asks for packages
+    from the index only, and is a file of its own (not a link out of the code)."""
+    local, wanted = values["wandb_code_local_path"], values["wandb_code_requirements"]
+    if values["wandb_code_source"] != "local" or not (isinstance(local, str) and local):
+        return
+    if not values.controller.isdir(local) or not isinstance(wanted, str) or wanted == "none":
+        return
+    candidates = ["requirements.txt", "pyproject.toml"] if wanted == "auto" else [wanted]
+    for candidate in candidates:
+        path = os.path.join(local, candidate)
+        if values.controller.islink(path):
+            yield (
+                f"{candidate} in wandb_code_local_path ({local}) is a symbolic link: root installs it on "
+                "every host; make it a file of its own"
+            )
+            return
+        if not values.controller.isfile(path):
+            continue
+        text = values.controller.read(path)
+        if text is not None:
+            yield from file_problems(text, path, f"{candidate} in wandb_code_local_path ({local})")
+        return
+
+
 # -- wandb_sweep -----------------------------------------------------------------------
 def sweep_rules(values: Values) -> Iterator[str]:
     ref = values["wandb_sweep_id"]
     if isinstance(ref, str) and ref:
         parts = ref.strip().split("/")
-        if not 1 <= len(parts) <= 3 or not all(parts) or not SWEEP_ID.match(parts[-1]):
+        if not 1 <= len(parts) <= 3 or not all(parts) or not SWEEP_NAME_RE.match(parts[-1]):
             yield (
                 f"wandb_sweep_id must be ID, PROJECT/ID or ENTITY/PROJECT/ID, such as "
                 f"team/beauty-score/uzag2px2 (got {ref!r})"
@@ -466,6 +541,24 @@ def agent_rules(values: Values) -> Iterator[str]:
     yield from _at_least(values, "wandb_agent_restart_interval", 1, "second")
     yield from _environment(values, "wandb_agent_environment", UNIT_ENVIRONMENT)
     yield from _names(values, "wandb_agent_user", "wandb_agent_group")
+    yield from _paths(
+        values,
+        "wandb_agent_venv",
+        "wandb_agent_home",
+        "wandb_agent_state_dir",
+        "wandb_agent_code_dir",
+        "wandb_agent_credentials_dir",
+    )
+    yield from _files_not_in_runs(
+        values, "wandb_agent_venv", "wandb_agent_home", "wandb_agent_code_dir", "wandb_agent_credentials_dir"
+    )
+    allow = values["wandb_agent_ip_allow"]
+    for entry in allow if isinstance(allow, list) else []:
+        if not _ip_network(str(entry)):
+            yield (
+                f"wandb_agent_ip_allow has {entry!r}: give IP addresses or networks such as "
+                "169.254.169.254 or fe80::/10"
+            )
     sweep = values["wandb_agent_sweep"]
     if isinstance(sweep, str) and sweep and len(sweep.split("/")) != 3:
         yield f"wandb_agent_sweep must be ENTITY/PROJECT/ID (got {sweep!r})"
@@ -477,6 +570,15 @@ def agent_rules(values: Values) -> Iterator[str]:
                 f"wandb_agent_status_file {status_file!r}: the directory {parent} does not exist "
                 "on the controller"
             )
+
+
+def _ip_network(text: str):
+    import ipaddress
+
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
 
 
 # -- the playbooks' own variables ------------------------------------------------------
@@ -521,9 +623,14 @@ WINDOWS_VARIABLES = (
 )
 
 
-def platform_problem(facts: dict, values: dict | None = None) -> str | None:
+# What the platform check reads besides the facts.
+PLATFORM_VARIABLES = (*WINDOWS_VARIABLES, "wandb_agent_ip_allow")
+
+
+def platform_problem(facts: dict, values: dict | None = None, runs_agents: bool = False) -> str | None:
     """Why a host cannot run the agents, from its facts and, for Windows hosts, the inputs
-    the Windows path depends on (None: it can)."""
+    the Windows path depends on (None: it can). ``runs_agents``: the playbook starts agents,
+    whose runs must be able to resolve names."""
     system = facts.get("system") or facts.get("os_family") or "unknown"
     if system == "Linux":
         manager = facts.get("service_mgr", "unknown")
@@ -532,7 +639,9 @@ def platform_problem(facts: dict, values: dict | None = None) -> str | None:
                 f"Linux without systemd (its service manager is {manager}): the agents run as "
                 "systemd services; use a host with systemd 250 or newer (Debian 12, Ubuntu 22.04 and later)"
             )
-        return None
+        return (
+            resolver_problem(facts, (values or {}).get("wandb_agent_ip_allow") or []) if runs_agents else None
+        )
     if facts.get("os_family") == "Windows" or system == "Win32NT":
         return windows_problem(facts, values or {})
     name = {"Darwin": "macOS"}.get(system, system)
@@ -540,6 +649,29 @@ def platform_problem(facts: dict, values: dict | None = None) -> str | None:
         f"{name} ({facts.get('distribution', system)} {facts.get('distribution_version', '')}".rstrip()
         + ") is not supported: sweep-fleet runs agents on Linux hosts with systemd and on Windows hosts"
     )
+
+
+def resolver_problem(facts: dict, allow: list) -> str | None:
+    """The host resolves names through a link-local address (Google Cloud's images use the
+    metadata server, 169.254.169.254), which the agents' sandbox closes: their runs could
+    not reach W&B. None when it does not, or when wandb_agent_ip_allow opens it."""
+    import ipaddress
+
+    opened = [net for net in (_ip_network(str(entry)) for entry in allow) if net]
+    for server in (facts.get("dns") or {}).get("nameservers") or []:
+        try:
+            address = ipaddress.ip_address(str(server).split("%", 1)[0])
+        except ValueError:
+            continue
+        if address.is_link_local and not any(
+            address.version == net.version and address in net for net in opened
+        ):
+            return (
+                f"it resolves names through {server}, a link-local address closed to the agents' runs "
+                "(the cloud's metadata service lives there): use a local resolver such as systemd-resolved "
+                f"(127.0.0.53), or set wandb_agent_ip_allow: ['{server}'] (runs may then reach it)"
+            )
+    return None
 
 
 def windows_problem(facts: dict, values: dict) -> str | None:

@@ -17,6 +17,12 @@ from ansible.module_utils.urls import open_url
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 
 
+def redacted(url: str) -> str:
+    """A URL fit for a message: user info (a token) and query string replaced by ***."""
+    text = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@", r"\1***@", str(url))
+    return re.sub(r"\?.*$", "?***", text)
+
+
 class IndexError_(Exception):
     """The index could not answer, or answered with something we refuse."""
 
@@ -34,7 +40,7 @@ def project_files(index_url: str, project: str, timeout: float = 60) -> list[dic
         response = open_url(page, headers={"Accept": SIMPLE_JSON}, timeout=timeout)
         listed = json.loads(response.read())["files"]
     except Exception as err:
-        raise IndexError_(f"cannot read {project}'s files from {page}: {err}") from err
+        raise IndexError_(f"cannot read {project}'s files from {redacted(page)}: {err}") from err
     return [dict(entry, url=urljoin(page, entry["url"])) for entry in listed]
 
 
@@ -43,7 +49,7 @@ def download(url: str, sha256: str, timeout: float = 300) -> bytes:
     try:
         data = open_url(url, timeout=timeout).read()
     except Exception as err:
-        raise IndexError_(f"cannot download {url}: {err}") from err
+        raise IndexError_(f"cannot download {redacted(url)}: {err}") from err
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256.lower():
         raise IndexError_(f"{url.rsplit('/', 1)[-1]} has sha256 {actual}, expected {sha256}: refused")

@@ -12,8 +12,11 @@ description:
   - Reads, for every C(wandb-agent@.service) instance on the host, the unit's state and since
     when, the runs it is running now (run id, parameters, process), the runs it has ended for
     the sweep, and the last error line of its journal.
-  - Also lists every process left of the agents' service user, so that a stop can prove that
+  - Also lists every process left of the agents' users, so that a stop can prove that
     nothing (no orphaned run, no GPU-holding grandchild) is left behind.
+  - What the runs wrote (an agent's C(config-RUN.yaml)) is read only at the place the
+    agent writes it, without following a link or blocking, as a regular file of at most
+    256 KiB, and parsed without YAML aliases; anything else counts as no parameters.
   - Changes nothing; safe in check mode.
 version_added: "0.1.0"
 options:
@@ -30,7 +33,9 @@ options:
     type: path
     default: /var/lib/sweep-fleet
   user:
-    description: The agents' service user.
+    description:
+      - The agents' users are this name and a number (V(wandb-1)); this name alone is the
+        one user of versions before 0.5.0.
     type: str
     default: wandb
   journal_lines:
@@ -92,7 +97,7 @@ agents:
       description: The last error line of the unit's journal since it was last started, or an empty string.
       type: str
 user_processes:
-  description: Every process of the service user on the host (C(pid), C(unit), C(command)).
+  description: Every process of the agents' users on the host (C(pid), C(user), C(unit), C(command)).
   type: list
   elements: dict
   returned: always
@@ -106,9 +111,12 @@ import re  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (  # noqa: E402
     LOG_PREFIX,
+    RUN_ID_RE,
     agent_instances,
     agent_of,
+    env_file_values,
     pids,
+    run_config,
     runs_of,
     started_runs,
 )
@@ -141,24 +149,29 @@ def _unit_of(pid: int) -> str:
 
 
 def _env_value(path: str, name: str) -> str:
-    for line in (_read(path) or "").splitlines():
-        key, _sep, value = line.partition("=")
-        if key.strip() == name:
-            return value.strip().strip("'\"")
-    return ""
+    return env_file_values(_read(path) or "").get(name, "")
 
 
-def _params(path: str) -> dict:
+def _params(text: str) -> dict:
     """The run's parameters from the agent's config-RUNID.yaml ({name: {value: V}})."""
-    text = _read(path) or ""
     try:
         import yaml
 
-        data = yaml.safe_load(text) or {}
+        class NoAliases(yaml.SafeLoader):
+            """No aliases: a few lines of them expand into more than any memory (a run wrote this)."""
+
+            def compose_node(self, parent, index):
+                if self.check_event(yaml.AliasEvent):
+                    raise yaml.YAMLError("aliases are not read")
+                return super().compose_node(parent, index)
+
+        data = yaml.load(text, Loader=NoAliases) or {}  # a SafeLoader, without aliases
+        if not isinstance(data, dict):
+            return {}
         return {k: v.get("value") for k, v in data.items() if isinstance(v, dict) and "value" in v}
     except ImportError:
         pass
-    except Exception:  # a half-written file: report no parameters rather than fail
+    except Exception:  # a half-written or hostile file: report no parameters rather than fail
         return {}
     params, name = {}, None
     for line in text.splitlines():
@@ -214,19 +227,25 @@ class Host:
         return matches[-1][:300] if matches else ""
 
 
-def run_entries(main_pid: int, among: list[int]) -> list[dict]:
-    """The runs of the unit whose main process is ``main_pid`` (the launcher)."""
+def run_entries(main_pid: int, among: list[int], wandb_dir: str, sweep_id: str) -> list[dict]:
+    """The runs of the unit whose main process is ``main_pid`` (the launcher). A run's id
+    comes from its environment, its parameters from the agent's file in ``wandb_dir``."""
     runs = []
     for pid in runs_of(agent_of(main_pid, among), among):
-        env = _environ(pid)
+        run_id = _environ(pid).get("WANDB_RUN_ID", "")
+        if not RUN_ID_RE.match(run_id):
+            run_id = ""
+        text = run_config(wandb_dir, sweep_id, run_id) if run_id else None
         runs.append(
-            {
-                "id": env.get("WANDB_RUN_ID", ""),
-                "pid": pid,
-                "params": _params(env.get("WANDB_SWEEP_PARAM_PATH", "")),
-            }
+            {"id": run_id, "pid": pid, "params": _params(text.decode(errors="replace")) if text else {}}
         )
     return runs
+
+
+def agent_users(base: str) -> dict[int, str]:
+    """The agents' users: BASE-N, and BASE (the one user of versions before 0.5.0), by uid."""
+    pattern = re.compile(re.escape(base) + r"(-[0-9]+)?")
+    return {entry.pw_uid: entry.pw_name for entry in pwd.getpwall() if pattern.fullmatch(entry.pw_name)}
 
 
 def main() -> None:
@@ -250,10 +269,9 @@ def main() -> None:
         unit = f"wandb-agent@{instance}.service"
         props = host.show(unit)
         main_pid = int(props.get("MainPID") or 0)
-        runs = run_entries(main_pid, every) if main_pid else []
-        started = (
-            set(started_runs(os.path.join(p["state_dir"], "runs", instance), sweep_id)) if sweep_id else set()
-        )
+        work = os.path.join(p["state_dir"], "runs", instance)
+        runs = run_entries(main_pid, every, work, sweep_id) if main_pid else []
+        started = set(started_runs(work, sweep_id)) if sweep_id else set()
         agents.append(
             {
                 "instance": instance,
@@ -268,22 +286,20 @@ def main() -> None:
                 "last_error": host.last_error(unit, p["journal_lines"], props.get("InvocationID") or ""),
             }
         )
-    try:
-        uid = pwd.getpwnam(p["user"]).pw_uid
-    except KeyError:
-        uid = None
+    users = agent_users(p["user"])
     processes = []
-    if uid is not None:
-        for pid in every:
-            try:
-                owner = os.stat(f"/proc/{pid}").st_uid
-            except OSError:
-                continue
-            if owner == uid:
-                command = (
-                    (_read(f"/proc/{pid}/cmdline", "rb") or b"").replace(b"\0", b" ").decode(errors="replace")
-                )
-                processes.append({"pid": pid, "unit": _unit_of(pid), "command": command.strip()[:200]})
+    for pid in every:
+        try:
+            owner = os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            continue
+        if owner in users:
+            command = (
+                (_read(f"/proc/{pid}/cmdline", "rb") or b"").replace(b"\0", b" ").decode(errors="replace")
+            )
+            processes.append(
+                {"pid": pid, "user": users[owner], "unit": _unit_of(pid), "command": command.strip()[:200]}
+            )
     module.exit_json(changed=False, sweep=sweep, agents=agents, user_processes=processes)
 
 

@@ -16,9 +16,13 @@ description:
   - O(reload) reloads systemd first (the unit file changed). O(restart) names the
     instances to restart if they were already running (their settings changed); an
     instance started by this call is not restarted again.
-  - O(link) links the code's entries into the working directory of each instance left
-    running, as the service user (new code reaches the next run without a restart); an
-    instance started or restarted here links them itself as it starts.
+  - O(link) links the code's top-level entries into the working directory of every wanted
+    instance, as root, on the directory's descriptor. What a run put in place of a code
+    entry is moved aside and replaced by root's link (a run cannot replace root's links in
+    its sticky directory, but an entry the code gains later may have been taken). With
+    O(link.adopt_from), what that user (the agents' one shared account before 0.5.0) owns
+    in a working directory is given to the instance's own user first, its agent stopped
+    meanwhile.
   - Supports check mode.
 version_added: "0.2.0"
 options:
@@ -50,26 +54,23 @@ options:
     default: /etc/sweep-fleet/agent-{instance}.env
   link:
     description:
-      - Link the code into each instance's working directory, as O(link.user), with the
-        launcher's C(link) command. When empty, nothing is linked.
+      - Link the code into each instance's working directory. When empty, nothing is linked.
     type: dict
     default: {}
     suboptions:
       user:
-        description: The service user.
+        description: An instance's user, with C({instance}) for its name.
         type: str
-      python:
-        description: The venv's Python.
-        type: path
-      launcher:
-        description: The agent launcher.
-        type: path
       code:
         description: The code directory.
         type: path
       work:
         description: An instance's working directory, with C({instance}) for its name.
         type: str
+      adopt_from:
+        description: The user whose files in the working directories go to the instances' users.
+        type: str
+        default: ""
 attributes:
   check_mode:
     description: Reports what would change and changes nothing.
@@ -107,14 +108,27 @@ linked:
   type: list
   elements: str
   returned: always
+moved_aside:
+  description: What runs had put in place of code entries, moved aside (C(INSTANCE/NAME)).
+  type: list
+  elements: str
+  returned: always
+adopted:
+  description: Instances whose files of O(link.adopt_from) went to their own user.
+  type: list
+  elements: str
+  returned: always
 """
 
 import os  # noqa: E402
+import pwd  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (  # noqa: E402
     UNIT_RE,
+    adopt,
     agent_instances,
+    link_code,
 )
 
 
@@ -163,7 +177,15 @@ def run(module: AnsibleModule) -> dict:
     p = module.params
     systemd = Systemd(module)
     wanted = list(p["instances"])
-    result = {"changed": False, "started": [], "restarted": [], "stopped": [], "linked": []}
+    result = {
+        "changed": False,
+        "started": [],
+        "restarted": [],
+        "stopped": [],
+        "linked": [],
+        "moved_aside": [],
+        "adopted": [],
+    }
     if p["reload"]:
         result["changed"] = True
         if not module.check_mode:
@@ -190,6 +212,18 @@ def run(module: AnsibleModule) -> dict:
         result["changed"] = True
         if not module.check_mode:
             systemd.run("disable", *(unit(i) for i in enabled))
+    link = p["link"] or {}
+    if link.get("code") and not module.check_mode:
+        for instance in wanted:
+            if adopt_files(module, systemd, link, instance, instance in running):
+                result["adopted"].append(instance)
+                if instance in running:  # stopped for it: started again below
+                    running.remove(instance)
+            changed = link_work(module, link, instance)
+            if any(change[0] in "+-" for change in changed):
+                result["linked"].append(instance)
+            result["moved_aside"] += [f"{instance}/{change[1:]}" for change in changed if change[0] == "!"]
+        result["changed"] = result["changed"] or bool(result["linked"] or result["adopted"])
     restart = [i for i in running if i in p["restart"]]
     to_start = [i for i in wanted if i not in running] if p["start"] else []
     if (restart or to_start) and not module.check_mode:
@@ -204,21 +238,48 @@ def run(module: AnsibleModule) -> dict:
         result.update(changed=True, started=to_start)
         if not module.check_mode:
             systemd.run("start", *(unit(i) for i in to_start))
-    link = p["link"] or {}
-    if link.get("launcher") and not module.check_mode and os.path.exists(link["launcher"]):
-        # An agent links the code itself when it starts: only those left running need it.
-        for instance in [i for i in running if i not in result["restarted"]]:
-            command = [
-                "runuser", "-u", link["user"], "--", link["python"], link["launcher"], "link",
-                "--code", link["code"], "--work", link["work"].format(instance=instance),
-            ]  # fmt: skip
-            rc, out, err = module.run_command(command)
-            if rc != 0:
-                module.fail_json(msg=f"linking the code for agent {instance} failed: {err.strip()}")
-            if out.strip() != "unchanged":
-                result["linked"].append(instance)
-        result["changed"] = result["changed"] or bool(result["linked"])
     return result
+
+
+def _uid(name: str) -> tuple[int, int] | None:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def adopt_files(module: AnsibleModule, systemd: Systemd, link: dict, instance: str, running: bool) -> bool:
+    """Give the old shared user's files in the instance's working directory to its own user
+    (its agent, if it still runs as the old user, is stopped first)."""
+    old = _uid(link["adopt_from"]) if link.get("adopt_from") else None
+    new = _uid(link["user"].format(instance=instance))
+    work = link["work"].format(instance=instance)
+    if old is None or new is None or old[0] == new[0]:
+        return False
+    try:
+        owners = {entry.stat(follow_symlinks=False).st_uid for entry in os.scandir(work)}
+    except OSError:
+        return False
+    if old[0] not in owners:
+        return False
+    if running:
+        systemd.run("stop", unit(instance))
+    try:
+        adopt(work, old[0], *new)
+    except OSError as err:
+        module.fail_json(msg=f"giving agent {instance}'s files in {work} to its own user failed: {err}")
+    return True
+
+
+def link_work(module: AnsibleModule, link: dict, instance: str) -> list[str]:
+    work = link["work"].format(instance=instance)
+    user = _uid(link["user"].format(instance=instance)) if link.get("user") else None
+    try:
+        return link_code(link["code"], work, uid=user[0] if user else -1)
+    except OSError as err:
+        module.fail_json(msg=f"linking the code into {work} (agent {instance}) failed: {err}")
+    raise AssertionError  # fail_json does not return
 
 
 def main() -> None:
@@ -235,10 +296,9 @@ def main() -> None:
                 "default": {},
                 "options": {
                     "user": {"type": "str"},
-                    "python": {"type": "path"},
-                    "launcher": {"type": "path"},
                     "code": {"type": "path"},
                     "work": {"type": "str"},
+                    "adopt_from": {"type": "str", "default": ""},
                 },
             },
         },

@@ -13,6 +13,9 @@ description:
     its owner, group and mode, in one round trip. A file is written (next to its place,
     then renamed over it) only when its content differs; owner and mode are set when they
     differ. Reports which paths changed.
+  - Every path is reached from C(/) one component at a time without following a link
+    that anyone but root could have made, and owner and mode are set on the open
+    descriptor. A directory or file swapped for a link meanwhile is refused, never followed.
   - The action plugin of the same name renders O(files[].template) and reads
     O(files[].src) on the controller, as M(ansible.builtin.template) and
     M(ansible.builtin.copy) do, and passes the content on.
@@ -46,6 +49,13 @@ options:
         description: Mode, as an octal string such as V("0750").
         type: raw
         default: "0755"
+      each:
+        description:
+          - One directory per item of this list, with C({item}) in O(directories[].path),
+            O(directories[].owner) and O(directories[].group) replaced by the item (the
+            action plugin expands it).
+        type: list
+        elements: raw
   files:
     description: Files to write.
     type: list
@@ -151,13 +161,23 @@ changed_paths:
   returned: always
 """
 
+import contextlib  # noqa: E402
+import errno  # noqa: E402
 import grp  # noqa: E402
 import os  # noqa: E402
 import pwd  # noqa: E402
+import secrets  # noqa: E402
 import stat  # noqa: E402
-import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (  # noqa: E402
+    UnsafePath,
+    open_dir,
+)
+
+# A file root reads back to compare: larger than this is written again rather than read.
+COMPARE_LIMIT = 16 * 1024 * 1024
+_NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 def _ids(module: AnsibleModule, item: dict) -> tuple[int, int]:
@@ -180,8 +200,7 @@ def _mode(module: AnsibleModule, item: dict) -> int:
         raise
 
 
-def _needs_meta(path: str, uid: int, gid: int, mode: int) -> bool:
-    st = os.lstat(path)
+def _needs_meta(st: os.stat_result, uid: int, gid: int, mode: int) -> bool:
     return (
         (uid != -1 and st.st_uid != uid)
         or (gid != -1 and st.st_gid != gid)
@@ -189,65 +208,144 @@ def _needs_meta(path: str, uid: int, gid: int, mode: int) -> bool:
     )
 
 
+def _set_meta(fd: int, uid: int, gid: int, mode: int) -> None:
+    """Owner, then mode (a chown clears set-id bits), on the open descriptor itself."""
+    os.fchown(fd, uid, gid)
+    os.fchmod(fd, mode)
+
+
+def _parent(module: AnsibleModule, path: str, create: bool) -> int | None:
+    """The parent directory's descriptor (None in check mode when it does not exist yet)."""
+    try:
+        return open_dir(os.path.dirname(path) or "/", create=create and not module.check_mode)
+    except FileNotFoundError:
+        if module.check_mode:
+            return None
+        module.fail_json(msg=f"{path}: its directory does not exist")
+    except UnsafePath as err:
+        module.fail_json(msg=f"{path}: refused: {err.filename} on the way is {err.strerror}")
+    except NotADirectoryError:
+        module.fail_json(msg=f"{path}: a part of the path is not a directory")
+    raise AssertionError  # fail_json does not return
+
+
 def converge_directory(module: AnsibleModule, item: dict) -> bool:
-    path = item["path"]
+    """Make the directory (its parents too) and set its owner and mode, on its descriptor:
+    a directory swapped for a link meanwhile is refused, never followed."""
+    path = os.path.normpath(item["path"])
     uid, gid = _ids(module, item)
     mode = _mode(module, item)
-    if os.path.isdir(path) and not os.path.islink(path):
-        if not _needs_meta(path, uid, gid, mode):
-            return False
-    elif os.path.lexists(path):
-        module.fail_json(msg=f"{path} exists and is not a directory")
-    if not module.check_mode:
-        os.makedirs(path, exist_ok=True)
-        os.chown(path, uid, gid)
-        os.chmod(path, mode)
-    return True
+    parent = _parent(module, path, create=True)
+    if parent is None:
+        return True
+    name = os.path.basename(path)
+    made = False
+    try:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW, dir_fd=parent)
+        except FileNotFoundError:
+            if module.check_mode:
+                return True
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=parent)
+                made = True
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW, dir_fd=parent)
+        except OSError as err:
+            if err.errno in (errno.ENOTDIR, errno.ELOOP):
+                module.fail_json(msg=f"{path} exists and is not a directory")
+            raise
+        try:
+            if not made and not _needs_meta(os.fstat(fd), uid, gid, mode):
+                return False
+            if not module.check_mode:
+                _set_meta(fd, uid, gid, mode)
+            return True
+        finally:
+            os.close(fd)
+    finally:
+        os.close(parent)
+
+
+def _read_existing(
+    module: AnsibleModule, parent: int, path: str
+) -> tuple[bytes | None, os.stat_result | None]:
+    name = os.path.basename(path)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW, dir_fd=parent)
+    except FileNotFoundError:
+        return None, None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            module.fail_json(msg=f"{path} exists and is not a regular file")
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            module.fail_json(msg=f"{path} exists and is not a regular file")
+        if st.st_size > COMPARE_LIMIT:
+            return b"", st  # compared as different: written again
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
 
 
 def converge_file(module: AnsibleModule, item: dict, diffs: list | None) -> bool:
-    path = item["path"]
+    path = os.path.normpath(item["path"])
     uid, gid = _ids(module, item)
     mode = _mode(module, item)
     content = (item.get("content") or "").encode()
-    before = None
-    if os.path.lexists(path):
-        if os.path.islink(path) or not os.path.isfile(path):
-            module.fail_json(msg=f"{path} exists and is not a regular file")
-        with open(path, "rb") as handle:
-            before = handle.read()
-    if before == content and not _needs_meta(path, uid, gid, mode):
-        return False
-    if diffs is not None and before != content:
-        diffs.append(
-            {
-                "before_header": path,
-                "after_header": path,
-                "before": before.decode(errors="replace") if before is not None else "",
-                "after": content.decode(errors="replace"),
-            }
-        )
-    if module.check_mode:
-        return True
-    if before == content:
-        os.chown(path, uid, gid)
-        os.chmod(path, mode)
-        return True
-    directory = os.path.dirname(path)
-    fd, temp = tempfile.mkstemp(prefix=".sweep-fleet-", dir=directory)
+    parent = _parent(module, path, create=False)
+    if parent is None:  # check mode: the directory is made by the same run
+        before, st = None, None
+    else:
+        before, st = _read_existing(module, parent, path)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())  # whole on disk before the rename: a crash leaves old or new
-        os.chown(temp, uid, gid)
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
-    return True
+        if st is not None and before == content and not _needs_meta(st, uid, gid, mode):
+            return False
+        if diffs is not None and before != content:
+            diffs.append(
+                {
+                    "before_header": path,
+                    "after_header": path,
+                    "before": before.decode(errors="replace") if before is not None else "",
+                    "after": content.decode(errors="replace"),
+                }
+            )
+        if module.check_mode:
+            return True
+        name = os.path.basename(path)
+        if before == content:
+            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW, dir_fd=parent)
+            try:
+                if os.fstat(fd).st_ino == st.st_ino:
+                    _set_meta(fd, uid, gid, mode)
+                    return True
+            finally:
+                os.close(fd)
+        # Written next to its place under a name no one can guess, then renamed over it.
+        temp = f".sweep-fleet-{secrets.token_hex(8)}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=parent)
+        try:
+            try:
+                with os.fdopen(fd, "wb", closefd=False) as handle:
+                    handle.write(content)
+                    handle.flush()
+                _set_meta(fd, uid, gid, mode)
+                os.fsync(fd)  # whole on disk before the rename: a crash leaves old or new
+            finally:
+                os.close(fd)
+            os.rename(temp, name, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=parent)
+            raise
+        return True
+    finally:
+        if parent is not None:
+            os.close(parent)
 
 
 def main() -> None:
@@ -265,6 +363,7 @@ def main() -> None:
                     "path": {"type": "path"},
                     "paths": {"type": "list", "elements": "path"},
                     "mode": {"type": "raw", "default": "0755"},
+                    "each": {"type": "list", "elements": "raw"},
                     **meta,
                 },
                 "required_one_of": [["path", "paths"]],

@@ -33,7 +33,10 @@ options:
     elements: str
     default: []
   platform:
-    description: Check the host's platform (needs its facts).
+    description:
+      - Check the host's platform (needs its facts). With O(roles) naming the agent role (or
+        its C(start) entry point), also that the agents' runs can resolve names (a resolver
+        at a link-local address, which they may not reach, needs C(wandb_agent_ip_allow)).
     type: bool
     default: false
   collect:

@@ -13,7 +13,7 @@ description:
   - Looks the wheel for this host's architecture up in the package index's simple API
     (JSON form, PEP 691), or takes the wheel file O(wheel) or the wheel in the wheelhouse
     archive O(wheelhouse) already on the host, checks its
-    sha256 (against O(sha256) when given, else against the index's), and writes the binary
+    sha256 against O(sha256), and writes the binary
     next to O(dest) before renaming it into place. The download stays in this module's
     memory, so no file that another user could create or change first is ever read.
   - O(environment) (proxies) reaches only this module's process, never a command line or
@@ -30,7 +30,7 @@ options:
     type: path
     default: /usr/local/bin/uv
   index_url:
-    description: The package index's simple API.
+    description: The package index's simple API (it may carry a token, which is never shown).
     type: str
     default: https://pypi.org/simple
   wheel:
@@ -43,7 +43,9 @@ options:
         for this host is taken from it and the index is not asked.
     type: path
   sha256:
-    description: The wheel's expected sha256; when empty, the hash the index lists is checked.
+    description:
+      - The wheel's pinned sha256 for this host's architecture. Required, since a wheel is
+        never trusted because the index lists a hash for it.
     type: str
     default: ""
   environment:
@@ -91,6 +93,7 @@ from ansible_collections.sweep_fleet.wandb.plugins.module_utils.pypi_index impor
     IndexError_,
     download,
     project_files,
+    redacted,
 )
 
 ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}
@@ -131,7 +134,7 @@ def find_wheel(module: AnsibleModule) -> tuple[str, str, str]:
         if pattern.match(entry.get("filename", "")) and not entry.get("yanked"):
             return entry["filename"], entry["url"], listed
     module.fail_json(
-        msg=f"{p['index_url']} has no uv {p['version']} wheel for {platform.machine()}"
+        msg=f"{redacted(p['index_url'])} has no uv {p['version']} wheel for {platform.machine()}"
         + (f" with sha256 {pinned}" if pinned else "")
         + ": check wandb_runtime_uv_sha256, or use wandb_runtime_uv_source: controller"
     )
@@ -175,6 +178,12 @@ def install(module: AnsibleModule, data: bytes, dest: str) -> None:
 
 def run(module: AnsibleModule) -> dict:
     p = module.params
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", p["sha256"] or ""):
+        arch = ARCHES.get(platform.machine().lower(), platform.machine().lower())
+        module.fail_json(
+            msg=f"no sha256 pinned for uv {p['version']} on this host's architecture ({platform.machine()}): "
+            f"add wandb_runtime_uv_sha256.{arch}, the sha256 of uv's manylinux wheel for it on the index"
+        )
     before = installed_version(module, p["dest"])
     if before == p["version"]:
         return {"changed": False, "version": before}
@@ -219,7 +228,7 @@ def main() -> None:
         argument_spec={
             "version": {"type": "str", "required": True},
             "dest": {"type": "path", "default": "/usr/local/bin/uv"},
-            "index_url": {"type": "str", "default": "https://pypi.org/simple"},
+            "index_url": {"type": "str", "default": "https://pypi.org/simple", "no_log": True},
             "wheel": {"type": "path"},
             "wheelhouse": {"type": "path"},
             "sha256": {"type": "str", "default": ""},

@@ -4,12 +4,12 @@ NSSM service wandb-agent-N on Windows).
 sweep-fleet-agent run [--sweep ENTITY/PROJECT/ID] --code DIR [--term-timeout S] [--start-delay S]
                       [--count N] [--max-consecutive-failures N] [--min-free-mb N]
                       [--env-file FILE ...] [--stop-file FILE] [--code-stamp FILE]
-sweep-fleet-agent link --code DIR [--work DIR]
 sweep-fleet-agent state [--sweep ENTITY/PROJECT/ID] [--env-file FILE ...]
 
-``run`` waits its start delay, links the code into the working directory, asks W&B for the
-sweep's state (a finished or cancelled sweep: exit 0, so that systemd does not restart it),
-then starts ``wandb agent`` and supervises it:
+``run`` waits its start delay, asks W&B for the sweep's state (a finished or cancelled sweep:
+exit 0, so that systemd does not restart it), then starts ``wandb agent`` and supervises it.
+On Linux the working directory already shows the code: root links it there (the
+``agent_units`` module), where runs cannot replace the links.
 
 * SIGINT (a drain, from playbooks/stop.yml): the agent takes no new run and ends when its
   running run ends.
@@ -21,9 +21,10 @@ then starts ``wandb agent`` and supervises it:
   their process group. What is left (grandchildren holding GPU memory) is killed with the
   unit's cgroup by systemd once this process exits.
 
-It runs as the service user, inside the unit's sandbox; the key comes from the unit's
-credential ($NETRC). Standard library only; it shares its process rules with the
-agent_info module (sweep_fleet_host.py, installed next to it).
+It runs as the agent's own user, inside the unit's sandbox; the key comes from the unit's
+credential ($NETRC), and is never sent on to where a redirect points. Standard library
+only; it shares its process rules with the agent_info module (sweep_fleet_host.py,
+installed next to it).
 
 On Windows (no cgroup, no signals between processes) NSSM's stop is a Ctrl-C, and what kind
 of stop the playbooks asked for is in --stop-file ("drain", "preempt", the default, or
@@ -80,7 +81,7 @@ EXIT_CONFIG = 78  # EX_CONFIG: the unit's RestartPreventExitStatus, so a bad set
 # take the work, and status.yml shows this one failing.
 EXIT_FAILING = 79
 DISK_CHECK_SECONDS = 10
-LINK_SKIP = {".git", "wandb"}  # the repository's internals; the run directory W&B writes itself
+LINK_SKIP = host.LINK_SKIP
 COPIES = ".sweep-fleet-copies.json"  # Windows: the code files copied in, by sha256
 STOP_MODES = ("drain", "preempt", "kill")
 
@@ -90,15 +91,19 @@ def log(message: str) -> None:
 
 
 def link_code(code: Path, work: Path) -> list[str]:
-    """Make ``work`` show the code: a link for each of its top-level entries.
+    """Windows: make ``work`` show the code, a junction for each of its top-level
+    directories and a copy of each file (a service account may not make symbolic links).
 
     Runs write into ``work`` (their working directory) while the code itself stays
-    root-owned and read-only. Entries a run created are left alone; links to entries
-    that the code no longer has are removed. Returns what changed.
+    read-only to them. What a run put in place of a code entry (a changed copy, a file
+    where a junction goes), which would otherwise run for every later run, is moved aside
+    to NAME.shadowed-TIME and the code's entry put back; what the code no longer has is
+    removed. Returns what changed (+NAME, -NAME, !NAME moved aside). (On Linux root links
+    the code, where runs cannot replace it: sweep_fleet_host.link_code.)
     """
     changed = []
     wanted = {entry.name for entry in code.iterdir() if entry.name not in LINK_SKIP}
-    copies = _read_copies(work) if WINDOWS else {}
+    copies = _read_copies(work)
     for entry in work.iterdir():
         if entry.name in wanted or entry.name == COPIES:
             continue
@@ -111,31 +116,30 @@ def link_code(code: Path, work: Path) -> list[str]:
             changed.append(f"-{entry.name}")
     for name in sorted(wanted):
         link, target = work / name, code / name
-        if WINDOWS and not target.is_dir():
-            if _copy_in(target, link, copies):
-                changed.append(f"+{name}")
+        if not target.is_dir():
+            changed += _copy_in(target, link, copies)
             continue
         current = link_target(link)
         if current is not None:
             if current == str(target):
                 continue
             _unlink(link)
-        elif link.exists():
-            log(f"{link} is not the code's {name}: a run wrote it; leaving it")
-            continue
-        try:
-            if WINDOWS:
-                windows.junction(str(target), str(link))
-            else:
-                link.symlink_to(target)
-        except FileExistsError:  # linked at the same moment by the agent's own start
-            if link_target(link) != str(target):
-                raise
-            continue
+        elif link.exists() or link.is_symlink():
+            _move_aside(link)
+            changed.append(f"!{name}")
+        if WINDOWS:
+            windows.junction(str(target), str(link))
+        else:  # the unit tests, on Linux
+            link.symlink_to(target)
         changed.append(f"+{name}")
-    if WINDOWS:
-        _write_copies(work, copies)
+    _write_copies(work, copies)
     return changed
+
+
+def _move_aside(path: Path) -> None:
+    aside = path.with_name(f"{path.name}.shadowed-{time.strftime('%Y%m%dT%H%M%S')}")
+    log(f"{path} is not the code's {path.name}: a run put it there; moved to {aside.name}")
+    os.replace(path, aside)
 
 
 def link_target(path: Path) -> str | None:
@@ -171,23 +175,23 @@ def _write_copies(work: Path, copies: dict[str, str]) -> None:
     os.replace(temp, work / COPIES)
 
 
-def _copy_in(source: Path, dest: Path, copies: dict[str, str]) -> bool:
-    """Copy a code file in (Windows). A file a run changed is left alone, as a link would be
-    shadowed by it; one that is still the copy made earlier follows the code."""
-    digest = _sha256(source)
-    if dest.exists():
-        have = _sha256(dest) if dest.is_file() else None
+def _copy_in(source: Path, dest: Path, copies: dict[str, str]) -> list[str]:
+    """Copy a code file in. Anything else in its place (a copy a run changed, which would run
+    for every later run) is moved aside first. Returns what changed."""
+    digest, changed = _sha256(source), []
+    if dest.exists() or dest.is_symlink():
+        have = _sha256(dest) if dest.is_file() and not dest.is_symlink() else None
         if have == digest:
             copies[dest.name] = digest
-            return False
+            return []
         if have is None or copies.get(dest.name) != have:
-            log(f"{dest} is not the code's {dest.name}: a run wrote it; leaving it")
-            return False
+            _move_aside(dest)
+            changed.append(f"!{dest.name}")
     temp = dest.with_name(f"{dest.name}.sweep-fleet-tmp")
     shutil.copyfile(source, temp)
     os.replace(temp, dest)
     copies[dest.name] = digest
-    return True
+    return [*changed, f"+{dest.name}"]
 
 
 def load_env_files(paths: list[str]) -> None:
@@ -197,15 +201,18 @@ def load_env_files(paths: list[str]) -> None:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as err:
             raise SweepStateError(f"cannot read the settings {path}: {err}", permanent=True) from None
-        for line in text.splitlines():
-            line = line.strip()
-            if not line or line[0] in "#;" or "=" not in line:
-                continue
-            name, value = line.split("=", 1)
-            value = value.strip()
-            if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            os.environ[name.strip()] = value
+        os.environ.update(host.env_file_values(text))
+
+
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    """The GraphQL API never redirects: a redirect is refused, so the key (in the request's
+    Authorization header, which urllib would send on) never goes where it points."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.HTTPError(newurl, code, f"a redirect to {newurl}, refused", headers, fp)
+
+
+_OPENER = urllib.request.build_opener(NoRedirects)
 
 
 class SweepStateError(Exception):
@@ -244,9 +251,16 @@ def sweep_state(path: str, base_url: str, key: str, timeout: float = 20) -> str:
         headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             payload = json.load(response)
     except urllib.error.HTTPError as err:
+        if 300 <= err.code < 400:
+            where = err.headers.get("Location", "?") if err.headers else "?"
+            raise SweepStateError(
+                f"{base} answered HTTP {err.code}, a redirect to {where}: refused (the key is never sent "
+                "on); set WANDB_BASE_URL (wandb_credentials_base_url) to the API's own address",
+                permanent=True,
+            ) from None
         permanent = err.code in (401, 403, 404)
         raise SweepStateError(f"{base} answered HTTP {err.code} for sweep {path}", permanent) from None
     except (OSError, ValueError) as err:
@@ -481,13 +495,14 @@ def run(args: argparse.Namespace) -> int:
 
     pause(args.start_delay, stopping)
     work = Path.cwd()
-    try:
-        changed = link_code(Path(args.code), work)
-    except OSError as err:
-        log(f"cannot link the code {args.code} into {work}: {err}")
-        return EXIT_CONFIG
-    if changed:
-        log(f"code linked into {work}: {' '.join(changed)}")
+    if WINDOWS:  # on Linux root has linked it (agent_units)
+        try:
+            changed = link_code(Path(args.code), work)
+        except OSError as err:
+            log(f"cannot link the code {args.code} into {work}: {err}")
+            return EXIT_CONFIG
+        if changed:
+            log(f"code linked into {work}: {' '.join(changed)}")
     cache = os.environ.get("WANDB_CACHE_DIR")
     if cache:  # wandb leaves a debug log per start there
         week_ago = time.time() - 7 * 86400
@@ -560,7 +575,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run the agent (the unit's ExecStart)")
     p_run.add_argument("--sweep", help="ENTITY/PROJECT/ID (default: $SWEEP_FLEET_SWEEP)")
-    p_run.add_argument("--code", required=True, help="the code directory to link into the working directory")
+    p_run.add_argument(
+        "--code", required=True, help="the code directory (Windows: linked into the working directory)"
+    )
     p_run.add_argument("--term-timeout", type=float, default=60)
     p_run.add_argument("--start-delay", type=float, help="seconds (default: $SWEEP_FLEET_START_DELAY or 0)")
     p_run.add_argument("--count", type=int, default=0, help="runs per agent (0: until the sweep ends)")
@@ -568,9 +585,6 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--min-free-mb", type=int, default=0, help="free space runs need (0: no check)")
     p_run.add_argument("--stop-file", default="", help="Windows: where the playbooks ask for a kind of stop")
     p_run.add_argument("--code-stamp", default="", help="link the code again whenever this file changes")
-    p_link = sub.add_parser("link", help="link the code into a working directory")
-    p_link.add_argument("--code", required=True)
-    p_link.add_argument("--work", default=".")
     p_state = sub.add_parser("state", help="print the sweep's state")
     p_state.add_argument("--sweep", help="ENTITY/PROJECT/ID (default: $SWEEP_FLEET_SWEEP)")
     for sub_parser in (p_run, p_state):
@@ -595,10 +609,6 @@ def main(argv: list[str] | None = None) -> int:
             args.start_delay = 0.0
     if args.command == "run":
         return run(args)
-    if args.command == "link":
-        changed = link_code(Path(args.code), Path(args.work))
-        print(" ".join(changed) if changed else "unchanged")
-        return 0
     try:
         print(read_state(args.sweep))
     except SweepStateError as err:
