@@ -34,7 +34,7 @@ lint: bootstrap
 	yamllint --strict .
 	ruff check .
 	ruff format --check .
-	@ansible-lint > .cache/ansible-lint.log 2>&1 & lint=$$!; \
+	@mkdir -p .cache; ansible-lint > .cache/ansible-lint.log 2>&1 & lint=$$!; \
 	scripts/sanity.sh; sanity=$$?; \
 	wait $$lint; status=$$?; cat .cache/ansible-lint.log; \
 	[ $$sanity -eq 0 ] && [ $$status -eq 0 ]
