@@ -32,17 +32,36 @@ def pytest_collection_modifyitems(items):
     items.sort(key=rank)  # stable: the order within a file is kept
 
 
-@pytest.fixture(autouse=True)
-def standin_refusals():
-    """Fail the test during which a W&B stand-in got a query outside W&B's schema, or failed.
+# The one refusal of the service that is part of every sweep's normal life: an agent that
+# starts as its sweep ends is told "Sweep ... is not running" (HTTP 400), and exits.
+NORMAL_REFUSALS = (("CreateAgent", "is not running"),)
 
-    An unknown operation, field or argument is what W&B refuses and our clients must never
-    send; an internal error is a fault of the stand-in. The service's own refusals (a sweep
-    that is not running, not found, a forbidden state change) are W&B's answers, which the
-    clients must handle. A test that causes one on purpose takes it with take_errors().
+
+@pytest.fixture(autouse=True)
+def standin_refusals(request):
+    """Fail the test during which a W&B stand-in refused something it did not expect.
+
+    A query outside W&B's schema is what W&B refuses and our clients must never send; an
+    internal error is a fault of the stand-in. A refusal of the service itself (not found,
+    a forbidden state change, no permission) is W&B's answer, which a client must handle,
+    but one no test expected is a fault too. A test that causes refusals on purpose takes
+    them with take_errors(), or names them with @pytest.mark.standin_refusals("text", ...).
+    Every stand-in made is checked, one made and dropped inside the test body too.
     """
     yield
-    refused = [f"{s.url}: {e}" for s in list(StandIn.made) for e in s.take_errors() if e["kind"] != "service"]
+    expected = [text for mark in request.node.iter_markers("standin_refusals") for text in mark.args]
+    refused = []
+    for server in list(StandIn.made):
+        for error in server.take_errors():
+            message = " ".join(error["messages"])
+            if error["kind"] == "service" and (
+                any(op == error["operation"] and text in message for op, text in NORMAL_REFUSALS)
+                or any(text in message for text in expected)
+            ):
+                continue
+            refused.append(f"{server.url}: {error}")
+        if server.closed:
+            StandIn.made.remove(server)
     assert refused == [], "the W&B stand-in refused queries:\n" + "\n".join(refused)
 
 

@@ -17,17 +17,24 @@ sweep is searched with the ``sweeps`` package, as on the real server, under one 
 two agents asking at once never get the same parameters. Each run handed to an agent is
 an attempt (``records()``); a requeued run gets a second attempt with the same run id.
 
-How a run ends, as W&B records it:
+A run's states, as W&B records them (https://docs.wandb.ai/models/runs/run-states):
 
+* ``pending``: handed to an agent, not started yet (no ``wandb.init()`` has reported it);
+* ``running``: its own process reports on it (``UpsertBucket``, then ``file_stream``);
 * its final record with exit code 0: ``finished``; another exit code: ``failed``, or
   ``preempted`` when it called ``mark_preempting()`` first (then it is requeued);
-* it vanished (its agent stopped reporting it) without a final record: ``crashed``; a
-  preempting run that is killed this way is not requeued;
-* stopped by the server (a cancelled sweep): ``killed``;
-* nobody reports on it for ``run_timeout`` seconds: ``crashed``.
+* nobody reports on it for W&B's stale timeout, about five minutes (``run_timeout``,
+  STALE_SECONDS; "Unresponsive runs and server-side timeout",
+  https://docs.wandb.ai/models/sweeps/signal-handling-sweep-runs): ``crashed``, pending
+  runs too; a preempting run that goes silent without a final record is ``preempted``
+  then, and requeued ("Resume preemptible Sweeps runs",
+  https://docs.wandb.ai/models/runs/resuming#resume-preemptible-sweeps-runs);
+* its sweep cancelled: ``killed`` at once; the agents are told to exit, which kills the
+  runs (SIGKILL, no handler runs: https://docs.wandb.ai/models/sweeps/pause-resume-and-cancel-sweeps).
 
-Where the model is a choice of ours rather than W&B's documented behaviour, a comment
-says so ("Our choice").
+The clock is ``StandIn.clock`` (time.time), so that unit tests can move it on instead of
+waiting five minutes. Where the model is a choice of ours rather than W&B's documented
+behaviour, a comment says so ("Our choice").
 """
 
 from __future__ import annotations
@@ -45,7 +52,6 @@ import string
 import threading
 import time
 import warnings
-import weakref
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -69,16 +75,23 @@ STATES = ("PENDING", "RUNNING", "PAUSED", "FINISHED", "CANCELED")
 # it: a CANCELED sweep stays cancelled; a FINISHED one may only be resumed (the users'
 # re-run: delete runs, resume).
 TRANSITIONS = {
-    "PENDING": {"RUNNING", "PAUSED", "FINISHED", "CANCELED"},
+    # A pending sweep cannot be paused: wandb's client refuses it ("Cannot pause pending
+    # sweep.", wandb/cli/cli.py), and so does the model.
+    "PENDING": {"RUNNING", "FINISHED", "CANCELED"},
     "RUNNING": {"PAUSED", "FINISHED", "CANCELED"},
     "PAUSED": {"RUNNING", "FINISHED", "CANCELED"},
     "FINISHED": {"RUNNING"},
     "CANCELED": set(),
 }
-# How long an online run that vanished may take to send its final record before it is
-# crashed (the record can trail the process's exit). Our choice.
-FINAL_RECORD_GRACE = 15.0
+# W&B marks a run that stops reporting crashed after "about five minutes" (the signal
+# handling page above). Tests may shorten it per stand-in (run_timeout); a test of its own
+# keeps this default at W&B's value.
+STALE_SECONDS = 300.0
+# The most items W&B hands out per page of a connection (first:). Our choice: small, so
+# that every client's paging is exercised by the tests' sweeps.
+PAGE_LIMIT = 10
 SCHEMA_FILE = Path(__file__).with_name("schema.graphql")
+FAULT_KINDS = ("http500", "http500_after", "delay", "refuse", "redirect", "blackhole", "http429")
 
 
 class SweepConfigError(ValueError):
@@ -172,12 +185,14 @@ class Assignment:
     end: float | None = None
     preempting: bool = False
     exitcode: int | None = None
-    state: str = "running"
+    state: str = "pending"
     online: bool = False
     last_seen: float = 0.0
     tags: list = field(default_factory=list)
     stopped_by_server: bool = False
     vanished: float | None = None
+    # Deleted by a user (delete_runs, deleteRun): gone from W&B, kept here for the tests.
+    deleted: bool = False
 
 
 @dataclass
@@ -238,7 +253,7 @@ class Run:
 
 @dataclass
 class Fault:
-    kind: str  # "http500" | "http500_after" | "delay" | "refuse" | "redirect"
+    kind: str  # "http500" | "http500_after" | "delay" | "refuse" | "redirect" | "blackhole" | "http429"
     operation: str | None = None
     count: int | None = None
     until: float | None = None
@@ -256,8 +271,10 @@ class Fault:
 class StandIn:
     """In-memory W&B backend. ``start()`` serves it over HTTP in a thread."""
 
-    # Every stand-in made, so that the tests' fixture can check each for refusals.
-    made: ClassVar[weakref.WeakSet[StandIn]] = weakref.WeakSet()
+    # Every stand-in made and not yet checked after it stopped: the tests' fixture checks
+    # each for refusals after every test (held strongly: one made and dropped inside a test
+    # is checked all the same).
+    made: ClassVar[list[StandIn]] = []
 
     def __init__(
         self,
@@ -265,13 +282,14 @@ class StandIn:
         port: int = 0,
         api_key: str | None = None,
         entity: str = "fleet-tester",
-        run_timeout: float = 120,
+        run_timeout: float = STALE_SECONDS,
         version: str = "current",
+        clock=time.time,
     ):
         self.bind = (host, port)
-        # A run that nobody reports on (neither its agent's heartbeat nor its own file_stream)
-        # for this long has crashed, as W&B decides from missing heartbeats.
+        # A run that nobody reports on for this long has crashed (W&B's stale timeout).
         self.run_timeout = run_timeout
+        self.clock = clock
         self.api_key = api_key
         # Further keys the server takes (a user may have several, e.g. a local- key of a
         # self-hosted server next to a cloud one).
@@ -298,7 +316,8 @@ class StandIn:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._refusing = threading.Event()
-        StandIn.made.add(self)
+        self.closed = False
+        StandIn.made.append(self)
 
     # -- serving -----------------------------------------------------------------
     @property
@@ -323,6 +342,10 @@ class StandIn:
         self._thread.start()
 
     def stop(self) -> None:
+        self._close_listener()
+        self.closed = True
+
+    def _close_listener(self) -> None:
         if self._httpd:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -360,15 +383,17 @@ class StandIn:
         ``redirect``: matching requests are answered 302 with ``location`` (W&B's API never
         redirects; a hostile server or proxy may, to collect the key a client sends on:
         urllib follows a 301/302/303 after a POST with a GET, Authorization header included).
+        ``blackhole``: matching requests get no answer: the connection is held for
+        ``seconds``, then dropped (a network that loses packets; the client's timeout ends it).
+        ``http429``: matching requests are answered 429 with ``Retry-After: seconds`` (W&B's
+        rate limit, https://docs.wandb.ai/guides/track/limits/#rate-limits).
         """
-        if kind not in ("http500", "http500_after", "delay", "refuse", "redirect"):
-            raise ValueError(
-                f"unknown fault kind {kind!r}: use http500, http500_after, delay, refuse or redirect"
-            )
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}: use {', '.join(FAULT_KINDS)}")
         if kind == "refuse":
             self._refuse_for(seconds)
             return
-        until = time.time() + duration if duration is not None else None
+        until = self.clock() + duration if duration is not None else None
         with self.lock:
             self.faults.append(Fault(kind, operation, count, until, seconds, location))
 
@@ -382,7 +407,7 @@ class StandIn:
             self.faults.clear()
 
     def _refuse_for(self, seconds: float) -> None:
-        self.stop()
+        self._close_listener()
         self._refusing.set()
 
         def reopen() -> None:
@@ -402,7 +427,7 @@ class StandIn:
         timer.start()
 
     def _fault_for(self, operation: str, after: bool = False) -> Fault | None:
-        now = time.time()
+        now = self.clock()
         with self.lock:
             for fault in self.faults:
                 if (fault.kind == "http500_after") == after and fault.matches(operation, now):
@@ -414,7 +439,7 @@ class StandIn:
     # -- reading records (for tests) ---------------------------------------------
     def records(self, sweep: str | None = None) -> list[dict]:
         with self.lock:
-            self._settle(time.time())
+            self._settle(self.clock())
             return [
                 {k: v for k, v in asdict(a).items() if k not in ("stopped_by_server", "vanished")}
                 for a in self.assignments
@@ -442,7 +467,7 @@ class StandIn:
                     "state": s.state,
                     "config": s.config,
                     "warnings": s.warnings,
-                    "runs": sum(1 for a in self.assignments if a.sweep == s.path),
+                    "runs": sum(1 for a in self.assignments if a.sweep == s.path and not a.deleted),
                     "agents": [
                         asdict(a) | {"running": sorted(a.running)}
                         for a in self.agents.values()
@@ -510,8 +535,12 @@ class StandIn:
                 self._delete_run(found, run_id)
 
     def _delete_run(self, sweep: Sweep, run_id: str) -> None:
-        self.assignments = [a for a in self.assignments if not (a.sweep == sweep.path and a.run_id == run_id)]
+        """W&B forgets the run; the tests still see its attempts, flagged ``deleted``."""
+        for a in self.assignments:
+            if a.sweep == sweep.path and a.run_id == run_id:
+                a.deleted = True
         self.runs.pop((sweep.entity, sweep.project, run_id), None)
+        sweep.requeue = deque(a for a in sweep.requeue if a.run_id != run_id)
         sweep.requeue = deque(a for a in sweep.requeue if a.run_id != run_id)
 
     def set_state(self, sweep: str, state: str) -> None:
@@ -529,7 +558,14 @@ class StandIn:
                 f"Sweep {sweep.path} is {sweep.state.lower()}: it cannot become {state.lower()}", 400
             )
         sweep.state = state
-        sweep.updated = time.time()
+        sweep.updated = self.clock()
+        if state == "CANCELED":
+            # W&B kills a cancelled sweep's runs at once: they are killed, whatever they do next.
+            now = self.clock()
+            for a in self.assignments:
+                if a.sweep == sweep.path and a.end is None and a.state in ("pending", "running"):
+                    a.stopped_by_server = True
+                    self._close(a, now)
 
     # -- GraphQL -----------------------------------------------------------------
     def execute(self, query: str, variables: dict, operation: str | None) -> tuple[int, dict]:
@@ -593,6 +629,12 @@ class StandIn:
             for key, value in (("entityName", sweep.entity), ("projectName", sweep.project)):
                 if data.get(key) and data[key] != value:
                     raise ServiceError(f"Sweep {data['id']} not found in {data[key]}", 404)
+            self.writable(sweep.entity)
+            if data.get("config") is not None:
+                # A started sweep cannot be reconfigured (wandb/wandb#12415); the model takes
+                # no new config at all (our choice: `wandb sweep --update` of a sweep no agent
+                # has joined yet is not modelled), so nothing sent is silently ignored.
+                raise ServiceError("cannot reconfigure sweep which has already started", 400)
             if data.get("state"):
                 self._change_state(sweep, data["state"].upper())
             return {"sweep": _SweepView(self, sweep), "inserted": False, "configValidationWarnings": []}
@@ -618,21 +660,23 @@ class StandIn:
     def create_agent(self, data: dict) -> dict:
         entity = data.get("entityName") or self.entity
         project = data.get("projectName") or "uncategorized"
-        name = data["sweep"].rsplit("/", 1)[-1]
+        # The agent sends the sweep's bare name, with its entity and project beside it
+        # (wandb/apis/public/sweeps.py _register_agent); a path is no sweep's name.
+        name = data["sweep"]
         sweep = self.find_sweep(entity, project, name)
         if sweep is None or not self.readable(entity):
             raise ServiceError(f"Sweep {entity}/{project}/{name} not found", 404)
         self.writable(entity)
         if sweep.state not in ("RUNNING", "PENDING", "PAUSED"):
             raise ServiceError(f"Sweep {sweep.path} is not running", 400)
-        agent = Agent(id=new_id(12), sweep=sweep.path, host=data.get("host") or "?", created=time.time())
+        agent = Agent(id=new_id(12), sweep=sweep.path, host=data.get("host") or "?", created=self.clock())
         self.agents[agent.id] = agent
         log.info("stand-in: agent %s on %s joined %s", agent.id, agent.host, sweep.path)
         return {"agent": {"id": agent.id, "name": agent.id, "host": agent.host, "state": "RUNNING"}}
 
     def heartbeat(self, data: dict) -> dict:
         run_state = json.loads(data.get("runState") or "{}")
-        now = time.time()
+        now = self.clock()
         agent = self.agents.get(data.get("id"))
         if agent is None:
             raise ServiceError("agent not found", 404)
@@ -641,14 +685,17 @@ class StandIn:
         agent.heartbeats += 1
         alive = {run_id for run_id, running in run_state.items() if running}
         for a in self.assignments:
-            if a.agent_id == agent.id and a.run_id in alive and a.end is None:
+            # A pending run is its agent's to start: the agent's word keeps it pending. A
+            # started run is alive while its own process reports (file_stream).
+            if a.agent_id == agent.id and a.run_id in alive and a.end is None and not a.online:
                 a.last_seen = now
         for run_id in agent.running - alive:
             self._vanished(agent, run_id, now)
         # Runs still alive that this agent was given (a run is only in agent.running once assigned).
         agent.running = {r for r in alive if self._assigned(agent, r)}
         self._settle(now)
-        commands = self._commands_for(sweep, agent, now)
+        # An agent told to exit gets nothing more: no run, whatever it asks.
+        commands = [{"type": "exit"}] if agent.exited else self._commands_for(sweep, agent, now)
         if any(c["type"] == "exit" for c in commands):
             agent.exited = True
         return {"agent": {"id": agent.id, "name": agent.id}, "commands": json.dumps(commands)}
@@ -657,12 +704,12 @@ class StandIn:
         return any(a.agent_id == agent.id and a.run_id == run_id for a in self.assignments)
 
     def _vanished(self, agent: Agent, run_id: str, now: float) -> None:
-        """The agent reports a run gone: its process ended."""
+        """The agent reports a run gone: its process ended. W&B decides nothing from that:
+        the run ends with its own final record, or when it has been silent for the stale
+        timeout (its last report was its last sign of life)."""
         for a in reversed(self.assignments):
             if a.agent_id == agent.id and a.run_id == run_id and a.end is None:
                 a.vanished = a.vanished or now
-                if not a.online:  # it died before wandb.init(): nothing more will come
-                    self._close(a, now)
                 break
 
     def _close(self, a: Assignment, now: float) -> None:
@@ -673,32 +720,29 @@ class StandIn:
             a.state = "killed"
         elif a.exitcode == 0:
             a.state = "finished"
-        elif a.exitcode is not None and a.preempting:
+        elif a.preempting and sweep.state != "CANCELED":
+            # A non-zero exit after mark_preempting(), or silence after it (a preempted
+            # machine): W&B requeues the run (its preemptible-sweeps contract).
             a.state = "preempted"
             sweep.requeue.append(a)
         elif a.exitcode is not None:
             a.state = "failed"
         else:
-            a.state = "crashed"  # no final record: killed, or died before it could say
+            a.state = "crashed"  # silent for the stale timeout: killed, or died before it could say
 
     def _settle(self, now: float) -> None:
-        """Runs whose final record did not come, or that nobody reports on any more, crashed."""
+        """Runs nobody has reported on for the stale timeout have crashed (or, preempting,
+        are preempted and requeued)."""
         for a in self.assignments:
-            if a.end is not None:
-                continue
-            late = a.vanished is not None and now - a.vanished > FINAL_RECORD_GRACE
-            silent = now - max(a.last_seen, a.start) > self.run_timeout
-            if late or silent:
+            if a.end is None and not a.deleted and now - max(a.last_seen, a.start) > self.run_timeout:
                 self._close(a, now)
 
     def _commands_for(self, sweep: Sweep, agent: Agent, now: float) -> list[dict]:
         if sweep.state == "CANCELED":
-            if agent.running:
-                # W&B stops a cancelled sweep's runs: the agent SIGTERMs, then SIGKILLs them.
-                for a in self.assignments:
-                    if a.agent_id == agent.id and a.run_id in agent.running and a.end is None:
-                        a.stopped_by_server = True
-                return [{"type": "stop", "run_id": r} for r in sorted(agent.running)]
+            # Cancelling ends the runs abruptly, with no chance to run signal handlers (W&B
+            # docs, pause-resume-and-cancel-sweeps): the agents are told to exit, which
+            # SIGKILLs their runs (wandb_agent.py _command_exit). The runs were killed at the
+            # cancel itself (_change_state).
             return [{"type": "exit"}]
         if sweep.state == "FINISHED":
             return [] if agent.running else [{"type": "exit"}]
@@ -706,7 +750,7 @@ class StandIn:
             return []
         nxt = self._next_assignment(sweep, agent, now)
         if nxt is None:
-            busy = any(a.end is None for a in self.assignments if a.sweep == sweep.path)
+            busy = any(a.end is None for a in self.assignments if a.sweep == sweep.path and not a.deleted)
             if not busy and not sweep.requeue:
                 sweep.state = "FINISHED"
                 sweep.updated = now
@@ -726,7 +770,7 @@ class StandIn:
     def _latest_assignments(self, sweep: Sweep) -> list[Assignment]:
         latest: dict[str, Assignment] = {}
         for a in self.assignments:
-            if a.sweep == sweep.path:
+            if a.sweep == sweep.path and not a.deleted:
                 latest[a.run_id] = a
         return list(latest.values())
 
@@ -788,24 +832,36 @@ class StandIn:
         key = (entity, project, name)
         inserted = key not in self.runs
         sweep_name = data.get("sweep")
-        if sweep_name and self.find_sweep(entity, project, sweep_name) is None:
+        sweep = self.find_sweep(entity, project, sweep_name) if sweep_name else None
+        if sweep_name and sweep is None:
             raise ServiceError(f"Sweep {entity}/{project}/{sweep_name} not found", 404)
         run = self.runs.get(key) or Run(name=name, entity=entity, project=project, number=next(self._numbers))
-        run.sweep = sweep_name or run.sweep
+        # A run joins a sweep only when the sweep handed it out (our choice: W&B's
+        # scheduler knows its runs; a client cannot add one by naming the sweep).
+        if sweep is not None and any(a.run_id == name for a in self._latest_assignments(sweep)):
+            run.sweep = sweep_name
         run.config = data.get("config") or run.config
         if data.get("tags") is not None:
             run.tags = sorted(set(data["tags"]))
         self.runs[key] = run
         self.projects.add((entity, project))
         for a in reversed(self.assignments):
-            if a.run_id == name and a.sweep.startswith(f"{entity}/{project}/"):
-                a.online = True
+            if a.run_id == name and a.sweep.startswith(f"{entity}/{project}/") and not a.deleted:
+                self._online(a, self.clock())
                 a.tags = run.tags
                 break
         return {"bucket": _RunView(self, run), "inserted": inserted}
 
+    @staticmethod
+    def _online(a: Assignment, now: float) -> None:
+        """The run's own process reports: it has started, and is alive now."""
+        a.online = True
+        a.last_seen = now
+        if a.state == "pending":
+            a.state = "running"
+
     def file_stream(self, entity: str, project: str, run_id: str, body: dict) -> tuple[int, dict]:
-        now = time.time()
+        now = self.clock()
         with self.lock:
             if (entity, project, run_id) not in self.runs:
                 return 404, {"error": f"run {entity}/{project}/{run_id} not found"}
@@ -814,9 +870,10 @@ class StandIn:
             history = body.get("files", {}).get("wandb-history.jsonl", {}).get("content") or []
             run.history_lines += len(history)
             for a in reversed(self.assignments):
-                if a.run_id == run_id and a.sweep.startswith(f"{entity}/{project}/"):
-                    a.online = True
-                    a.last_seen = now
+                if a.run_id == run_id and a.sweep.startswith(f"{entity}/{project}/") and not a.deleted:
+                    if a.end is not None:
+                        break  # killed (a cancelled sweep) or crashed: late records change nothing
+                    self._online(a, now)
                     if body.get("preempting"):
                         a.preempting = True
                     sweep = self.sweep(a.sweep)
@@ -920,7 +977,7 @@ class _Root:
 def _page(items: list, first, after, node) -> dict:
     """A Relay connection over ``items``; the cursor is the position after the last one."""
     start = int(after) if after else 0
-    count = first if first is not None else len(items)
+    count = min(first if first is not None else len(items), PAGE_LIMIT)
     chunk = items[start : start + count]
     end = start + len(chunk)
     return {
@@ -970,10 +1027,17 @@ class _ProjectView:
     def runs(self, _info, first=None, after=None, filters=None, order=None):
         runs = self._runs()
         if filters:
-            wanted = json.loads(filters)
-            sweep = wanted.get("sweep") if isinstance(wanted, dict) else None
-            if sweep is not None:
-                runs = [r for r in runs if r.sweep == sweep]
+            try:
+                wanted = json.loads(filters)
+            except ValueError as exc:
+                raise ServiceError(f"filters is not JSON: {exc}", 400) from exc
+            # W&B applies any MongoDB-style filter; the model applies only these, and refuses
+            # the rest rather than answer as if it had applied them.
+            unknown = sorted(set(wanted) - {"sweep"}) if isinstance(wanted, dict) else ["(not a mapping)"]
+            if unknown:
+                raise ServiceError(f"stand-in: runs(filters:) does not apply {', '.join(unknown)}", 400)
+            if "sweep" in wanted:
+                runs = [r for r in runs if r.sweep == wanted["sweep"]]
         return _page(runs, first, after, lambda r: _RunView(self.s, r))
 
 
@@ -1035,7 +1099,7 @@ class _RunView:
         attempts = [
             a
             for a in s.assignments
-            if a.run_id == run.name and a.sweep.startswith(f"{run.entity}/{run.project}/")
+            if a.run_id == run.name and a.sweep.startswith(f"{run.entity}/{run.project}/") and not a.deleted
         ]
         latest = attempts[-1] if attempts else None
         self.id = run.node_id
@@ -1140,6 +1204,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Location", fault.location)
             self.send_header("Content-Length", "0")
             self.end_headers()
+            return True
+        if fault.kind == "blackhole":
+            time.sleep(fault.seconds)
+            self.close_connection = True  # dropped, never answered
+            return True
+        if fault.kind == "http429":
+            data = json.dumps({"errors": [{"message": "rate limit exceeded"}]}).encode()
+            self.send_response(429)
+            # The standard header, and W&B's own (support: rate-limit-exceeded-on-metric-logging).
+            self.send_header("Retry-After", str(int(fault.seconds)))
+            self.send_header("RateLimit-Remaining", "0")
+            self.send_header("RateLimit-Reset", str(int(fault.seconds)))
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
             return True
         self._send(500, {"errors": [{"message": "stand-in: injected fault"}]})
         return True

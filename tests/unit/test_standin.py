@@ -1,8 +1,10 @@
 """The W&B API stand-in, driven over HTTP and by the real wandb CLI, agent and SDK.
 
-The tests marked "(was forgiving)" each failed against the earlier, forgiving stand-in:
-it took any query, ignored entity and project, called a crashed run finished, requeued a
-preempting run that was killed, never enforced run_cap and refused configs W&B accepts.
+The tests marked "(was forgiving)" each failed against an earlier, forgiving stand-in: it
+took any query, ignored entity and project, called a crashed run finished, never enforced
+run_cap, refused configs W&B accepts, crashed silent runs after seconds instead of W&B's
+five minutes, crashed runs not yet started, did not requeue a silent preempting run, let a
+cancelled sweep's runs save, paused pending sweeps and took configs it then ignored.
 """
 
 from __future__ import annotations
@@ -48,9 +50,27 @@ SWEEP_STATE = """query SweepState($entity: String, $project: String, $name: Stri
   project(name: $project, entityName: $entity) { sweep(sweepName: $name) { id state runCountExpected } } }"""
 
 
+class Clock:
+    """W&B's clock, for a stand-in: moved on by the test, never slept through."""
+
+    def __init__(self):
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture
-def server():
-    with StandIn(api_key=TEST_API_KEY) as s:
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def server(clock):
+    with StandIn(api_key=TEST_API_KEY, clock=clock) as s:
         yield s
 
 
@@ -317,20 +337,36 @@ def test_paused_sweep_keeps_agents_idle_until_resumed(server):
     assert heartbeat(server, agent)[0]["type"] == "run"
 
 
-def test_a_cancelled_sweep_stops_its_runs_which_end_killed(server):
-    """(was forgiving) W&B kills a cancelled sweep's runs; they are killed, not failed or requeued."""
+def test_a_cancelled_sweep_kills_its_runs_at_once_and_its_agents_exit(server):
+    """(was forgiving) Cancelling ends the runs abruptly, with no chance to run signal
+    handlers (W&B docs, pause-resume-and-cancel-sweeps): the agent is told to exit (it
+    SIGKILLs its runs), not to stop them (a SIGTERM they could save on); they are killed."""
     sweep = server.create_sweep(GRID, project="p")
     agent = agent_on(server, sweep, "h1")
     run_id = heartbeat(server, agent)[0]["run_id"]
     upsert_run(server, sweep, run_id)
     stream(server, sweep, run_id, {"preempting": True})
     server.set_state(sweep.id, "CANCELED")
-    assert heartbeat(server, agent, {run_id: True}) == [{"type": "stop", "run_id": run_id}]
-    stream(server, sweep, run_id, {"complete": True, "exitcode": 143})
-    assert heartbeat(server, agent, {}) == [{"type": "exit"}]
     (record,) = server.records(sweep.id)
-    assert record["state"] == "killed"
+    assert record["state"] == "killed" and record["end"] is not None
+    assert heartbeat(server, agent, {run_id: True}) == [{"type": "exit"}]
+    stream(server, sweep, run_id, {"complete": True, "exitcode": 143})  # too late to count
+    (record,) = server.records(sweep.id)
+    assert (record["state"], record["exitcode"]) == ("killed", None)
     assert not sweep.requeue
+
+
+def test_an_agent_told_to_exit_gets_no_run(server):
+    sweep = server.create_sweep({**GRID, "parameters": {"x": {"values": [1]}}}, project="p")
+    agent = agent_on(server, sweep, "h1")
+    run_id = heartbeat(server, agent)[0]["run_id"]
+    upsert_run(server, sweep, run_id)
+    stream(server, sweep, run_id, {"complete": True, "exitcode": 0})
+    assert heartbeat(server, agent, {}) == [{"type": "exit"}]
+    server.set_state(sweep.id, "RUNNING")  # resumed: more work may come, but not to this agent
+    server.delete_runs(sweep.id, [run_id])
+    assert heartbeat(server, agent, {}) == [{"type": "exit"}]
+    assert heartbeat(server, agent_on(server, sweep, "h2"))[0]["type"] == "run"
 
 
 @pytest.mark.parametrize("state", ["FINISHED", "CANCELED"])
@@ -349,41 +385,68 @@ def test_ended_sweep_refuses_new_agents_like_wandb(server, tmp_path, state):
 
 
 # -- run outcomes ----------------------------------------------------------------------------
-def test_a_run_that_dies_before_wandb_init_is_crashed_not_finished(server):
-    """(was forgiving) An ImportError, the wrong interpreter, sys.exit(3) before init()."""
+def test_a_run_handed_out_is_pending_until_it_starts_and_crashed_only_when_stale(server, clock):
+    """(was forgiving) A run handed out but not started is pending (W&B's run states); one
+    that dies before wandb.init() (an ImportError, the wrong interpreter) sends nothing and
+    is crashed after W&B's stale timeout, never at once and never finished."""
     sweep = server.create_sweep(GRID, project="p")
     agent = agent_on(server, sweep, "h1")
     run_id = heartbeat(server, agent)[0]["run_id"]
-    heartbeat(server, agent, {})  # the process is gone; it never came online (the agent gets the next)
+    assert server.records(sweep.id)[0]["state"] == "pending"
+    heartbeat(server, agent, {})  # the process is gone; it never came online
+    clock.advance(server.run_timeout - 1)
     record = server.records(sweep.id)[0]
-    assert record["run_id"] == run_id
+    assert (record["run_id"], record["state"], record["online"]) == (run_id, "pending", False)
+    clock.advance(2)
+    record = server.records(sweep.id)[0]
     assert (record["state"], record["online"], record["exitcode"]) == ("crashed", False, None)
 
 
-def test_an_online_run_without_a_final_record_crashes_after_a_grace(server, monkeypatch):
+def test_the_stale_timeout_is_wandbs_five_minutes(clock):
+    """W&B marks a run that stops reporting crashed after about five minutes (docs: signal
+    handling and sweep runs, "Unresponsive runs and server-side timeout"). Tests that
+    shorten it do so per stand-in; the default stays W&B's."""
+    with StandIn(api_key=TEST_API_KEY, clock=clock) as server:
+        assert server.run_timeout == 300
+        sweep = server.create_sweep(GRID, project="p")
+        agent = agent_on(server, sweep, "h1")
+        run_id = heartbeat(server, agent)[0]["run_id"]
+        upsert_run(server, sweep, run_id)
+        heartbeat(server, agent, {})  # its agent was killed, the run with it: nothing more comes
+        clock.advance(299)
+        assert server.records(sweep.id)[0]["state"] == "running"
+        clock.advance(2)
+        assert server.records(sweep.id)[0]["state"] == "crashed"
+
+
+def test_a_run_that_reports_stays_running_however_long_it_takes(server, clock):
     sweep = server.create_sweep(GRID, project="p")
     agent = agent_on(server, sweep, "h1")
     run_id = heartbeat(server, agent)[0]["run_id"]
     upsert_run(server, sweep, run_id)
-    heartbeat(server, agent, {})  # vanished; its final record may still be on its way
+    for _ in range(10):  # an hour of training, reporting every six minutes... is too rare
+        clock.advance(200)
+        stream(server, sweep, run_id, {"files": {}})
+        heartbeat(server, agent, {run_id: True})
     assert server.records(sweep.id)[0]["state"] == "running"
-    monkeypatch.setattr("standin.server.FINAL_RECORD_GRACE", 0.0)
-    server.wait_for(lambda s: s.records(sweep.id)[0]["state"] == "crashed", timeout=5, what="the crash")
 
 
-def test_a_preempting_run_without_a_final_record_is_crashed_not_requeued(server, monkeypatch):
-    """(was forgiving) mark_preempting(), then SIGKILL: no exit code, so W&B does not requeue it."""
-    monkeypatch.setattr("standin.server.FINAL_RECORD_GRACE", 0.0)
+def test_a_preempting_run_that_goes_silent_is_requeued_after_the_stale_timeout(server, clock):
+    """(was forgiving) mark_preempting(), then the machine is gone (no exit code): W&B marks
+    the run preempted after its timeout and requeues it (W&B docs, Resume preemptible Sweeps
+    runs). The same run goes to another agent: whoever recovers must not run it again."""
     sweep = server.create_sweep(GRID, project="p")
     a1, a2 = agent_on(server, sweep, "h1"), agent_on(server, sweep, "h2")
     cmd = heartbeat(server, a1)[0]
     upsert_run(server, sweep, cmd["run_id"])
     stream(server, sweep, cmd["run_id"], {"preempting": True})
     heartbeat(server, a1, {})
-    records = server.wait_for(lambda s: s.records(sweep.id)[0]["state"] != "running" and s.records(sweep.id))
-    assert (records[0]["state"], records[0]["preempting"], records[0]["exitcode"]) == ("crashed", True, None)
+    assert server.records(sweep.id)[0]["state"] == "running"
+    clock.advance(server.run_timeout + 1)
+    first = server.records(sweep.id)[0]
+    assert (first["state"], first["preempting"], first["exitcode"]) == ("preempted", True, None)
     again = heartbeat(server, a2)[0]
-    assert again["run_id"] != cmd["run_id"], "not handed out again"
+    assert (again["run_id"], again["args"]) == (cmd["run_id"], cmd["args"])
 
 
 def test_online_run_reports_exit_code(server):
@@ -415,6 +478,8 @@ def test_preempting_run_is_reissued_to_another_agent_and_resumes(server):
     a2 = agent_on(server, sweep, "h2")
     cmd = heartbeat(server, a1)[0]
     upsert_run(server, sweep, cmd["run_id"])
+    history = [json.dumps({"_step": step, "loss": 1 / (step + 1)}) for step in range(7)]
+    stream(server, sweep, cmd["run_id"], {"files": {"wandb-history.jsonl": {"content": history}}})
     stream(server, sweep, cmd["run_id"], {"files": {}, "preempting": True})
     stream(server, sweep, cmd["run_id"], {"complete": True, "exitcode": 143})
     # The run ended after marking itself preempting; its own host gets new work...
@@ -427,12 +492,14 @@ def test_preempting_run_is_reissued_to_another_agent_and_resumes(server):
     assert again["args"] == cmd["args"]
     first, second = [r for r in server.records(sweep.id) if r["run_id"] == cmd["run_id"]]
     assert (first["preempting"], first["state"], first["exitcode"]) == (True, "preempted", 143)
-    assert (second["agent_host"], second["state"]) == ("h2", "running")
-    # (was forgiving) The SDK asks whether the run exists to resume it: it does.
+    assert (second["agent_host"], second["state"]) == ("h2", "pending")  # handed out, not started yet
+    # (was forgiving) The SDK asks whether the run exists to resume it: it does, with the
+    # history it has so far, which the resumed run continues after.
     body = gql(
         server, RESUME_STATUS, {"project": sweep.project, "entity": sweep.entity, "name": cmd["run_id"]}
     )[1]
     assert body["data"]["model"]["bucket"]["name"] == cmd["run_id"]
+    assert body["data"]["model"]["bucket"]["historyLineCount"] == len(history)
     body = gql(
         server, RESUME_STATUS, {"project": sweep.project, "entity": sweep.entity, "name": "neverseen"}
     )[1]
@@ -449,18 +516,6 @@ def test_preempted_run_goes_back_to_its_own_host_when_nothing_else_can_take_it(s
     again = heartbeat(server, agent, {})[0]
     assert (again["run_id"], again["args"]) == (cmd["run_id"], cmd["args"])
     assert sweep.state == "RUNNING"
-
-
-def test_a_run_nobody_reports_on_crashes_after_the_run_timeout():
-    with StandIn(api_key=TEST_API_KEY, run_timeout=0.5) as server:
-        sweep = server.create_sweep(GRID, project="p")
-        agent = agent_on(server, sweep, "h1")
-        run_id = heartbeat(server, agent)[0]["run_id"]
-        upsert_run(server, sweep, run_id)
-        assert server.records(sweep.id)[0]["state"] == "running"
-        server.wait_for(
-            lambda s: s.records(sweep.id)[0]["state"] == "crashed", timeout=5, what="the silent run to crash"
-        )
 
 
 def test_run_cap_ends_a_random_sweep(server):
@@ -493,7 +548,9 @@ def test_deleted_runs_of_a_finished_grid_run_again_after_resume(server):
     server.set_state(sweep.id, "RUNNING")
     again = heartbeat(server, agent_on(server, sweep, "h2"))[0]
     assert again["args"] == first["args"] and again["run_id"] != first["run_id"]
-    assert [r["params"]["x"] for r in server.records(sweep.id)] == [second["args"]["x"]["value"], 1]
+    records = server.records(sweep.id)
+    assert [r["params"]["x"] for r in records if not r["deleted"]] == [second["args"]["x"]["value"], 1]
+    assert [(r["run_id"], r["state"]) for r in records if r["deleted"]] == [(first["run_id"], "failed")]
 
 
 # -- faults ----------------------------------------------------------------------------------
@@ -596,3 +653,119 @@ def test_wrong_interpreter_runs_crash(tmp_path):
             timeout=30,
             what="all crashed",
         )
+
+
+# -- the service's refusals (was forgiving) ----------------------------------------------------
+SET_STATE = """mutation UpsertSweepState($id: ID, $state: String, $config: String) {
+  upsertSweep(input: {id: $id, state: $state, config: $config}) { sweep { name state } } }"""
+PROJECT_RUNS = """query Runs($project: String!, $entity: String, $filters: JSONString, $first: Int,
+    $after: String) {
+  project(name: $project, entityName: $entity) {
+    runs(filters: $filters, first: $first, after: $after) {
+      pageInfo { hasNextPage endCursor } edges { node { name sweepName } } } } }"""
+
+
+def test_a_pending_sweep_cannot_be_paused(server):
+    """wandb's client refuses it ("Cannot pause pending sweep."); so does the model."""
+    sweep = server.create_sweep(GRID, project="p")
+    sweep.state = "PENDING"
+    status, body = gql(server, SET_STATE, {"id": sweep.node_id, "state": "PAUSED"})
+    assert status == 400 and "pending: it cannot become paused" in body["errors"][0]["message"]
+    assert gql(server, SET_STATE, {"id": sweep.node_id, "state": "RUNNING"})[0] == 200
+    server.take_errors()
+
+
+def test_an_update_by_id_checks_write_access_and_refuses_a_new_config(server):
+    """A started sweep cannot be reconfigured (wandb/wandb#12415): a config sent with an
+    update is refused, never silently dropped. Another entity's sweep cannot be changed."""
+    sweep = server.create_sweep(GRID, project="p")
+    changed = yaml.safe_dump({**GRID, "parameters": {"x": {"values": [1]}}})
+    status, body = gql(server, SET_STATE, {"id": sweep.node_id, "config": changed})
+    assert (
+        status == 400 and "cannot reconfigure sweep which has already started" in body["errors"][0]["message"]
+    )
+    assert sweep.config == GRID
+    foreign = server.create_sweep(GRID, entity="someone-else", project="p")
+    status, body = gql(server, SET_STATE, {"id": foreign.node_id, "state": "PAUSED"})
+    assert status == 403 and foreign.state == "RUNNING"
+    server.take_errors()
+
+
+def test_create_agent_takes_the_bare_sweep_name(server):
+    sweep = server.create_sweep(GRID, project="p")
+    status, body = gql(
+        server,
+        CREATE_AGENT,
+        {"sweep": sweep.path, "host": "h1", "projectName": sweep.project, "entityName": sweep.entity},
+    )
+    assert status == 404 and "not found" in body["errors"][0]["message"]
+    assert server.agents == {}
+    server.take_errors()
+
+
+def test_runs_filters_the_model_does_not_apply_are_refused(server):
+    sweep = server.create_sweep(GRID, project="p")
+    agent = agent_on(server, sweep, "h1")
+    upsert_run(server, sweep, heartbeat(server, agent)[0]["run_id"])
+    variables = {"project": "p", "entity": sweep.entity}
+    status, body = gql(server, PROJECT_RUNS, {**variables, "filters": json.dumps({"sweep": sweep.id})})
+    assert status == 200 and len(body["data"]["project"]["runs"]["edges"]) == 1
+    status, body = gql(server, PROJECT_RUNS, {**variables, "filters": json.dumps({"state": "finished"})})
+    assert status == 400 and "does not apply state" in body["errors"][0]["message"]
+    server.take_errors()
+
+
+def test_pages_are_capped_so_clients_must_page(server):
+    sweep = server.create_sweep({**GRID, "method": "random"}, project="p")
+    agent = agent_on(server, sweep, "h1")
+    names = []
+    for _ in range(25):
+        run_id = heartbeat(server, agent, {})[0]["run_id"]
+        upsert_run(server, sweep, run_id)
+        stream(server, sweep, run_id, {"complete": True, "exitcode": 0})
+        names.append(run_id)
+    seen, after, pages = [], None, 0
+    while True:
+        body = gql(
+            server, PROJECT_RUNS, {"project": "p", "entity": sweep.entity, "first": 500, "after": after}
+        )[1]
+        runs = body["data"]["project"]["runs"]
+        seen += [edge["node"]["name"] for edge in runs["edges"]]
+        pages += 1
+        if not runs["pageInfo"]["hasNextPage"]:
+            break
+        after = runs["pageInfo"]["endCursor"]
+    assert sorted(seen) == sorted(names) and pages == 3
+
+
+def test_a_run_joins_a_sweep_only_when_the_sweep_handed_it_out(server):
+    sweep = server.create_sweep(GRID, project="p")
+    upsert_run(server, sweep, "selfmade")
+    assert server.runs[(sweep.entity, sweep.project, "selfmade")].sweep is None
+    agent = agent_on(server, sweep, "h1")
+    run_id = heartbeat(server, agent)[0]["run_id"]
+    upsert_run(server, sweep, run_id)
+    assert server.runs[(sweep.entity, sweep.project, run_id)].sweep == sweep.id
+
+
+def test_blackhole_fault_answers_nothing(server):
+    server.inject("blackhole", operation="Viewer", count=1, seconds=3)
+    started = time.monotonic()
+    with pytest.raises((TimeoutError, urllib.error.URLError)):
+        post(server.url, "/graphql", {"query": "query Viewer { viewer { id } }"}, timeout=1)
+    assert time.monotonic() - started < 2.5, "the client's own timeout ended it"
+    assert server.wait_for(lambda s: _viewer_ok(s), timeout=10, what="an answer after the black hole")
+
+
+def test_http429_fault_says_when_to_ask_again(server):
+    server.inject("http429", operation="Viewer", count=1, seconds=7)
+    request = urllib.request.Request(
+        server.url + "/graphql",
+        data=json.dumps({"query": "query Viewer { viewer { id } }"}).encode(),
+        headers={"Authorization": "Basic " + base64.b64encode(f"api:{TEST_API_KEY}".encode()).decode()},
+    )
+    with pytest.raises(urllib.error.HTTPError) as limited:
+        urllib.request.urlopen(request, timeout=5)
+    assert limited.value.code == 429
+    assert (limited.value.headers["Retry-After"], limited.value.headers["RateLimit-Reset"]) == ("7", "7")
+    assert gql(server, "query Viewer { viewer { id } }")[0] == 200
