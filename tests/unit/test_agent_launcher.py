@@ -316,6 +316,16 @@ def test_state_check_refuses_a_redirect_and_sends_the_key_nowhere_else(standin, 
     assert elsewhere.requests == []
 
 
+def test_state_check_waits_as_long_as_a_rate_limit_asks(standin, monkeypatch):
+    sweep = standin.create_sweep(GRID, project="p")
+    standin.inject("http429", operation="SweepState", count=1, seconds=42)
+    monkeypatch.setenv("WANDB_BASE_URL", standin.url)
+    monkeypatch.setattr(launcher, "api_key", lambda *_: TEST_API_KEY)
+    waited = []
+    state = launcher.wait_for_state(sweep.path, lambda: False, wait=lambda s, _stop: waited.append(s))
+    assert state == "RUNNING" and waited == [42.0]
+
+
 def test_state_check_waits_while_wandb_is_unreachable(standin, tmp_path, monkeypatch):
     sweep = standin.create_sweep(GRID, project="p")
     monkeypatch.setenv("WANDB_BASE_URL", standin.url)

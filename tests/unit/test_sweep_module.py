@@ -13,7 +13,7 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.sweep_fleet.wandb.plugins.modules import sweep as sweep_module
 
 from standin import StandIn
-from standin.server import Assignment
+from standin.server import PAGE_LIMIT, Assignment
 from support import REPO, TEST_API_KEY, VENV_BIN, Recorder, ansible_env
 
 GRID = {
@@ -179,6 +179,22 @@ def test_an_outage_is_waited_out_with_backoff(server, tmp_path):
     assert len(asked) == 3 and asked[1] - asked[0] >= 1 and asked[2] - asked[1] >= 2  # 1 s, then 2 s
 
 
+def test_a_rate_limit_is_waited_out_as_long_as_the_server_asks(server, tmp_path):
+    """HTTP 429 with Retry-After (W&B's rate limit): the module waits that long, not its own 1 s."""
+    server.inject("http429", operation="GetSweeps", count=1, seconds=3)
+    result = sweep_task(server, tmp_path, config=GRID, project="p", retry_seconds=30)
+    assert result["created"] and len(server.sweeps) == 1
+    asked = [t for t, _path, operation in server.requests if operation == "GetSweeps"]
+    assert asked[1] - asked[0] >= 3, "asked again before the server said"
+
+
+def test_a_black_hole_is_waited_out(server, tmp_path):
+    """No answer at all (a network that drops packets): the request times out and is asked again."""
+    server.inject("blackhole", operation="GetSweeps", count=1, seconds=5)
+    result = sweep_task(server, tmp_path, config=GRID, project="p", timeout=2, retry_seconds=30)
+    assert result["created"] and len(server.sweeps) == 1
+
+
 def test_a_lost_answer_to_create_never_makes_a_second_sweep(server, tmp_path):
     """The sweep was made but the answer lost in an outage: the module finds it, not makes another."""
     server.inject("http500_after", operation="UpsertSweep", count=1)
@@ -197,7 +213,15 @@ def test_progress_counts_runs_by_state_and_the_grid_size(server, tmp_path):
     assert (created["run_count"], created["run_count_expected"], created["runs_by_state"]) == (0, 3, {})
     sweep = server.sweep(created["sweep_id"])
     server.assignments.append(
-        Assignment(sweep=sweep.path, run_id="r1", params={"lr": 0.1}, agent_id="a", agent_host="h", start=0)
+        Assignment(
+            sweep=sweep.path,
+            run_id="r1",
+            params={"lr": 0.1},
+            agent_id="a",
+            agent_host="h",
+            start=0,
+            state="running",
+        )
     )
     server.assignments.append(
         Assignment(
@@ -245,7 +269,9 @@ def test_progress_pages_through_many_runs(server, tmp_path):
     assert result["run_count"] == 1200 and result["run_count_expected"] == 1200
     assert result["runs_by_state"] == {"finished": 800, "crashed": 400}
     pages = [r for r in server.requests if r[2] == "GetSweepRuns"]
-    assert len(pages) == -(-1200 // wandb_api.RUNS_PER_PAGE)
+    assert len(pages) == -(-1200 // min(wandb_api.RUNS_PER_PAGE, PAGE_LIMIT)), (
+        "every page, each as large as given"
+    )
 
 
 def test_rerun_deletes_only_crashed_and_failed_runs_and_resumes_the_sweep(server, tmp_path):

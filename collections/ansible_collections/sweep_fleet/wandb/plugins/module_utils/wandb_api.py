@@ -115,11 +115,15 @@ RUNS_PER_PAGE = 500
 class WandbApiError(Exception):
     """The W&B API refused a request or could not be reached."""
 
-    def __init__(self, message: str, status: int | None = None, transient: bool = False):
+    def __init__(
+        self, message: str, status: int | None = None, transient: bool = False, retry_after: float = 0
+    ):
         super().__init__(message)
         self.status = status
         # No answer, or one that says "later" (429, 5xx): asking again may work.
         self.transient = transient or status == 429 or (status is not None and status >= 500)
+        # Seconds the server asked to wait first (Retry-After, or W&B's RateLimit-Reset).
+        self.retry_after = retry_after
 
     @property
     def unknown_to_server(self) -> bool:
@@ -128,6 +132,18 @@ class WandbApiError(Exception):
         return self.status in (None, 400) and any(
             phrase in text for phrase in ("Cannot query field", "Unknown argument", "unknown field")
         )
+
+
+def _retry_after(headers) -> float:
+    """The wait a 429 or 503 asks for: Retry-After in seconds, or W&B's RateLimit-Reset."""
+    for name in ("Retry-After", "RateLimit-Reset"):
+        try:
+            value = float((headers or {}).get(name) or 0)
+        except (TypeError, ValueError):  # an HTTP date: not what W&B sends
+            continue
+        if value > 0:
+            return min(value, 300.0)
+    return 0.0
 
 
 def app_url(base_url: str) -> str:
@@ -156,12 +172,13 @@ class Backoff:
         self.delay = 1.0
         self.sleep = sleep
 
-    def wait(self) -> bool:
-        """Wait before the next try; False when the time is up (then ask no more)."""
+    def wait(self, at_least: float = 0) -> bool:
+        """Wait before the next try, at least ``at_least`` seconds (what the server asked for);
+        False when the time is up, or would be before then (then ask no more)."""
         left = self.deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 or at_least > left:
             return False
-        self.sleep(min(self.delay, left))
+        self.sleep(max(min(self.delay, left), at_least))
         self.delay = min(self.delay * 2, 30.0)
         return True
 
@@ -193,7 +210,7 @@ class WandbApi:
             try:
                 return self._graphql_once(query, variables)
             except WandbApiError as err:
-                if not (retry and err.transient and backoff.wait()):
+                if not (retry and err.transient and backoff.wait(err.retry_after)):
                     if err.transient and self.retries:
                         message = f"{err} (still, after {self.retries} retries)"
                         raise WandbApiError(message, err.status) from None
@@ -230,7 +247,9 @@ class WandbApi:
                     "own address",
                     err.code,
                 ) from None
-            raise WandbApiError(self._error_text(err), err.code) from None
+            raise WandbApiError(
+                self._error_text(err), err.code, retry_after=_retry_after(err.headers)
+            ) from None
         except URLError as err:
             raise WandbApiError(
                 f"cannot reach the W&B API at {self.base_url}: {err.reason}", transient=True

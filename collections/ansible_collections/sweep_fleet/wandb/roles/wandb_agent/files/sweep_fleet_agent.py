@@ -216,11 +216,13 @@ _OPENER = urllib.request.build_opener(NoRedirects)
 
 
 class SweepStateError(Exception):
-    """The state could not be read; ``permanent`` when asking again will not help."""
+    """The state could not be read; ``permanent`` when asking again will not help;
+    ``retry_after``: seconds the server asked to wait first (a rate limit)."""
 
-    def __init__(self, message: str, permanent: bool = False):
+    def __init__(self, message: str, permanent: bool = False, retry_after: float = 0):
         super().__init__(message)
         self.permanent = permanent
+        self.retry_after = retry_after
 
 
 def api_key(netrc_path: str, base_url: str) -> str:
@@ -262,7 +264,13 @@ def sweep_state(path: str, base_url: str, key: str, timeout: float = 20) -> str:
                 permanent=True,
             ) from None
         permanent = err.code in (401, 403, 404)
-        raise SweepStateError(f"{base} answered HTTP {err.code} for sweep {path}", permanent) from None
+        try:
+            wait = float((err.headers or {}).get("Retry-After") or 0)
+        except ValueError:
+            wait = 0.0
+        raise SweepStateError(
+            f"{base} answered HTTP {err.code} for sweep {path}", permanent, retry_after=min(wait, 300.0)
+        ) from None
     except (OSError, ValueError) as err:
         raise SweepStateError(f"cannot reach {base}: {getattr(err, 'reason', err)}") from None
     if payload.get("errors"):
@@ -321,6 +329,7 @@ def wait_for_state(sweep: str, stopping, wait=pause) -> str | None:
         except SweepStateError as err:
             if err.permanent:
                 raise
+            delay = max(delay, err.retry_after)
             log(f"{err}; asking again in {delay:.0f}s")
         wait(delay, stopping)
         delay = min(delay * 2, 60.0)
