@@ -109,14 +109,14 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.2, what: str 
 RECAP_RE = r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
 
 
-def recap(output: str) -> dict[str, dict[str, int]]:
-    """Per-host counts from the PLAY RECAP of ansible-playbook's default output.
-
-    localhost is left out: it is the controller, where the preflight checks the inventory.
-    """
+def recap(output: str, controller: bool = False) -> dict[str, dict[str, int]]:
+    """Per-host counts from the PLAY RECAP of ansible-playbook's default output: what changed
+    on the hosts. localhost, the controller (where the preflight checks the inventory), is
+    left out unless ``controller``: a test of what changed before any host is touched asks
+    for it too."""
     counts = {}
     for host, ok, changed, unreachable, failed in re.findall(RECAP_RE, output, re.MULTILINE):
-        if host == "localhost":
+        if host == "localhost" and not controller:
             continue
         counts[host] = {
             "ok": int(ok),

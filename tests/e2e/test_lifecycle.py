@@ -105,6 +105,28 @@ class Lifecycle:
     def play(self, playbook: Path, *args: str, inventory: Path | None = None, **kwargs):
         return run_playbook(playbook, inventory or self.hosts_file, *args, **kwargs)
 
+    def hold_runs(self, sweep, attempts: int = 20) -> None:
+        """SIGSTOP every host's run once each has one online, and exactly one attempt open at
+        the stand-in (not a run that just ended while a new one was handed out)."""
+        for _ in range(attempts):
+            self.standin.wait_for(
+                lambda s: len(running_on(s, sweep)) == 3, timeout=90, what="a run on every host"
+            )
+            for host in self.hosts:
+                self.sh(host, "sudo pkill -STOP -f 'leaky.py --' || true")
+            open_runs = collections.Counter(
+                r["agent_host"] for r in records(self.standin, sweep) if r["end"] is None
+            )
+            running = running_on(self.standin, sweep)
+            if all(open_runs[h.name] == 1 and len(running[h.name]) == 1 for h in self.hosts):
+                return
+            self.release_runs()
+        raise AssertionError("no moment with one run on every host")
+
+    def release_runs(self) -> None:
+        for host in self.hosts:
+            self.sh(host, "sudo pkill -CONT -f 'leaky.py --' || true")
+
     def stop_one(self, host, mode: str) -> dict:
         """stop.yml on one host in the given mode; return its report of the stopped runs."""
         result = self.play(
@@ -184,73 +206,71 @@ def finished_once(standin: StandIn, sweep) -> None:
     finished = collections.Counter(
         (r["params"]["lr"], r["params"]["seed"])
         for r in rs
-        if r["state"] == "finished" and r["exitcode"] == 0
+        if r["state"] == "finished" and r["exitcode"] == 0 and not r["deleted"]
     )
     assert finished == dict.fromkeys(points, 1), rs
-    assert not [r for r in rs if r["state"] == "running"], rs
+    assert not [r for r in rs if r["state"] in ("running", "pending") and not r["deleted"]], rs
 
 
 @pytest.fixture(scope="module")
 def site(make_fleet, tmp_path_factory):
     fleet = make_fleet(3)
     root = tmp_path_factory.mktemp("lifecycle")
-    standin = StandIn(host=fleet.gateway(), api_key=TEST_API_KEY).start()
+    # A run that never started (a drain's SIGINT met the heartbeat that handed it out) stays
+    # pending until W&B's stale timeout: 30 s here, for speed (the runs report every second).
+    standin = StandIn(host=fleet.gateway(), api_key=TEST_API_KEY, run_timeout=30).start()
     server = GitServer(root / "served", fleet.gateway())
     yield Lifecycle(fleet, standin, server, root)
     server.stop()
     standin.stop()
 
 
-def view_at(rs: list[dict], host: str, t: float) -> tuple[dict, int]:
-    """The stand-in's view of one host at time t: its running runs' params, its ended runs."""
-    mine = [r for r in rs if r["agent_host"] == host and r["start"] <= t]
-    running = {r["run_id"]: r["params"] for r in mine if r["end"] is None or r["end"] > t}
-    return running, len(mine) - len(running)
-
-
 def test_status_equals_the_standins_records(site, tmp_path):
-    sweep = site.busy_sweep("status", values=9, epochs=8, epoch_seconds=1.5, seeds=2)
+    sweep = site.busy_sweep("status", values=9, epochs=8, epoch_seconds=1.5, seeds=3)
     status_file = tmp_path / "status.json"
-    before = time.time()
-    out = site.play(REPO / "playbooks" / "status.yml", "-e", f"wandb_agent_status_file={status_file}").stdout
-    after = time.time()
-    report = json.loads(status_file.read_text())
-    rs = records(site.standin, sweep)
+    # Every host's run is held still (SIGSTOP to its processes; wandb-core, in a session of
+    # its own, goes on reporting to W&B), so that status.yml and the stand-in are compared at
+    # one moment with a run on every host, not at whatever moment each host was read.
+    site.hold_runs(sweep)
+    try:
+        before = time.time()
+        out = site.play(
+            REPO / "playbooks" / "status.yml", "-e", f"wandb_agent_status_file={status_file}"
+        ).stdout
+        after = time.time()
+        report = json.loads(status_file.read_text())
+        rs = records(site.standin, sweep)
+    finally:
+        site.release_runs()
 
     rows = {row["host"]: row for row in report["agents"]}
     assert sorted(rows) == sorted(h.name for h in site.hosts)
-    # Each host was read at some instant of the status run: the stand-in must have seen
-    # exactly that host's current runs (ids and parameters) and ended-run count then.
-    moments = sorted(
-        {before, after} | {t for r in rs for t in (r["start"], r["end"]) if t and before < t < after}
-    )
     for host in site.hosts:
         row = rows[host.name]
         assert row["active_state"] == "active" and row["sub_state"] == "running"
-        seen = ({run["id"]: run["params"] for run in row["runs"]}, row["runs_ended"])
-        assert seen in [view_at(rs, host.name, t) for t in moments], (host.name, seen, rs)
+        mine = [r for r in rs if r["agent_host"] == host.name]
+        running = {r["run_id"]: r["params"] for r in mine if r["end"] is None}
+        assert len(running) == 1, (host.name, mine)
+        assert {run["id"]: run["params"] for run in row["runs"]} == running, (host.name, row, mine)
+        assert row["runs_ended"] == len([r for r in mine if r["end"] is not None]), (host.name, row, mine)
         assert row["since"] and "last_error" in row
-    assert sum(len(row["runs"]) for row in rows.values()) >= 2, "the status shows the current runs"
-    finished = len([r for r in rs if r["state"] == "finished" and r["end"] < before])
     assert report["sweep"]["path"] == sweep.path
     assert report["sweep"]["state"] == "RUNNING"
-    assert report["sweep"]["run_count_expected"] == 18
-    assert (
-        finished
-        <= report["sweep"]["runs_by_state"].get("finished", 0)
-        <= len([r for r in rs if r["state"] == "finished" and r["end"] < after])
-    )
+    assert report["sweep"]["run_count_expected"] == 27
+    states = collections.Counter(r["state"] for r in rs)
+    assert {k: v for k, v in report["sweep"]["runs_by_state"].items() if v} == dict(states), (report, states)
+    assert before < after
     # The table a person reads: a header, one line per agent, the sweep's progress and URL.
     assert "HOST" in out and "PARAMETERS" in out
     for host in site.hosts:
         assert host.name in out
     progress = report["sweep"]["runs_by_state"].get("finished", 0)
-    assert f"{progress}/18 runs finished" in out and sweep.id in out
+    assert f"{progress}/27 runs finished" in out and sweep.id in out
 
 
 def test_rolling_drain_stop_then_start_completes_the_sweep(site):
     # Enough work that every host is still busy when the rolling stop reaches it.
-    sweep = site.busy_sweep("status", values=9, epochs=8, epoch_seconds=1.5, seeds=2)
+    sweep = site.busy_sweep("status", values=9, epochs=8, epoch_seconds=1.5, seeds=3)
     checked = time.time()
     site.play(REPO / "playbooks" / "stop.yml", "--check")
     for host in site.hosts:
@@ -270,7 +290,7 @@ def test_rolling_drain_stop_then_start_completes_the_sweep(site):
             assert [m for _, m in journal if "Received exit command" in m], journal
             continue
         windows[host.name] = (start[0], end[-1])
-    assert len(windows) >= 2, windows
+    assert len(windows) == 3, windows  # 27 runs: every host still has work when its turn comes
     ordered = sorted(windows.values())
     for (_, prev_end), (next_start, _) in itertools.pairwise(ordered):
         assert next_start >= prev_end, f"two hosts were stopping at once: {windows}"
@@ -297,7 +317,7 @@ def test_rolling_drain_stop_then_start_completes_the_sweep(site):
         assert site.unit(host, "ActiveState")["ActiveState"] == "inactive"
         report = reports[host.name]
         assert report["preempted"] == [] and report["killed"] == []
-        finished_here = {r["run_id"] for r in rs if r["agent_host"] == host.name}
+        finished_here = {r["run_id"] for r in rs if r["agent_host"] == host.name and r["state"] == "finished"}
         assert {run["id"] for run in report["drained"]} <= finished_here
     assert any(report["drained"] for report in reports.values()), reports
 
@@ -452,6 +472,11 @@ def test_rolling_update_to_a_new_code_ref(site):
         seen,
         update.stdout[-6000:],
     )
+    # One host at a time (serial 1): each host's window, from its drain to its restart, ends
+    # before the next one's begins.
+    windows = sorted(updated.values())
+    for (_, prev_end), (next_start, _) in itertools.pairwise(windows):
+        assert next_start >= prev_end, f"two hosts were being updated at once: {updated}"
 
     site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=240, what="the sweep to finish")
     finished_once(site.standin, sweep)
@@ -475,10 +500,16 @@ def test_rolling_update_to_a_new_code_ref(site):
 
 
 def test_rerun_runs_the_values_whose_runs_failed_exactly_once_more(site):
-    """W&B never runs a grid value again whose run failed; wandb_sweep_action=rerun does."""
-    broken = LRS[1]
+    """W&B never runs a grid value again whose run crashed or failed; wandb_sweep_action=rerun
+    does: a run that died before wandb.init() (crashed: W&B has no word from it) and one that
+    ended with exit code 3 after it (failed)."""
+    crashing, failing = LRS[1], LRS[3]
     sweep = site.new_sweep(
-        "rerun", values=6, epochs=1, epoch_seconds=0.5, wandb_agent_environment={"LEAKY_FAIL_LR": str(broken)}
+        "rerun",
+        values=6,
+        epochs=1,
+        epoch_seconds=0.5,
+        wandb_agent_environment={"LEAKY_FAIL_LR": str(crashing), "LEAKY_FAIL_AFTER_INIT_LR": str(failing)},
     )
     site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=180, what="the sweep to finish")
     for host in site.hosts:  # each agent learns of the end at its next heartbeat
@@ -487,25 +518,33 @@ def test_rerun_runs_the_values_whose_runs_failed_exactly_once_more(site):
             timeout=60,
             what=f"{host.name}'s agent to end with the sweep",
         )
-    # It died before wandb.init(): W&B has no exit code from it and marks it crashed.
-    failed = [r for r in records(site.standin, sweep) if r["state"] != "finished"]
-    assert [(r["state"], r["params"]["lr"]) for r in failed] == [("crashed", broken)]
+    failed = sorted(
+        (r for r in records(site.standin, sweep) if r["state"] != "finished"), key=lambda r: r["params"]["lr"]
+    )
+    assert sorted((r["state"], r["params"]["lr"]) for r in failed) == sorted(
+        [("crashed", crashing), ("failed", failing)]
+    ), failed
     site.write_vars()  # the setup fixed
     site.play(REPO / "deploy.yml")
-    # Check mode names the run it would delete, and changes nothing.
-    planned = site.play(REPO / "playbooks" / "sweep.yml", "-e", "wandb_sweep_action=rerun", "--check")
-    assert (
-        f"Would delete 1 run(s) in crashed/failed state to run their values again: {failed[0]['run_id']}"
-        in (planned.stdout)
+    # Check mode names the runs it would delete, and changes nothing.
+    planned = " ".join(
+        site.play(
+            REPO / "playbooks" / "sweep.yml", "-e", "wandb_sweep_action=rerun", "--check"
+        ).stdout.split()
     )
-    still = [r["run_id"] for r in records(site.standin, sweep) if r["state"] == "crashed"]
-    assert sweep.state == "FINISHED" and still == [failed[0]["run_id"]]
+    assert "Would delete 2 run(s) in crashed/failed state to run their values again:" in planned, planned
+    assert all(r["run_id"] in planned for r in failed)
+    assert sweep.state == "FINISHED" and not [r for r in records(site.standin, sweep) if r["deleted"]]
     rerun = time.time()
     site.play(REPO / "playbooks" / "sweep.yml", "-e", "wandb_sweep_action=rerun")
     site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=120, what="the sweep to finish again")
+    live = [r for r in records(site.standin, sweep) if not r["deleted"]]
+    assert sorted(r["run_id"] for r in records(site.standin, sweep) if r["deleted"]) == sorted(
+        r["run_id"] for r in failed
+    ), "exactly the crashed and the failed run were deleted"
+    again = [r for r in live if r["start"] > rerun]
+    assert sorted(r["params"]["lr"] for r in again) == sorted([crashing, failing])
     finished_once(site.standin, sweep)
-    again = [r for r in records(site.standin, sweep) if r["start"] > rerun]
-    assert [r["params"]["lr"] for r in again] == [broken]
 
 
 def test_remove_leaves_nothing_behind(site):

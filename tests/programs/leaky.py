@@ -4,7 +4,9 @@ The worker stands for a data-loader or CUDA helper process that holds GPU memory
 the run's process group (its own session) and ignores SIGTERM and SIGINT. On a normal end
 the run stops its worker; when the run is preempted or killed the worker is left behind,
 and only the agent unit's cgroup still holds it. The code's VERSION file becomes a run tag.
-With LEAKY_FAIL_LR set, the run of that learning rate fails at once (exit 3).
+With LEAKY_FAIL_LR set, the run of that learning rate fails at once (exit 3), before
+wandb.init(): W&B has no word from it (crashed). With LEAKY_FAIL_AFTER_INIT_LR, that run
+fails after wandb.init(), with its exit code reported (failed).
 """
 
 import os
@@ -29,6 +31,14 @@ def main() -> int:
     failing = os.environ.get("LEAKY_FAIL_LR")
     if failing and any(arg in (f"--lr={failing}", f"--lr={float(failing)}") for arg in sys.argv[1:]):
         print(f"leaky: lr {failing} cannot run here", file=sys.stderr)
+        return 3
+    failing = os.environ.get("LEAKY_FAIL_AFTER_INIT_LR")
+    if failing and any(arg in (f"--lr={failing}", f"--lr={float(failing)}") for arg in sys.argv[1:]):
+        import wandb
+
+        run = wandb.init()
+        print(f"leaky: lr {failing} diverged", file=sys.stderr)
+        run.finish(exit_code=3)
         return 3
     version = (Path(__file__).parent / "VERSION").read_text().strip()
     os.environ["WANDB_TAGS"] = f"code-{version}"
