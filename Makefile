@@ -70,7 +70,7 @@ test: bootstrap root-check
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory lint && \
 	python -m fleet image && \
-	pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS) && \
+	pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20 $(PYTEST_ARGS) && \
 	echo "make test: passed in $$(( $$(date +%s) - start ))s"
 
 # Not part of make test: deploy.yml against a hand-written baseline for 1, 3, 6 and 12

@@ -14,11 +14,14 @@ from support import TEST_API_KEY
 # The longest test files first, so that two workers taking whole files (make test) end
 # together: each file's tests share one fleet. Files not named here come after, in order.
 LONGEST_FIRST = [
+    "test_faults.py",
     "test_lifecycle.py",
     "test_deploy.py",
-    "test_trust.py",
     "test_molecule.py",
+    "test_trust.py",
+    "test_attacks.py",
     "test_code_modes.py",
+    "test_wheelhouse.py",
     "test_collection.py",
     "test_proof.py",
 ]

@@ -113,7 +113,7 @@ class Lifecycle:
                 lambda s: len(running_on(s, sweep)) == 3, timeout=90, what="a run on every host"
             )
             for host in self.hosts:
-                self.sh(host, "sudo pkill -STOP -f 'leaky.py --' || true")
+                self.sh(host, "sudo pkill -STOP -f '[l]eaky.py --' || true")
             open_runs = collections.Counter(
                 r["agent_host"] for r in records(self.standin, sweep) if r["end"] is None
             )
@@ -125,7 +125,7 @@ class Lifecycle:
 
     def release_runs(self) -> None:
         for host in self.hosts:
-            self.sh(host, "sudo pkill -CONT -f 'leaky.py --' || true")
+            self.sh(host, "sudo pkill -CONT -f '[l]eaky.py --' || true")
 
     def stop_one(self, host, mode: str) -> dict:
         """stop.yml on one host in the given mode; return its report of the stopped runs."""

@@ -89,7 +89,7 @@ def test_each_agent_works_in_its_own_directory_that_shows_the_code(host):
 
 def test_offline_runs_and_environment_files(host):
     env = host.run("sudo cat /etc/sweep-fleet/agent.env").stdout
-    assert "WANDB_MODE=offline" in env and "SHARD_SECONDS=300" in env
+    assert "WANDB_MODE=offline" in env and 'SHARD_SECONDS="300"' in env
     for name in ("agent.env", "agent-1.env", "agent-2.env"):
         f = host.file(f"/etc/sweep-fleet/{name}")
         assert (f.user, f.mode) == ("root", 0o600)

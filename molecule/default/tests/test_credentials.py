@@ -20,11 +20,12 @@ def test_environment_file(host):
     env = host.file("/etc/sweep-fleet/wandb.env")
     assert (env.user, env.mode) == ("root", 0o600)
     lines = set(host.run("sudo cat /etc/sweep-fleet/wandb.env").stdout.splitlines())
+    # Each value double-quoted, as systemd's EnvironmentFile= reads a value whole.
     assert {
-        f"WANDB_BASE_URL={os.environ['STANDIN_URL']}",
-        "HTTPS_PROXY=http://proxy.example.com:3128",
-        "https_proxy=http://proxy.example.com:3128",
-        "NO_PROXY=localhost,127.0.0.1",
+        f'WANDB_BASE_URL="{os.environ["STANDIN_URL"]}"',
+        'HTTPS_PROXY="http://proxy.example.com:3128"',
+        'https_proxy="http://proxy.example.com:3128"',
+        'NO_PROXY="localhost,127.0.0.1"',
     } <= lines
     assert not any(line.startswith("HTTP_PROXY=") for line in lines), "unset proxies are left out"
 

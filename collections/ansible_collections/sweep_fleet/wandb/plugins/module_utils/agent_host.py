@@ -189,7 +189,7 @@ def started_runs(wandb_dir: str, sweep_id: str) -> dict[str, float]:
     if not RUN_ID_RE.match(sweep_id or ""):
         return runs
     try:
-        fd = open_under(wandb_dir, "wandb", f"sweep-{sweep_id}")
+        fd = open_under(os.path.abspath(wandb_dir), "wandb", f"sweep-{sweep_id}")
     except (OSError, ValueError):
         return runs
     try:
@@ -216,7 +216,7 @@ def run_config(wandb_dir: str, sweep_id: str, run_id: str) -> bytes | None:
     if not (RUN_ID_RE.match(sweep_id or "") and RUN_ID_RE.match(run_id or "")):
         return None
     try:
-        fd = open_under(wandb_dir, "wandb", f"sweep-{sweep_id}")
+        fd = open_under(os.path.abspath(wandb_dir), "wandb", f"sweep-{sweep_id}")
     except (OSError, ValueError):
         return None
     try:

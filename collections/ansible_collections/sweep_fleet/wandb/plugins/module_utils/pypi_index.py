@@ -23,6 +23,21 @@ def redacted(url: str) -> str:
     return re.sub(r"\?.*$", "?***", text)
 
 
+def secret_parts(url: str) -> list[str]:
+    """What of a URL a module must keep out of its output (module.no_log_values): the URL
+    and its user info and query string, when it has them; nothing for a URL without."""
+    text = str(url)
+    if redacted(text) == text:
+        return []
+    parts = [text]
+    userinfo = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/@\s]*)@", text)
+    if userinfo:
+        parts.append(userinfo.group(1))
+    if "?" in text:
+        parts.append(text.split("?", 1)[1])
+    return [part for part in parts if len(part) >= 3]
+
+
 class IndexError_(Exception):
     """The index could not answer, or answered with something we refuse."""
 

@@ -94,6 +94,7 @@ from ansible_collections.sweep_fleet.wandb.plugins.module_utils.pypi_index impor
     download,
     project_files,
     redacted,
+    secret_parts,
 )
 
 ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}
@@ -178,6 +179,8 @@ def install(module: AnsibleModule, data: bytes, dest: str) -> None:
 
 def run(module: AnsibleModule) -> dict:
     p = module.params
+    # An index URL with a token in it is kept out of every output (the module's arguments too).
+    module.no_log_values.update(secret_parts(p["index_url"]))
     if not re.fullmatch(r"[0-9a-fA-F]{64}", p["sha256"] or ""):
         arch = ARCHES.get(platform.machine().lower(), platform.machine().lower())
         module.fail_json(
@@ -228,7 +231,7 @@ def main() -> None:
         argument_spec={
             "version": {"type": "str", "required": True},
             "dest": {"type": "path", "default": "/usr/local/bin/uv"},
-            "index_url": {"type": "str", "default": "https://pypi.org/simple", "no_log": True},
+            "index_url": {"type": "str", "default": "https://pypi.org/simple"},
             "wheel": {"type": "path"},
             "wheelhouse": {"type": "path"},
             "sha256": {"type": "str", "default": ""},
