@@ -157,7 +157,9 @@ class Site:
         record of them; the stand-in flags them) and runs exactly their values again."""
         self.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=240, what="the sweep to finish")
         live = [r for r in self.standin.records(sweep.id) if not r["deleted"]]
-        redo = [r for r in live if r["state"] != "finished"]
+        # A run as W&B shows it is its last attempt (a preempted run is requeued, same id).
+        latest = {r["run_id"]: r for r in live}
+        redo = [r for r in latest.values() if r["state"] != "finished"]
         if redo:
             self.wait_agents_down(sweep, failed)
             rerun = time.time()

@@ -90,6 +90,14 @@ def _parts(path: str) -> list[str]:
     return [part for part in path.split("/") if part not in ("", ".")]
 
 
+def _descend(fd: int, name: str) -> int:
+    """The directory ``name`` in ``fd``, not through a link; ``fd`` is closed once that is
+    open (on an error it stays open, for the caller to close)."""
+    new = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+    os.close(fd)
+    return new
+
+
 def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
     """A descriptor of the directory ``path``, reached component by component from ``/``.
 
@@ -108,9 +116,7 @@ def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
         while parts:
             name = parts.pop(0)
             if name == "..":
-                new = os.open("..", _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
-                os.close(fd)
-                fd = new
+                fd = _descend(fd, "..")
                 continue
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -133,9 +139,7 @@ def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
                     fd = os.open("/", _DIR_FLAGS)
                 parts = _parts(target) + parts
                 continue
-            new = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = new
+            fd = _descend(fd, name)
         return fd
     except BaseException:
         os.close(fd)
@@ -165,18 +169,28 @@ def read_regular(dir_fd: int, name: str, limit: int = RUN_FILE_LIMIT) -> bytes:
 def open_under(base: str, *names: str) -> int:
     """A descriptor of the directory ``base/names...``, where ``base`` is root's and each of
     ``names`` (one component each) may have been made by a run: no link is followed there."""
+    for name in names:
+        if "/" in name or name in ("", ".", ".."):
+            raise OSError(errno.EINVAL, "not a single path component", name)
     fd = open_dir(base)
     try:
         for name in names:
-            if "/" in name or name in ("", ".", ".."):
-                raise OSError(errno.EINVAL, "not a single path component", name)
-            new = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = new
-        return fd
+            fd = _descend(fd, name)
     except BaseException:
         os.close(fd)
         raise
+    return fd
+
+
+def _sweep_dir(wandb_dir: str, sweep_id: str) -> int | None:
+    """A descriptor of WANDB_DIR/wandb/sweep-ID, where wandb agent writes a sweep's run
+    configs (None when the id is not one, or there is no such directory)."""
+    if not RUN_ID_RE.match(sweep_id or ""):
+        return None
+    try:
+        return open_under(os.path.abspath(wandb_dir), "wandb", f"sweep-{sweep_id}")
+    except (OSError, ValueError):
+        return None
 
 
 def started_runs(wandb_dir: str, sweep_id: str) -> dict[str, float]:
@@ -186,11 +200,8 @@ def started_runs(wandb_dir: str, sweep_id: str) -> dict[str, float]:
     ``wandb_dir`` is root's way in; what lies below it was made by the runs' user and is
     read without following links."""
     runs: dict[str, float] = {}
-    if not RUN_ID_RE.match(sweep_id or ""):
-        return runs
-    try:
-        fd = open_under(os.path.abspath(wandb_dir), "wandb", f"sweep-{sweep_id}")
-    except (OSError, ValueError):
+    fd = _sweep_dir(wandb_dir, sweep_id)
+    if fd is None:
         return runs
     try:
         for entry in os.scandir(fd):
@@ -213,11 +224,8 @@ def started_runs(wandb_dir: str, sweep_id: str) -> dict[str, float]:
 def run_config(wandb_dir: str, sweep_id: str, run_id: str) -> bytes | None:
     """The text of WANDB_DIR/wandb/sweep-ID/config-RUN.yaml, read with care (see
     read_regular), or None when it is missing, odd or too large."""
-    if not (RUN_ID_RE.match(sweep_id or "") and RUN_ID_RE.match(run_id or "")):
-        return None
-    try:
-        fd = open_under(os.path.abspath(wandb_dir), "wandb", f"sweep-{sweep_id}")
-    except (OSError, ValueError):
+    fd = _sweep_dir(wandb_dir, sweep_id) if RUN_ID_RE.match(run_id or "") else None
+    if fd is None:
         return None
     try:
         return read_regular(fd, f"config-{run_id}.yaml")
