@@ -26,59 +26,71 @@ sys.path.insert(0, str(FILES))
 import sweep_fleet_agent as launcher  # noqa: E402
 import sweep_fleet_windows  # noqa: E402 (ctypes' Windows types load on any system)
 
-AGENT, RUN, CORE, GRANDCHILD = 100, 200, 300, 400
+LAUNCHER = os.getpid()
+# The launcher starts the venv's python.exe (a redirector), which starts the base interpreter
+# running `wandb agent`; that starts wandb-core and, for each run, the command's python
+# (the venv's redirector again, in a process group of its own), whose interpreter may start
+# workers of its own.
+REDIRECTOR, AGENT, RUN, RUN_BASE, CORE, GRANDCHILD = 90, 100, 200, 210, 300, 400
+TREE = {
+    REDIRECTOR: (LAUNCHER, "python.exe"),
+    AGENT: (REDIRECTOR, "python.exe"),
+    CORE: (AGENT, "wandb-core.exe"),
+    RUN: (AGENT, "python.exe"),
+    RUN_BASE: (RUN, "python.exe"),
+    GRANDCHILD: (RUN_BASE, "python.exe"),
+}
 
 
-class FakeAgent:
-    """A ``subprocess.Popen`` of the agent: ends when killed."""
+class FakeRedirector:
+    """The ``subprocess.Popen`` of the venv's python.exe: it waits for the interpreter it
+    started and ends with it."""
 
-    pid = AGENT
+    pid = REDIRECTOR
 
     def __init__(self, world):
         self.world = world
-        self.code = None
 
     def poll(self):
-        return self.code
-
-    def kill(self):
-        self.world.calls.append(("kill agent",))
-        self.code = 1
-        self.world.job.discard(AGENT)
+        if AGENT in self.world.alive or REDIRECTOR not in self.world.alive:
+            return None if REDIRECTOR in self.world.alive else 1
+        self.world.alive.discard(REDIRECTOR)
+        return 1
 
 
 class World:
-    """The Windows layer: a job's processes, their parents and names, and what was done."""
+    """The Windows layer: the processes alive (all in the launcher's job), their parents
+    and names as a process snapshot shows them, and what was done to them."""
 
     def __init__(self):
         self.calls: list[tuple] = []
-        self.job = {AGENT, RUN, CORE, GRANDCHILD}
-        self.table = {
-            AGENT: (1, "python.exe"),
-            RUN: (AGENT, "python.exe"),
-            CORE: (AGENT, "wandb-core.exe"),
-            GRANDCHILD: (RUN, "python.exe"),
-        }
+        self.table = dict(TREE)  # a dead process keeps no entry, its children keep its pid
+        self.alive = {LAUNCHER, *TREE}
         world = self
 
         class Job:
-            def add(self, process):
-                world.calls.append(("add", process.pid))
+            def add_current(self):
+                world.calls.append(("job holds the launcher",))
 
             def pids(self):
-                return sorted(world.job)
+                return sorted(world.alive)
 
-            def terminate(self):
-                world.calls.append(("terminate job",))
-                world.job.clear()
+            def kill_others(self):
+                world.calls.append(("kill the job but the launcher",))
+                world.alive &= {LAUNCHER}
 
         self.Job = Job
 
     def processes(self):
-        return dict(self.table)
+        return {pid: entry for pid, entry in self.table.items() if pid in self.alive}
 
-    def runs_of(self, agent, in_job, table):
-        return sweep_fleet_windows.runs_of(agent, in_job, table)
+    real_agent = staticmethod(sweep_fleet_windows.real_agent)
+    runs_of = staticmethod(sweep_fleet_windows.runs_of)
+
+    def kill(self, pid):
+        self.calls.append(("kill", pid))
+        assert pid != LAUNCHER, "the launcher killed itself"
+        self.alive.discard(pid)
 
     def ctrl_break(self, pid):
         self.calls.append(("ctrl-break", pid))
@@ -86,50 +98,96 @@ class World:
     def junction(self, target, link):
         os.symlink(target, link)  # what a junction looks like to os.readlink
 
+    def run_ends(self):
+        self.alive -= {RUN, RUN_BASE, GRANDCHILD}
+
 
 @pytest.fixture
 def world(monkeypatch):
     world = World()
     monkeypatch.setattr(launcher, "WINDOWS", True)
     monkeypatch.setattr(launcher, "windows", world)
+    monkeypatch.setattr(launcher.sys, "base_prefix", "C:\\Python312")  # the launcher runs in a venv
     return world
 
 
 def supervisor(world, tmp_path, timeout=30.0):
-    sup = launcher.Supervisor(["wandb", "agent", "e/p/s"], timeout, str(tmp_path / "stop"))
+    argv = ["python.exe", "-m", "wandb", "agent", "e/p/s"]
+    sup = launcher.Supervisor(argv, timeout, str(tmp_path / "stop"))
     sup.job = world.Job()
-    sup.agent = FakeAgent(world)
+    sup.agent = FakeRedirector(world)
+    sup._agent_pid = sup._find_agent(wait=0)  # what start() finds
     return sup
 
 
 def write_stop(tmp_path: Path, mode: str) -> None:
-    (tmp_path / "stop").write_text(mode)
+    (tmp_path / "stop").write_text(f"{mode} 2026-12-03T10:00:00.123456")
     later = time.time() + 5
     os.utime(tmp_path / "stop", (later, later))
 
 
+def test_the_agent_is_the_interpreter_behind_the_venvs_redirector(world, tmp_path, monkeypatch):
+    table = world.processes()
+    assert sweep_fleet_windows.real_agent(REDIRECTOR, sorted(world.alive), table) == AGENT
+    assert sweep_fleet_windows.real_agent(AGENT, sorted(world.alive), table) == AGENT  # several children
+    assert sweep_fleet_windows.real_agent(REDIRECTOR, [LAUNCHER, REDIRECTOR], table) is None  # not yet
+    # start() waits for the interpreter to appear (the redirector starts it a moment later).
+    world.alive.discard(AGENT)
+    sup = launcher.Supervisor(["python.exe"], 30)
+    sup.job, sup.agent = world.Job(), FakeRedirector(world)
+    world.alive.add(AGENT)  # as if started while the launcher looked
+    assert sup._find_agent() == AGENT
+    # Outside a venv the started process is the agent itself.
+    monkeypatch.setattr(launcher.sys, "base_prefix", launcher.sys.prefix)
+    assert sup._find_agent() == REDIRECTOR
+
+
+def test_a_redirector_that_starts_nothing_is_taken_for_the_agent(world, monkeypatch):
+    world.alive -= {AGENT, CORE, RUN, RUN_BASE, GRANDCHILD}
+    sup = launcher.Supervisor(["python.exe"], 30)
+    sup.job, sup.agent = world.Job(), FakeRedirector(world)
+    sup.agent.poll = lambda: None
+    monkeypatch.setattr(launcher.time, "sleep", lambda _s: None)
+    assert sup._find_agent(wait=0.01) == REDIRECTOR
+
+
 def test_the_runs_are_the_agents_children_in_the_job_but_not_wandb_core(world):
-    assert sweep_fleet_windows.runs_of(AGENT, sorted(world.job), world.table) == [RUN]
-    assert sweep_fleet_windows.runs_of(AGENT, [AGENT, CORE], world.table) == []
+    table = world.processes()
+    assert sweep_fleet_windows.runs_of(AGENT, sorted(world.alive), table) == [RUN]
+    assert sweep_fleet_windows.runs_of(AGENT, [AGENT, CORE], table) == []
+    world.alive.discard(AGENT)  # the agent ended: its run is still found by its parent's pid
+    assert sweep_fleet_windows.runs_of(AGENT, sorted(world.alive), world.processes()) == [RUN]
 
 
-def test_nssms_ctrl_c_without_a_stop_file_is_a_preempt(world, tmp_path):
+def test_nssms_ctrl_c_without_a_stop_file_is_a_preempt(world, tmp_path, monkeypatch):
     sup = supervisor(world, tmp_path)
     sup.on_signal(signal.SIGINT, None)
     assert (sup.stop_asked, sup.drain_asked, sup.kill_asked) == (True, False, False)
     sup.step()
     sup.step()
-    # The agent takes no new run; the run (its own process group) gets Ctrl-Break once.
-    assert world.calls == [("kill agent",), ("ctrl-break", RUN)]
-    assert ("terminate job",) not in world.calls  # it has its --term-timeout
+    # The agent (not its redirector) takes no new run; the run (its own process group) gets
+    # Ctrl-Break once; the launcher waits for it while the redirector has ended.
+    assert world.calls == [("kill", AGENT), ("ctrl-break", RUN)]
+    assert sup.agent.poll() == 1 and REDIRECTOR not in world.alive
+
+    def sleep(_seconds):
+        world.calls.append(("waited",))
+        if world.calls.count(("waited",)) == 3:
+            world.run_ends()  # the run saved its state and exited
+
+    monkeypatch.setattr(launcher.time, "sleep", sleep)
+    assert sup.wait() == 1
+    assert world.calls[2:] == [("waited",)] * 3  # returned only once the run had ended
+    assert ("kill the job but the launcher",) not in world.calls  # it had its --term-timeout
 
 
 def test_a_run_still_alive_after_the_timeout_is_killed_with_the_whole_job(world, tmp_path):
     sup = supervisor(world, tmp_path, timeout=0)
     sup.on_signal(signal.SIGINT, None)
     sup.step()
-    assert world.calls[-1] == ("terminate job",)
-    assert world.job == set()  # the grandchild holding GPU memory too
+    assert world.calls == [("kill", AGENT), ("ctrl-break", RUN), ("kill the job but the launcher",)]
+    assert world.alive == {LAUNCHER}  # the grandchild holding GPU memory too
+    assert sup.wait() == 1
 
 
 def test_a_drain_in_the_stop_file_ends_the_agent_and_waits_for_the_run(world, tmp_path, monkeypatch):
@@ -137,17 +195,17 @@ def test_a_drain_in_the_stop_file_ends_the_agent_and_waits_for_the_run(world, tm
     write_stop(tmp_path, "drain")
     sup.step()
     assert sup.drain_asked and not sup.stop_asked
-    assert world.calls == [("kill agent",)]
+    assert world.calls == [("kill", AGENT)]
     assert sup.agent.poll() is not None and sup.runs() == [RUN]  # the run goes on
 
     def run_ends(_seconds):
         world.calls.append(("waited",))
-        world.job.difference_update({RUN, GRANDCHILD})  # and ends by itself
+        world.run_ends()  # and ends by itself
 
     monkeypatch.setattr(launcher.time, "sleep", run_ends)
     assert sup.wait() == 1
-    assert world.calls == [("kill agent",), ("waited",)]  # not before the run ended
-    assert ("ctrl-break", RUN) not in world.calls and ("terminate job",) not in world.calls
+    assert world.calls == [("kill", AGENT), ("waited",)]  # not before the run ended
+    assert ("ctrl-break", RUN) not in world.calls and ("kill the job but the launcher",) not in world.calls
 
 
 def test_kill_in_the_stop_file_ends_the_job_at_once(world, tmp_path):
@@ -155,11 +213,12 @@ def test_kill_in_the_stop_file_ends_the_job_at_once(world, tmp_path):
     write_stop(tmp_path, "kill")
     sup.on_signal(signal.SIGINT, None)
     sup.step()
-    assert world.calls == [("terminate job",)]
+    assert world.calls == [("kill the job but the launcher",)]
+    assert world.alive == {LAUNCHER}
 
 
 def test_a_stop_file_older_than_the_launcher_is_not_a_request(world, tmp_path):
-    (tmp_path / "stop").write_text("drain")
+    (tmp_path / "stop").write_text("drain 2026-12-03T09:00:00")
     earlier = time.time() - 60
     os.utime(tmp_path / "stop", (earlier, earlier))
     sup = supervisor(world, tmp_path)
@@ -168,6 +227,8 @@ def test_a_stop_file_older_than_the_launcher_is_not_a_request(world, tmp_path):
     (tmp_path / "stop").write_text("nonsense")
     os.utime(tmp_path / "stop", (time.time() + 5,) * 2)
     assert sup.requested() is None
+    write_stop(tmp_path, "Preempt")
+    assert sup.requested() == "preempt"  # the first word; the second makes each request new
 
 
 def test_code_reaches_a_working_directory_without_symbolic_links(world, tmp_path):
@@ -236,7 +297,11 @@ def test_new_code_reaches_a_running_agent_when_the_stamp_changes(tmp_path, monke
     assert list(work.iterdir()) == []
     clock[0] += 10
     sup._watch_code()
-    assert [p.name for p in work.iterdir() if p.name != launcher.COPIES] == ["train.py"]
+    assert sorted(p.name for p in work.iterdir() if p.name != launcher.COPIES) == [
+        launcher.host.VENV_LINK,
+        "train.py",
+    ]
+    assert os.readlink(work / launcher.host.VENV_LINK) == sys.prefix  # the default command's python
     (code / "eval.py").write_text("new")
     clock[0] += 10
     sup._watch_code()  # the stamp did not change: no look at the code

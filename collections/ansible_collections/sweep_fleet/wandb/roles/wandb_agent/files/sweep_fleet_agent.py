@@ -28,13 +28,16 @@ installed next to it).
 
 On Windows (no cgroup, no signals between processes) NSSM's stop is a Ctrl-C, and what kind
 of stop the playbooks asked for is in --stop-file ("drain", "preempt", the default, or
-"kill"); a drain is also noticed while running. The agent and everything it starts run in
-a kill-on-close job object, so nothing outlives the launcher. A drain ends the agent
-process (the running run goes on in the job and ends by itself); a preempt sends each run
-Ctrl-Break (SIGBREAK in Python: handle it as SIGTERM) and ends the job after
---term-timeout seconds. The settings come from --env-file (the files systemd reads on
-Linux). Code files are copied into the working directory (directories are linked by
-junctions), since a service account may not make symbolic links; the launcher does it
+"kill", then a word that makes each request new); a drain is also noticed while running.
+The launcher, the agent and everything it starts run in a kill-on-close job object, so
+nothing outlives the launcher. The agent is the base interpreter the venv's python.exe
+starts (cpython#86207): that process is found in the job, ended for a drain or a preempt
+(it takes no new run; its runs go on in the job), and its children are the runs. A drain
+waits for the runs to end by themselves; a preempt sends each run Ctrl-Break (SIGBREAK in
+Python: handle it as SIGTERM), waits up to --term-timeout seconds while any is alive, then
+kills what is left. The settings come from --env-file (the files systemd reads on Linux).
+Code files are copied into the working directory (directories, and the link to the venv,
+are junctions), since a service account may not make symbolic links; the launcher does it
 again when the deploy touches --code-stamp (the next run sees the new code).
 """
 
@@ -81,6 +84,7 @@ EXIT_CONFIG = 78  # EX_CONFIG: the unit's RestartPreventExitStatus, so a bad set
 # take the work, and status.yml shows this one failing.
 EXIT_FAILING = 79
 DISK_CHECK_SECONDS = 10
+REDIRECT_WAIT = 30.0  # Windows: seconds for the venv's redirector to start the interpreter
 LINK_SKIP = host.LINK_SKIP
 COPIES = ".sweep-fleet-copies.json"  # Windows: the code files copied in, by sha256
 STOP_MODES = ("drain", "preempt", "kill")
@@ -90,7 +94,7 @@ def log(message: str) -> None:
     print(host.LOG_PREFIX + message, file=sys.stderr, flush=True)
 
 
-def link_code(code: Path, work: Path) -> list[str]:
+def link_code(code: Path, work: Path, venv: str | None = None) -> list[str]:
     """Windows: make ``work`` show the code, a junction for each of its top-level
     directories and a copy of each file (a service account may not make symbolic links).
 
@@ -102,7 +106,10 @@ def link_code(code: Path, work: Path) -> list[str]:
     the code, where runs cannot replace it: sweep_fleet_host.link_code.)
     """
     changed = []
-    wanted = {entry.name for entry in code.iterdir() if entry.name not in LINK_SKIP}
+    targets = {entry.name: code / entry.name for entry in code.iterdir() if entry.name not in LINK_SKIP}
+    if venv:  # the sweep's default command runs VENV_LINK/bin/python
+        targets[host.VENV_LINK] = Path(venv)
+    wanted = set(targets)
     copies = _read_copies(work)
     for entry in work.iterdir():
         if entry.name in wanted or entry.name == COPIES:
@@ -115,7 +122,7 @@ def link_code(code: Path, work: Path) -> list[str]:
             entry.unlink()
             changed.append(f"-{entry.name}")
     for name in sorted(wanted):
-        link, target = work / name, code / name
+        link, target = work / name, targets[name]
         if not target.is_dir():
             changed += _copy_in(target, link, copies)
             continue
@@ -358,6 +365,7 @@ class Supervisor:
         self.relink = None  # (code, work, stamp): link the code again when the stamp changes
         self._stamp_seen: float | None = None
         self._stamp_checked: float | None = None  # None: not looked at yet
+        self._agent_pid: int | None = None  # Windows: the agent behind the venv's redirector
 
     def _watch_code(self) -> None:
         now = time.monotonic()
@@ -372,7 +380,7 @@ class Supervisor:
             seen = None
         if not first and seen is not None and seen != self._stamp_seen:
             try:
-                changed = link_code(code, work)
+                changed = link_code(code, work, venv=sys.prefix)
             except OSError as err:
                 log(f"cannot link the new code into {work}: {err}")
             else:
@@ -399,9 +407,10 @@ class Supervisor:
         try:
             if not self.stop_file or os.stat(self.stop_file).st_mtime < self._started:
                 return None
-            mode = Path(self.stop_file).read_text(encoding="utf-8").strip().lower()
+            words = Path(self.stop_file).read_text(encoding="utf-8").split()
         except OSError:
             return None
+        mode = words[0].lower() if words else ""  # then a word that makes each request new
         return mode if mode in STOP_MODES else None
 
     def ask(self, mode: str) -> None:
@@ -421,28 +430,52 @@ class Supervisor:
 
     def start(self) -> None:
         if WINDOWS:
-            # Its own process group: the service's Ctrl-C reaches the launcher only.
+            # The launcher first: the agent and all it starts are in the job from their first
+            # instruction. Its own process group: the service's Ctrl-C reaches the launcher only.
             self.job = windows.Job()
+            self.job.add_current()
             self.agent = subprocess.Popen(self.argv, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)
-            self.job.add(self.agent)
+            self._agent_pid = self._find_agent()
         else:
             self.agent = subprocess.Popen(self.argv)
+
+    def _find_agent(self, wait: float = REDIRECT_WAIT) -> int:
+        """Windows: a venv's python.exe is a redirector that starts the base interpreter
+        (Python's venv docs): the agent is its child, which appears soon after it starts."""
+        assert self.agent is not None
+        if sys.prefix == sys.base_prefix:  # not a venv: the started process is the agent
+            return self.agent.pid
+        until = time.monotonic() + wait
+        while True:
+            found = windows.real_agent(self.agent.pid, self.job.pids(), windows.processes())
+            if found is not None:
+                return found
+            if time.monotonic() >= until or self.agent.poll() is not None:
+                break
+            time.sleep(0.05)
+        log(f"no interpreter behind {self.argv[0]} (pid {self.agent.pid}) after {wait:g}s: using it")
+        return self.agent.pid
+
+    def agent_pid(self) -> int:
+        """The process running ``wandb agent`` (on Windows, behind the venv's redirector)."""
+        assert self.agent is not None
+        return self._agent_pid if self._agent_pid is not None else self.agent.pid
 
     def runs(self) -> list[int]:
         assert self.agent is not None
         if WINDOWS:
             # A run's parent stays recorded after the agent ended: the runs are still found.
-            return windows.runs_of(self.agent.pid, self.job.pids(), windows.processes())
+            return windows.runs_of(self.agent_pid(), self.job.pids(), windows.processes())
         return host.runs_of(self.agent.pid)
 
     def _no_new_run(self) -> None:
         if not self._sent_sigint and self.agent and self.agent.poll() is None:
             self._sent_sigint = True
             if WINDOWS:  # no signal reaches it alone: end it; its running runs go on in the job
-                self.agent.kill()
+                windows.kill(self.agent_pid())  # and the redirector in front of it ends too
             else:
                 os.kill(self.agent.pid, signal.SIGINT)
-            log(f"agent {self.agent.pid}: takes no new run")
+            log(f"agent {self.agent_pid()}: takes no new run")
 
     def step(self) -> None:
         """React to what was asked since the last step."""
@@ -452,7 +485,7 @@ class Supervisor:
             self.ask("drain")
         if self.kill_asked and self.agent is not None:
             if self.job is not None:
-                self.job.terminate()
+                self.job.kill_others()
             else:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.agent.pid, signal.SIGKILL)
@@ -475,7 +508,7 @@ class Supervisor:
         if runs and time.monotonic() >= self._kill_at:
             log(f"runs {runs} still running after {self.term_timeout:g}s: killing them")
             if self.job is not None:
-                self.job.terminate()
+                self.job.kill_others()
             else:
                 for pid in runs:
                     with contextlib.suppress(ProcessLookupError):
@@ -486,8 +519,10 @@ class Supervisor:
         while True:
             self.step()
             code = self.agent.poll()
-            # On Windows a drained agent has ended while its run goes on: wait for the run.
-            if code is not None and not (WINDOWS and self.draining and self.runs()):
+            # On Windows the agent ended for a drain or a preempt while its runs go on: wait
+            # for them (a preempt's step() kills them after --term-timeout).
+            stopping = self.draining or self.stop_asked
+            if code is not None and not (WINDOWS and stopping and self.runs()):
                 return code
             time.sleep(0.2)
 
@@ -506,7 +541,7 @@ def run(args: argparse.Namespace) -> int:
     work = Path.cwd()
     if WINDOWS:  # on Linux root has linked it (agent_units)
         try:
-            changed = link_code(Path(args.code), work)
+            changed = link_code(Path(args.code), work, venv=sys.prefix)
         except OSError as err:
             log(f"cannot link the code {args.code} into {work}: {err}")
             return EXIT_CONFIG
@@ -534,7 +569,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILING
 
     scripts = os.path.dirname(sys.executable)
-    command = [os.path.join(scripts, "wandb.exe" if WINDOWS else "wandb"), "agent"]
+    # On Windows the venv's python.exe itself (uv's wandb.exe would be one more process in
+    # front of the agent); it starts the base interpreter, found then by agent_pid().
+    command = (
+        [sys.executable, "-m", "wandb", "agent"] if WINDOWS else [os.path.join(scripts, "wandb"), "agent"]
+    )
     if WINDOWS:  # the runs' `python` is the venv's (systemd's unit sets PATH on Linux)
         os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
     if args.count:

@@ -1,8 +1,9 @@
 """What the agent launcher needs on Windows, where there is no cgroup and no process group
-signal: a job object that holds the agent and everything it starts (closing it, when the
-launcher exits for any reason, kills them all, grandchildren holding GPU memory included),
-the processes in it with their parents, Ctrl-Break to one run's process group, and links
-from a working directory to the code that need no privilege.
+signal: a job object that holds the launcher, the agent and everything it starts (closing
+it, when the launcher exits for any reason, kills them all, grandchildren holding GPU memory
+included), the processes in it with their parents, the process that really runs the agent
+(a venv's python.exe only starts the base interpreter), Ctrl-Break to one run's process
+group, and links from a working directory to the code that need no privilege.
 
 Installed next to sweep_fleet_agent.py on Windows hosts; standard library (ctypes) only.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import subprocess
 from ctypes import wintypes
 
 JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x2000
@@ -20,7 +20,8 @@ JOB_OBJECT_EXTENDED_LIMIT_INFORMATION = 9
 JOB_OBJECT_BASIC_PROCESS_ID_LIST = 3
 TH32CS_SNAPPROCESS = 0x2
 INVALID_HANDLE_VALUE = ctypes.c_void_p(-1).value
-MAX_PROCESSES = 1024
+PROCESS_TERMINATE = 0x0001
+ERROR_MORE_DATA = 234
 
 
 class _IoCounters(ctypes.Structure):
@@ -58,12 +59,17 @@ class _ExtendedLimits(ctypes.Structure):
     ]
 
 
-class _ProcessIds(ctypes.Structure):
-    _fields_ = [
-        ("NumberOfAssignedProcesses", wintypes.DWORD),
-        ("NumberOfProcessIdsInList", wintypes.DWORD),
-        ("ProcessIdList", ctypes.c_size_t * MAX_PROCESSES),
-    ]
+def _process_ids(size: int):
+    """JOBOBJECT_BASIC_PROCESS_ID_LIST with room for ``size`` ids."""
+
+    class _ProcessIds(ctypes.Structure):
+        _fields_ = [
+            ("NumberOfAssignedProcesses", wintypes.DWORD),
+            ("NumberOfProcessIdsInList", wintypes.DWORD),
+            ("ProcessIdList", ctypes.c_size_t * size),
+        ]
+
+    return _ProcessIds()
 
 
 class _ProcessEntry(ctypes.Structure):
@@ -92,6 +98,10 @@ def _kernel32():
     ]  # fmt: skip
     k.TerminateJobObject.argtypes = [wintypes.HANDLE, wintypes.UINT]
     k.CloseHandle.argtypes = [wintypes.HANDLE]
+    k.GetCurrentProcess.restype = wintypes.HANDLE
+    k.OpenProcess.restype = wintypes.HANDLE
+    k.OpenProcess.argtypes = [wintypes.DWORD, wintypes.BOOL, wintypes.DWORD]
+    k.TerminateProcess.argtypes = [wintypes.HANDLE, wintypes.UINT]
     k.CreateToolhelp32Snapshot.restype = wintypes.HANDLE
     k.CreateToolhelp32Snapshot.argtypes = [wintypes.DWORD, wintypes.DWORD]
     k.Process32FirstW.argtypes = [wintypes.HANDLE, ctypes.POINTER(_ProcessEntry)]
@@ -119,24 +129,31 @@ class Job:
         )
         _check(ok, "SetInformationJobObject")
 
-    def add(self, process: subprocess.Popen) -> None:
-        """Put a process in the job; what it starts from then on is in it too."""
-        ok = self._k.AssignProcessToJobObject(self.handle, int(process._handle))
+    def add_current(self) -> None:
+        """Put this process (the launcher) in the job: everything it starts from then on is
+        in it from its first instruction, so nothing is ever outside it."""
+        ok = self._k.AssignProcessToJobObject(self.handle, self._k.GetCurrentProcess())
         _check(ok, "AssignProcessToJobObject")
 
     def pids(self) -> list[int]:
-        ids = _ProcessIds()
-        _check(
-            self._k.QueryInformationJobObject(
+        """The processes in the job (the list grows with the job: asked again, larger)."""
+        size = 256
+        while True:
+            ids = _process_ids(size)
+            ok = self._k.QueryInformationJobObject(
                 self.handle, JOB_OBJECT_BASIC_PROCESS_ID_LIST, ctypes.byref(ids), ctypes.sizeof(ids), None
-            ),
-            "QueryInformationJobObject",
-        )
-        return [int(ids.ProcessIdList[i]) for i in range(ids.NumberOfProcessIdsInList)]
+            )
+            if ok and ids.NumberOfProcessIdsInList >= ids.NumberOfAssignedProcesses:
+                return [int(ids.ProcessIdList[i]) for i in range(ids.NumberOfProcessIdsInList)]
+            if not ok and ctypes.get_last_error() != ERROR_MORE_DATA:
+                _check(ok, "QueryInformationJobObject")
+            size = max(size * 2, int(ids.NumberOfAssignedProcesses) + 64)
 
-    def terminate(self) -> None:
-        """Kill every process in the job at once."""
-        self._k.TerminateJobObject(self.handle, 1)
+    def kill_others(self) -> None:
+        """Kill every process in the job but this one (the launcher)."""
+        for pid in self.pids():
+            if pid != os.getpid():
+                kill(pid)
 
 
 def processes() -> dict[int, tuple[int, str]]:
@@ -156,6 +173,28 @@ def processes() -> dict[int, tuple[int, str]]:
     finally:
         k.CloseHandle(snapshot)
     return found
+
+
+def kill(pid: int) -> None:
+    """End one process at once (TerminateProcess); one that is gone already is no error."""
+    k = _kernel32()
+    handle = k.OpenProcess(PROCESS_TERMINATE, False, pid)
+    if handle:
+        try:
+            k.TerminateProcess(handle, 1)
+        finally:
+            k.CloseHandle(handle)
+
+
+def real_agent(started: int, in_job: list[int], table: dict[int, tuple[int, str]]) -> int | None:
+    """The process that runs ``wandb agent`` when the one the launcher started is a venv's
+    python.exe: that is a redirector that starts the base interpreter and waits for it
+    (Python's venv docs, "Changed in version 3.7.2"). Its one child, or None while it has
+    none yet."""
+    children = [p for p in in_job if p in table and table[p][0] == started]
+    if not children:
+        return None
+    return children[0] if len(children) == 1 else started
 
 
 def runs_of(agent: int, in_job: list[int], table: dict[int, tuple[int, str]]) -> list[int]:
