@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from ansible_collections.sweep_fleet.wandb.plugins.module_utils import inputs
+import yaml
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils import agent_host, inputs
 
-from support import TEST_API_KEY
+from support import REPO, TEST_API_KEY
 
 
 class FakeController(inputs.Controller):
@@ -335,3 +336,38 @@ def test_a_windows_host_gets_one_message_naming_what_its_path_cannot_take(facts,
         inputs.platform_problem(WINDOWS_11, {**WINDOWS_OK, "wandb_runtime_windows_home": r"D:\ML jobs\fleet"})
         is None
     )
+
+
+WINDOWS_FACTS = {"system": "Win32NT", "os_family": "Windows"}
+LINUX_FACTS = {"system": "Linux", "os_family": "Debian"}
+
+
+@pytest.mark.parametrize(
+    "command, facts, message",
+    [
+        (["${env}", "python", "${program}", "${args}"], WINDOWS_FACTS, "runs the base interpreter"),
+        (["${interpreter}", "${program}", "${args}"], WINDOWS_FACTS, "runs the base interpreter"),
+        (["py.exe", "${program}"], WINDOWS_FACTS, "runs the base interpreter"),
+        (["/opt/venv/bin/python", "${program}"], WINDOWS_FACTS, "the Linux path '/opt/venv/bin/python'"),
+        ([r"C:\venv\Scripts\python.exe", "${program}"], LINUX_FACTS, "the Windows path"),
+        (["python.exe", "${program}"], LINUX_FACTS, "the Windows path"),
+    ],
+)
+def test_a_run_command_that_misses_the_venv_on_the_host_is_named(command, facts, message):
+    problem = inputs.command_problem(command, facts)
+    assert problem and problem.startswith("wandb_sweep_command") and message in problem, problem
+    assert "default command" in problem
+
+
+@pytest.mark.parametrize("facts", [WINDOWS_FACTS, LINUX_FACTS])
+def test_the_default_run_command_runs_the_venv_on_every_host(facts):
+    role = REPO / "roles" / "wandb_sweep"
+    python = yaml.safe_load((role / "defaults" / "main.yml").read_text())["wandb_sweep_python"]
+    assert python == f"{agent_host.VENV_LINK}/bin/python", "the venv link agent_units makes in the code"
+    assert (
+        "wandb_sweep_command or [wandb_sweep_python, '${program}', '${args}']"
+        in (role / "templates" / "sweep.yaml.j2").read_text()
+    )
+    assert inputs.command_problem([python, "${program}", "${args}"], facts) is None
+    # python on Linux is the venv's (the unit puts its bin first on PATH): allowed there
+    assert inputs.command_problem(["${env}", "python", "${program}"], LINUX_FACTS) is None

@@ -227,6 +227,11 @@ def test_the_uv_steps_install_from_the_wheelhouse_only(windows):
     wheels = sync[sync.index("--find-links") + 1]
     assert wheels.startswith(r"C:\ProgramData\sweep-fleet\wheels\cp312-win_amd64-")
     assert sync[-1] == wheels + r"\requirements.txt"
+    # check mode makes no venv: it looks for the launcher and copies nothing from a fresh host
+    looked = [c["path"] for c in calls_of(calls, "ansible.windows.win_stat")]
+    assert any(path.endswith(r"\venv\Scripts\python.exe") for path in looked), looked
+    copied = [c.get("dest", "") for c in calls_of(calls, "ansible.windows.win_copy")]
+    assert not any(str(dest).endswith(r"\bin\python.exe") for dest in copied), copied
 
 
 @pytest.mark.parametrize("mode", ["drain", "preempt", "kill"])

@@ -15,7 +15,7 @@ def test_one_sweep_with_the_rendered_config(host):
     config = sweep["config"]
     assert sweep["path"].split("/")[1] == "molecule"
     assert config["name"] == "molecule-grid"
-    assert config["command"] == ["/opt/sweep-fleet/venv/bin/python", "${program}", "${args}"]
+    assert config["command"] == [".sweep-fleet-venv/bin/python", "${program}", "${args}"]
     assert config["parameters"]["seed"] == {"min": 1, "max": 3, "distribution": "int_uniform"}
     assert config["metric"] == {"name": "mean_score", "goal": "maximize"}
     assert sweep["state"] == "RUNNING"

@@ -171,6 +171,8 @@ class Connection(ConnectionBase):
             return {"ansible_facts": {f"ansible_{k}": v for k, v in FACTS.items()}, "changed": False}
         if short == "win_service_info":
             return {"changed": False, "exists": False, "services": []}
+        if short == "win_stat":  # a fresh host: nothing there yet
+            return {"changed": False, "stat": {"exists": False}}
         if short == "win_find":
             return {"changed": False, "examined": 0, "matched": 0, "files": []}
         if short == "win_command":

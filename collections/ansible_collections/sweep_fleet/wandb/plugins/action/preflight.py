@@ -31,6 +31,7 @@ from ansible.module_utils.urls import open_url
 from ansible.plugins.action import ActionBase
 from ansible.plugins.loader import lookup_loader
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils import inputs
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.pypi_index import redacted
 
 ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
 # The playbooks' own variables (documented in the repository's playbooks/vars/argument_specs.yml).
@@ -105,16 +106,18 @@ class ActionModule(ActionBase):
             runs_agents = bool(
                 {"wandb_agent", "wandb_agent:start"} & {str(r) for r in args.get("roles") or []}
             )
-            problem = inputs.platform_problem(facts, values, runs_agents=runs_agents)
-            result.update(changed=False, problems=[problem] if problem else [], index_checks=[])
+            problems = [inputs.platform_problem(facts, values, runs_agents=runs_agents)]
+            if args.get("sweep_command"):
+                problems.append(inputs.command_problem(list(args["sweep_command"]), facts))
+            result.update(changed=False, problems=[p for p in problems if p], index_checks=[])
             return self._finish(result, bool(args.get("collect")))
         entries = dict(str(r).partition(":")[::2] for r in args.get("roles") or [])
         unknown = [r for r in entries if r not in ROLE_ORDER]
         if unknown:
             raise AnsibleError(f"preflight: unknown roles {unknown} (known: {', '.join(ROLE_ORDER)})")
         entries = {role: entry or "main" for role, entry in entries.items()}
-        problems, checks = self._check(entries, list(args.get("require") or []), task_vars)
-        result.update(changed=False, problems=problems, index_checks=checks)
+        problems, checks, command = self._check(entries, list(args.get("require") or []), task_vars)
+        result.update(changed=False, problems=problems, index_checks=checks, sweep_command=command)
         return self._finish(result, bool(args.get("collect")))
 
     def _finish(self, result: dict, collect: bool) -> dict:
@@ -145,7 +148,9 @@ class ActionModule(ActionBase):
                 values[name] = None
         return values
 
-    def _check(self, entries: dict, required: list[str], task_vars: dict) -> tuple[list[str], list[dict]]:
+    def _check(
+        self, entries: dict, required: list[str], task_vars: dict
+    ) -> tuple[list[str], list[dict], list | None]:
         every_default: dict = {}
         options: dict = {}
         for role in ROLE_ORDER:
@@ -181,8 +186,12 @@ class ActionModule(ActionBase):
                 hint = "|".join(c for c in choices or [] if c) or "VALUE"
                 problems.append(f"{name} is required here: give it with -e {name}={hint}")
         problems += inputs.problems(roles, values, inputs.Controller())
+        command = None
         if "wandb_sweep" in roles and not values.get("wandb_sweep_id") and "wandb_sweep_template" in values:
-            problems += self._sweep_config(roles, values, variables)
+            found, config = self._sweep_config(roles, values, variables)
+            problems += found
+            if isinstance(config, dict) and isinstance(config.get("command"), list):
+                command = [str(part) for part in config["command"]]
         checks = []
         if "wandb_runtime" in roles and values.get("wandb_runtime_index_url"):
             checks.append(
@@ -206,7 +215,7 @@ class ActionModule(ActionBase):
                 problem = self._controller_uv(values)
                 if problem:
                     problems.append(problem)
-        return problems, checks
+        return problems, checks, command
 
     def _controller_uv(self, values: dict) -> str | None:
         path = values.get("wandb_runtime_uv_controller_path")
@@ -227,7 +236,8 @@ class ActionModule(ActionBase):
             )
         return None
 
-    def _sweep_config(self, roles: list[str], values: dict, variables: dict) -> list[str]:
+    def _sweep_config(self, roles: list[str], values: dict, variables: dict) -> tuple[list[str], object]:
+        """The problems of the rendered sweep config, and the config (None if it did not render)."""
         template = values["wandb_sweep_template"]
         sweep_role = ROLES_DIR / "wandb_sweep"
         playbook_dir = variables.get("playbook_dir") or os.getcwd()
@@ -244,16 +254,20 @@ class ActionModule(ActionBase):
             return [
                 f"wandb_sweep_template {template!r} is not a file on the controller: give an absolute "
                 'path, e.g. "{{ inventory_dir }}/sweep.yaml.j2"'
-            ]
+            ], None
         lookup = lookup_loader.get("ansible.builtin.template", loader=self._loader, templar=self._templar)
         try:
             text = lookup.run([found], variables={**variables, "ansible_search_path": search})[0]
         except AnsibleError as err:
-            return [f"wandb_sweep_template {template!r} cannot be rendered: {err.message.splitlines()[0]}"]
+            return [
+                f"wandb_sweep_template {template!r} cannot be rendered: {err.message.splitlines()[0]}"
+            ], None
         try:
             config = yaml.safe_load(str(text))
         except yaml.YAMLError as err:
-            return [f"wandb_sweep_template {template!r} does not render to YAML: {str(err).splitlines()[0]}"]
+            return [
+                f"wandb_sweep_template {template!r} does not render to YAML: {str(err).splitlines()[0]}"
+            ], None
         default_template = template == "sweep.yaml.j2"
         problems = list(inputs.sweep_config_rules(config, default_template))
         if isinstance(config, dict):
@@ -264,7 +278,7 @@ class ActionModule(ActionBase):
                 )
             if "wandb_code" in roles:
                 problems += inputs.deploy_rules(inputs.Values(values, inputs.Controller()), config)
-        return problems
+        return problems, config
 
     # -- every host's problems, once ---------------------------------------------------
     def _report(self, result: dict, registered: str, task_vars: dict) -> dict:
@@ -304,7 +318,7 @@ class ActionModule(ActionBase):
             known = releases[key]
             if known is not None and check["version"] not in known:
                 problems.append(
-                    f"{check['variable']} {check['version']} does not exist at {check['index']}: "
+                    f"{check['variable']} {check['version']} does not exist at {redacted(check['index'])}: "
                     f"{check['package']}'s releases there go up to {_newest(known)}"
                 )
         return problems

@@ -238,18 +238,26 @@ def run_config(wandb_dir: str, sweep_id: str, run_id: str) -> bytes | None:
 # -- the code in an agent's working directory (Linux) -------------------------------------
 # The repository's internals, and the run directory W&B writes itself: never linked.
 LINK_SKIP = {".git", "wandb"}
+# In every agent's working directory, a link to the venv: the sweep's default command runs
+# VENV_LINK/bin/python, a relative path that is the venv's Python on Linux and on Windows
+# hosts alike (where a bare `python` would be the base interpreter, cpython#86207).
+VENV_LINK = ".sweep-fleet-venv"
 
 
-def link_code(code: str, work: str, uid: int = -1) -> list[str]:
+def link_code(code: str, work: str, uid: int = -1, extra: dict[str, str] | None = None) -> list[str]:
     """Make the working directory ``work`` show the code: a root-owned link for each of the
     code's top-level entries, acting on ``work``'s descriptor only (runs write there).
 
     Links to entries the code no longer has are removed. Whatever a run put where a code
     entry belongs (a file in place of ``train.py``, which would then run for every later run)
     is moved aside to NAME.shadowed-TIME and replaced by the link; with ``uid`` (the runs'
-    user) only entries of that user or root are moved, anything else is an error. Returns
-    what changed (+NAME, -NAME, !NAME for what was moved aside)."""
-    wanted = sorted(name for name in os.listdir(code) if name not in LINK_SKIP)
+    user) only entries of that user or root are moved, anything else is an error. ``extra``
+    links further names to targets of their own (VENV_LINK to the venv). Returns what
+    changed (+NAME, -NAME, !NAME for what was moved aside)."""
+    code = code.rstrip("/")
+    targets = {name: os.path.join(code, name) for name in os.listdir(code) if name not in LINK_SKIP}
+    targets.update(extra or {})
+    wanted = sorted(targets)
     changed: list[str] = []
     fd = open_dir(work)
     try:
@@ -261,11 +269,11 @@ def link_code(code: str, work: str, uid: int = -1) -> list[str]:
                 target = os.readlink(name, dir_fd=fd)
             except OSError:
                 continue
-            if os.path.dirname(target) == code.rstrip("/"):
+            if os.path.dirname(target) == code:
                 os.unlink(name, dir_fd=fd)
                 changed.append(f"-{name}")
         for name in wanted:
-            target = os.path.join(code.rstrip("/"), name)
+            target = targets[name]
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:

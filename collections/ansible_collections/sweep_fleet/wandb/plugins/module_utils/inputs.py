@@ -651,6 +651,43 @@ def platform_problem(facts: dict, values: dict | None = None, runs_agents: bool 
     )
 
 
+# What a Windows host's CreateProcess finds as the base interpreter, not the venv's: it
+# searches the agent's own image directory first (cpython#86207).
+BASE_INTERPRETERS = {
+    "${interpreter}",
+    "python",
+    "python3",
+    "python.exe",
+    "python3.exe",
+    "py",
+    "py.exe",
+    "pythonw",
+}
+
+
+def command_problem(command: list[str], facts: dict) -> str | None:
+    """Why the sweep's run command cannot run on this host's operating system (None: it can).
+    One sweep serves every host, so each host checks the command against its own system."""
+    words = [word for word in command if word != "${env}"]
+    if not words:
+        return None
+    first = words[0]
+    windows = facts.get("os_family") == "Windows" or facts.get("system") == "Win32NT"
+    fix = "use the default command, whose .sweep-fleet-venv/bin/python is the venv's Python on every host"
+    if windows and first.lower() in BASE_INTERPRETERS:
+        return (
+            f"wandb_sweep_command starts with {first!r}, which on Windows runs the base interpreter, not "
+            f"the venv's (cpython#86207): {fix}"
+        )
+    if windows and first.startswith("/"):
+        return f"wandb_sweep_command starts with the Linux path {first!r}, which Windows cannot run: {fix}"
+    if not windows and (
+        re.match(r"^[A-Za-z]:[\\/]", first) or "\\" in first or first.lower().endswith(".exe")
+    ):
+        return f"wandb_sweep_command starts with the Windows path {first!r}, which Linux cannot run: {fix}"
+    return None
+
+
 def resolver_problem(facts: dict, allow: list) -> str | None:
     """The host resolves names through a link-local address (Google Cloud's images use the
     metadata server, 169.254.169.254), which the agents' sandbox closes: their runs could

@@ -71,6 +71,11 @@ options:
         description: The user whose files in the working directories go to the instances' users.
         type: str
         default: ""
+      venv:
+        description:
+          - The venv, linked into each working directory as C(.sweep-fleet-venv) (the sweep's
+            default command runs C(.sweep-fleet-venv/bin/python)).
+        type: path
 attributes:
   check_mode:
     description: Reports what would change and changes nothing.
@@ -126,6 +131,7 @@ import pwd  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (  # noqa: E402
     UNIT_RE,
+    VENV_LINK,
     adopt,
     agent_instances,
     link_code,
@@ -276,7 +282,8 @@ def link_work(module: AnsibleModule, link: dict, instance: str) -> list[str]:
     work = link["work"].format(instance=instance)
     user = _uid(link["user"].format(instance=instance)) if link.get("user") else None
     try:
-        return link_code(link["code"], work, uid=user[0] if user else -1)
+        extra = {VENV_LINK: link["venv"]} if link.get("venv") else None
+        return link_code(link["code"], work, uid=user[0] if user else -1, extra=extra)
     except OSError as err:
         module.fail_json(msg=f"linking the code into {work} (agent {instance}) failed: {err}")
     raise AssertionError  # fail_json does not return
@@ -299,6 +306,7 @@ def main() -> None:
                     "code": {"type": "path"},
                     "work": {"type": "str"},
                     "adopt_from": {"type": "str", "default": ""},
+                    "venv": {"type": "path"},
                 },
             },
         },

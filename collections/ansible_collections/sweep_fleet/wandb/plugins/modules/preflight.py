@@ -39,6 +39,13 @@ options:
         at a link-local address, which they may not reach, needs C(wandb_agent_ip_allow)).
     type: bool
     default: false
+  sweep_command:
+    description:
+      - With O(platform), the sweep's run command (as the O(roles) check rendered it), checked
+        against the host's operating system (a Windows host finds the base interpreter for a
+        bare C(python); a Linux host cannot run a Windows path).
+    type: list
+    elements: str
   collect:
     description: Return the problems instead of failing (for O(report) to gather them).
     type: bool
