@@ -423,3 +423,26 @@ def test_an_agent_whose_runs_all_fail_gives_up_and_is_not_restarted(standin, tmp
     last = f"{standin.entity}/p/{runs[1]['run_id']}"
     assert f"2 failed runs in a row, the last {last}, while sweep" in proc.stderr
     assert standin.sweep(sweep.id).state == "RUNNING"  # four values left for the other hosts
+
+
+def test_rotated_logs_beyond_the_newest_are_pruned_and_links_left(tmp_path):
+    """Windows: NSSM renames agent.log to agent-TIMESTAMP.log at each rotation; the launcher
+    keeps the newest --keep-logs of them, never the live log nor what is not a regular file."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    stamps = [f"2026120{day}T101010.{day}00" for day in range(1, 8)]
+    for stamp in stamps:
+        (logs / f"agent-{stamp}.log").write_text(stamp)
+    (logs / "agent.log").write_text("live")
+    (logs / "notes.log").write_text("someone's")
+    outside = tmp_path / "outside.log"
+    outside.write_text("not ours")
+    (logs / "agent-20250101T000000.000.log").symlink_to(outside)  # the oldest name: a link
+    removed = launcher.prune_logs(str(logs), keep=3)
+    assert removed == [f"agent-{stamp}.log" for stamp in stamps[:4]]
+    left = sorted(p.name for p in logs.iterdir())
+    assert left == sorted(
+        ["agent.log", "notes.log", "agent-20250101T000000.000.log", *(f"agent-{s}.log" for s in stamps[4:])]
+    )
+    assert outside.read_text() == "not ours"
+    assert launcher.prune_logs(str(tmp_path / "missing"), keep=3) == []

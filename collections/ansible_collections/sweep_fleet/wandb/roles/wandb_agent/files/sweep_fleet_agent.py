@@ -50,8 +50,10 @@ import hashlib
 import json
 import netrc
 import os
+import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -88,6 +90,8 @@ REDIRECT_WAIT = 30.0  # Windows: seconds for the venv's redirector to start the 
 LINK_SKIP = host.LINK_SKIP
 COPIES = ".sweep-fleet-copies.json"  # Windows: the code files copied in, by sha256
 STOP_MODES = ("drain", "preempt", "kill")
+PRUNE_SECONDS = 300  # Windows: how often rotated logs are pruned while the agent runs
+ROTATED_LOG = re.compile(r"^agent-\d{8}T\d{6}(\.\d+)?\.log$")  # NSSM's name for a rotated agent.log
 
 
 def log(message: str) -> None:
@@ -199,6 +203,23 @@ def _copy_in(source: Path, dest: Path, copies: dict[str, str]) -> list[str]:
     os.replace(temp, dest)
     copies[dest.name] = digest
     return [*changed, f"+{dest.name}"]
+
+
+def prune_logs(log_dir: str, keep: int) -> list[str]:
+    """Windows: remove all but the newest ``keep`` logs NSSM rotated (agent-TIMESTAMP.log;
+    the timestamp orders them). Only regular files: a link a run left there is not followed."""
+    try:
+        names = sorted(name for name in os.listdir(log_dir) if ROTATED_LOG.match(name))
+    except OSError:
+        return []
+    removed = []
+    for name in names[: max(len(names) - keep, 0)]:
+        path = os.path.join(log_dir, name)
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)
+                removed.append(name)
+    return removed
 
 
 def load_env_files(paths: list[str]) -> None:
@@ -366,6 +387,17 @@ class Supervisor:
         self._stamp_seen: float | None = None
         self._stamp_checked: float | None = None  # None: not looked at yet
         self._agent_pid: int | None = None  # Windows: the agent behind the venv's redirector
+        self.logs: tuple[str, int] | None = None  # Windows: (log dir, rotated logs to keep)
+        self._pruned: float | None = None
+
+    def _prune_logs(self) -> None:
+        now = time.monotonic()
+        if not self.logs or (self._pruned is not None and now < self._pruned + PRUNE_SECONDS):
+            return
+        self._pruned = now
+        removed = prune_logs(*self.logs)
+        if removed:
+            log(f"removed {len(removed)} rotated logs beyond the newest {self.logs[1]}")
 
     def _watch_code(self) -> None:
         now = time.monotonic()
@@ -480,6 +512,7 @@ class Supervisor:
     def step(self) -> None:
         """React to what was asked since the last step."""
         self._watch_code()
+        self._prune_logs()
         self._watch_disk()
         if WINDOWS and not (self.drain_asked or self.stop_asked) and self.requested() == "drain":
             self.ask("drain")
@@ -583,6 +616,8 @@ def run(args: argparse.Namespace) -> int:
     supervisor.argv = [*command, args.sweep]
     if args.code_stamp:
         supervisor.relink = (Path(args.code), work, args.code_stamp)
+    if args.log_dir:
+        supervisor.logs = (args.log_dir, args.keep_logs)
     supervisor.start()
     code = supervisor.wait()
     if stopping():
@@ -633,6 +668,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--min-free-mb", type=int, default=0, help="free space runs need (0: no check)")
     p_run.add_argument("--stop-file", default="", help="Windows: where the playbooks ask for a kind of stop")
     p_run.add_argument("--code-stamp", default="", help="link the code again whenever this file changes")
+    p_run.add_argument("--log-dir", default="", help="Windows: where NSSM rotates the agent's log")
+    p_run.add_argument("--keep-logs", type=int, default=5, help="rotated logs kept in --log-dir")
     p_state = sub.add_parser("state", help="print the sweep's state")
     p_state.add_argument("--sweep", help="ENTITY/PROJECT/ID (default: $SWEEP_FLEET_SWEEP)")
     for sub_parser in (p_run, p_state):
