@@ -25,6 +25,25 @@ from support import REPO, TEST_API_KEY, run_playbook
 
 pytestmark = pytest.mark.integration
 PLUGINS = REPO / "tests" / "windows" / "connection_plugins"
+HOME = r"C:\ProgramData\sweep-fleet"
+FRESH_PATHS = [r"C:\ProgramData", r"C:\Program Files\Python312\python.exe"]
+
+
+def deployed(agents: int = 2, state: str = "started") -> dict:
+    """A host an earlier deploy of ``agents`` agents left (their services in ``state``)."""
+    numbers = [str(n) for n in range(1, agents + 1)]
+    credentials = ["netrc", "wandb.env", "agent.env", *(f"agent-{n}.env" for n in numbers)]
+    return {
+        "paths": [
+            *FRESH_PATHS,
+            *(HOME + "\\" + p for p in ["", "bin", r"bin\nssm.exe", r"bin\uv.exe", "venv", "credentials"]),
+            *(HOME + "\\" + p for p in [r"venv\Scripts\python.exe", r"venv\bin\python.exe"]),
+            *(HOME + "\\credentials\\" + name for name in credentials),
+            *(HOME + "\\" + p for p in ["agents", "control", "code", r"code\main.py"]),
+            *(rf"{HOME}\agents\{n}" for n in numbers),
+        ],
+        "services": {f"wandb-agent-{n}": state for n in numbers},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +105,17 @@ def windows(index, standin, tmp_path):
     log = tmp_path / "calls.jsonl"
 
     sweep_path = sweep.path
+    state_file = tmp_path / "host-state.json"
 
     class Windows:
         sweep = sweep_path
 
-        def play(self, playbook: str, *args: str, check: bool = True, **extra) -> list[dict]:
+        def play(
+            self, playbook: str, *args: str, check: bool = True, host: dict | None = None, **extra
+        ) -> list[dict]:
+            """``host``: the paths and services the host has (default: a fresh host)."""
             log.write_text("")
+            state_file.write_text(json.dumps(host or {"paths": FRESH_PATHS, "services": {}}))
             extra_vars = ["-e", json.dumps(extra)] if extra else []
             self.proc = run_playbook(
                 playbook,
@@ -105,6 +129,7 @@ def windows(index, standin, tmp_path):
                 env={
                     "ANSIBLE_CONNECTION_PLUGINS": str(PLUGINS),
                     "SWEEP_FLEET_FAKE_WINDOWS_LOG": str(log),
+                    "SWEEP_FLEET_FAKE_WINDOWS_STATE": str(state_file),
                 },
             )
             return [json.loads(line) for line in log.read_text().splitlines()]
@@ -128,50 +153,77 @@ def test_deploy_asks_the_windows_host_for_services_as_designed(windows, agents, 
         c["check_mode"] for c in calls if c["module"] not in ("put_file", "ansible.windows.win_command")
     )
     # The wheelhouse's probe ran (check mode included); it carried uv.exe and nssm.exe.
-    assert "Windows host" not in windows.proc.stdout
+    assert "Windows host:" not in windows.proc.stdout  # no problem was found
     # The runtime directory is claimed first: made by Administrators, or refused when a
     # local user made it (files/claim_home.ps1; the script runs on a Windows host only).
-    first = next(c for c in calls if c["module"].startswith(("ansible.windows.win_", "community.windows.")))
+    reads = ("ansible.windows.win_stat", "ansible.windows.win_service_info")
+    first = next(
+        c
+        for c in calls
+        if c["module"].startswith(("ansible.windows.win_", "community.windows."))
+        and c["module"] not in reads
+        and "sys.version_info" not in str(c["args"].get("argv"))  # the preflight's read
+    )
     assert first["module"] == "ansible.windows.win_powershell", first
     assert first["args"]["parameters"] == {"Path": r"C:\ProgramData\sweep-fleet"}
     assert "SetAccessRuleProtection($true, $false)" in first["args"]["script"]
     assert first["args"]["error_action"] == "stop"
-    services = calls_of(calls, "community.windows.win_nssm")
+    assert not calls_of(calls, "community.windows.win_nssm")  # it would truncate the logs
+    services = [s for s in calls_of(calls, "ansible.windows.win_service") if "path" in s]
     assert [s["name"] for s in services] == [f"wandb-agent-{n}" for n in expected]
-    for number, service in zip(expected, services, strict=True):
-        assert service["application"].endswith(r"\venv\Scripts\python.exe")
-        arguments = service["arguments"]
-        assert rf'--stop-file "C:\ProgramData\sweep-fleet\control\agent-{number}.stop"' in arguments
-        assert rf'--env-file "C:\ProgramData\sweep-fleet\credentials\agent-{number}.env"' in arguments
-        assert "--sweep" not in arguments  # it comes from the settings file
-        assert arguments.endswith(" --max-consecutive-failures 5 --min-free-mb 1024")
-        assert service["working_directory"] == rf"C:\ProgramData\sweep-fleet\agents\{number}\work"
-        assert service["app_environment"]["NETRC"] == r"C:\ProgramData\sweep-fleet\credentials\netrc"
-        assert service["app_environment"]["WANDB_DIR"].endswith(rf"agents\{number}\work")
-        assert service["stdout_file"] == service["stderr_file"]
-        assert (service["app_rotate_online"], service["app_rotate_bytes"]) == (1, 10485760)
-        # Ctrl-C, then the runs' --term-timeout (60 s) and a margin, then the tree is killed.
-        assert service["app_stop_method_console"] == 90000
-        assert service["start_mode"] == "delayed"  # started at boot, once the network is up
-        assert TEST_API_KEY not in json.dumps(service) and "proxy-secret-pw" not in json.dumps(service)
     registry = calls_of(calls, "ansible.windows.win_regedit")
-    for number in expected:
+    for number, service in zip(expected, services, strict=True):
+        assert service["path"] == r'"C:\ProgramData\sweep-fleet\bin\nssm.exe"'
+        assert service["start_mode"] == "delayed"  # started at boot, once the network is up
         mine = {
             (r["path"].rsplit("\\", 1)[-1], r["name"]): r["data"]
             for r in registry
             if rf"\Services\wandb-agent-{number}\Parameters" in r["path"]
         }
+        assert mine[("Parameters", "Application")].endswith(r"\venv\Scripts\python.exe")
+        arguments = mine[("Parameters", "AppParameters")]
+        assert rf'--stop-file "C:\ProgramData\sweep-fleet\control\agent-{number}.stop"' in arguments
+        assert rf'--env-file "C:\ProgramData\sweep-fleet\credentials\agent-{number}.env"' in arguments
+        assert rf'--log-dir "C:\ProgramData\sweep-fleet\agents\{number}\logs" --keep-logs 5' in arguments
+        assert "--sweep" not in arguments  # it comes from the settings file
+        assert arguments.endswith(" --max-consecutive-failures 5 --min-free-mb 1024")
+        assert mine[("Parameters", "AppDirectory")] == rf"C:\ProgramData\sweep-fleet\agents\{number}\work"
+        environment = dict(v.split("=", 1) for v in mine[("Parameters", "AppEnvironmentExtra")])
+        assert environment["NETRC"] == r"C:\ProgramData\sweep-fleet\credentials\netrc"
+        assert environment["WANDB_DIR"].endswith(rf"agents\{number}\work")
+        log = rf"C:\ProgramData\sweep-fleet\agents\{number}\logs\agent.log"
+        assert mine[("Parameters", "AppStdout")] == mine[("Parameters", "AppStderr")] == log
+        # Appended across restarts (OPEN_ALWAYS), rotated by size alone, also while running.
+        assert mine[("Parameters", "AppStdoutCreationDisposition")] == 4
+        assert mine[("Parameters", "AppStderrCreationDisposition")] == 4
+        assert mine[("Parameters", "AppRotateSeconds")] == 0
+        assert (mine[("Parameters", "AppRotateOnline")], mine[("Parameters", "AppRotateBytes")]) == (
+            1,
+            10485760,
+        )
+        # Ctrl-C, then the runs' --term-timeout (60 s) and a margin, then the tree is killed.
+        assert mine[("Parameters", "AppStopMethodConsole")] == 90000
         assert mine[("Parameters", "AppKillProcessTree")] == 1  # grandchildren holding GPU memory too
         assert mine[("AppExit", "")] == "Restart"  # a crash restarts the agent
         assert mine[("AppExit", "0")] == "Exit"  # a finished or cancelled sweep does not
         assert mine[("AppExit", "78")] == "Exit"  # nor a wrong setting
         assert mine[("AppExit", "79")] == "Exit"  # nor failed runs in a row (a broken host)
         assert mine[("Parameters", "AppRestartDelay")] == 15000
+        shown = json.dumps([service, list(mine.values())])
+        assert TEST_API_KEY not in shown and "proxy-secret-pw" not in shown
     accounts = calls_of(calls, "ansible.windows.win_service")
     assert {(a["name"], a["username"]) for a in accounts if "username" in a} == {
         (f"wandb-agent-{n}", rf"NT SERVICE\wandb-agent-{n}") for n in expected
     }
-    acls = calls_of(calls, "ansible.windows.win_acl")
+    # A fresh host has none of the paths nor the services' accounts the ACLs are set on: in
+    # check mode they are not asked for (the host would refuse them), and the run completes.
+    assert not calls_of(calls, "ansible.windows.win_acl")
+    assert not calls_of(calls, "ansible.windows.win_acl_inheritance")
+    assert not [c for c in calls if "failed" in c or "refused" in c]
+    # On a host an earlier deploy made, they are asked for.
+    again = windows.play("deploy.yml", host=deployed(len(expected)), **agents)
+    assert not [c for c in again if "failed" in c or "refused" in c]
+    acls = calls_of(again, "ansible.windows.win_acl")
     for number in expected:
         account = rf"NT SERVICE\wandb-agent-{number}"
         grants = [a for a in acls if a["user"] == account]
@@ -184,12 +236,16 @@ def test_deploy_asks_the_windows_host_for_services_as_designed(windows, agents, 
     assert {(a["user"], a["rights"]) for a in home} == {
         ("S-1-5-32-544", "FullControl"), ("S-1-5-18", "FullControl"), ("S-1-5-32-545", "ReadAndExecute"),
     }  # fmt: skip
-    inheritance = {a["path"] for a in calls_of(calls, "ansible.windows.win_acl_inheritance")}
+    inheritance = {a["path"] for a in calls_of(again, "ansible.windows.win_acl_inheritance")}
     assert inheritance == {
         r"C:\ProgramData\sweep-fleet",
         r"C:\ProgramData\sweep-fleet\credentials",
         r"C:\ProgramData\sweep-fleet\agents",
     }
+    copied = [
+        c["dest"] for c in calls_of(again, "ansible.windows.win_copy") if c.get("_copy_mode") == "remote"
+    ]
+    assert r"C:\ProgramData\sweep-fleet\venv\bin\python.exe" in copied  # the venv is there to copy from
     # The settings files: GPUs per agent, and the key only in the netrc.
     sent = {}
     for call in calls:
@@ -218,7 +274,8 @@ def test_deploy_asks_the_windows_host_for_services_as_designed(windows, agents, 
 def test_the_uv_steps_install_from_the_wheelhouse_only(windows):
     calls = windows.play("deploy.yml")
     commands = [c["argv"] for c in calls_of(calls, "ansible.windows.win_command")]
-    probe, *installs = commands
+    version, probe, *installs = commands
+    assert version[2] == "import sys; print('%d.%d' % sys.version_info[:2])"  # the preflight's read
     assert probe[0] == r"C:\Program Files\Python312\python.exe" and probe[1] == "-c"
     tar, venv, sync = installs
     assert tar[:3] == ["tar.exe", "-x", "-f"] and tar[3].endswith("wheelhouse.tar")
@@ -236,27 +293,77 @@ def test_the_uv_steps_install_from_the_wheelhouse_only(windows):
 
 @pytest.mark.parametrize("mode", ["drain", "preempt", "kill"])
 def test_stop_writes_the_kind_of_stop_and_keeps_the_services_down(windows, mode):
-    calls = windows.play("playbooks/stop.yml", wandb_agent_stop_mode=mode)
-    modules = {c["module"] for c in calls}
-    assert "ansible.windows.win_service_info" in modules
-    assert "Stop the agents" in windows.proc.stdout
+    """On a host with one agent running and one stopped: both are kept stopped at boot, the
+    running one alone is asked for this kind of stop (its first word; a time after it makes
+    each request new), then both services are stopped."""
+    host = deployed(2)
+    host["services"]["wandb-agent-2"] = "stopped"
+    calls = windows.play("playbooks/stop.yml", host=host, wandb_agent_stop_mode=mode)
+    changes = [(c["module"].rsplit(".", 1)[-1], c["args"]) for c in calls if c["module"] != "put_file"]
+    services = [
+        (args["name"], args.get("start_mode"), args.get("state")) for m, args in changes if m == "win_service"
+    ]
+    assert services == [
+        ("wandb-agent-1", "manual", None),
+        ("wandb-agent-2", "manual", None),
+        ("wandb-agent-1", None, "stopped"),
+        ("wandb-agent-2", None, "stopped"),
+    ]
+    written = {name: text for c in calls for name, text in c.get("contents", {}).items()}
+    assert list(written) == ["agent-1.stop"]  # the stopped agent is not asked
+    word, stamp = written["agent-1.stop"].split()
+    assert word == mode and stamp.startswith("20")
+    assert not [c for c in calls if "failed" in c or "refused" in c]
 
 
 @pytest.mark.parametrize(
-    "playbook",
-    ["playbooks/start.yml", "playbooks/status.yml", "playbooks/update.yml", "playbooks/remove.yml"],
+    ("playbook", "asked"),
+    [
+        ("playbooks/start.yml", ("wandb-agent-1", "started")),
+        ("playbooks/status.yml", None),
+        ("playbooks/update.yml", ("wandb-agent-1", "started")),
+        ("playbooks/remove.yml", ("wandb-agent-1", "absent")),
+    ],
 )
-def test_the_other_playbooks_evaluate_on_a_windows_host(windows, playbook):
-    calls = windows.play(playbook)
-    assert any(c["module"].startswith(("ansible.windows.", "community.windows.")) for c in calls)
+def test_the_other_playbooks_evaluate_on_a_windows_host(windows, playbook, asked):
+    """On a host with one stopped agent: each playbook completes, and reaches its service."""
+    calls = windows.play(playbook, host=deployed(1, state="stopped"))
+    assert not [c for c in calls if "failed" in c or "refused" in c]
+    assert "ansible.windows.win_service_info" in {c["module"] for c in calls} or asked
+    states = {(a["name"], a.get("state")) for a in calls_of(calls, "ansible.windows.win_service")}
+    assert (asked in states) if asked else not {s for _, s in states if s}, states
+
+
+def test_start_on_a_host_never_deployed_says_so(windows):
+    windows.play("playbooks/start.yml", check=False)
+    assert windows.proc.returncode != 0
+    assert "wandb-agent-1 is not installed on this host: run deploy.yml first" in windows.proc.stdout
 
 
 def test_a_windows_host_is_refused_before_any_change_when_its_inputs_cannot_work(windows):
     calls = windows.play("deploy.yml", check=False, wandb_runtime_python="3.12")
     assert windows.proc.returncode != 0
     assert "Windows host: wandb_runtime_python is '3.12'" in windows.proc.stdout
-    # The platform is read (setup) and nothing else reached the host.
-    assert {c["module"] for c in calls} <= {"ansible.windows.setup", "setup"}
+    # The platform and the Python's version are read, and nothing else reached the host.
+    assert {c["module"] for c in calls} <= {"ansible.windows.setup", "setup", "ansible.windows.win_command"}
+    assert all("sys.version_info" in c["args"]["argv"][2] for c in calls if "argv" in c["args"])
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ({"paths": ["C:\\ProgramData"]}, "does not run there: install Python for all users"),
+        ({"paths": FRESH_PATHS, "python": "3.9"}, "is Python 3.9, and the agents need 3.10 to 3.14"),
+    ],
+    ids=["no Python", "Python 3.9"],
+)
+def test_a_windows_host_without_a_python_the_agents_can_use_is_refused_first(windows, host, message):
+    calls = windows.play("deploy.yml", check=False, host=host)
+    assert windows.proc.returncode != 0
+    assert message in windows.proc.stdout and "winget install --scope machine" in windows.proc.stdout
+    # The platform and the Python's version were read, and nothing else reached the host.
+    reads = [c for c in calls if c["module"] not in ("ansible.windows.setup", "setup")]
+    assert [c["args"]["argv"][2] for c in reads] == ["import sys; print('%d.%d' % sys.version_info[:2])"]
 
 
 def test_a_mixed_group_keeps_each_host_on_its_own_files(windows, tmp_path):
@@ -268,7 +375,7 @@ def test_a_mixed_group_keeps_each_host_on_its_own_files(windows, tmp_path):
     inventory.write_text(yaml.safe_dump(hosts))
     calls = windows.play("deploy.yml", check=False)
     assert "linux-box" in windows.proc.stdout and "UNREACHABLE" in windows.proc.stdout
-    assert calls_of(calls, "community.windows.win_nssm")
+    assert [s for s in calls_of(calls, "ansible.windows.win_service") if s.get("path")]
 
 
 def test_the_fake_host_refuses_what_the_module_would(windows, tmp_path):
@@ -301,3 +408,50 @@ def test_status_in_a_wandb_outage_still_shows_the_agents(windows, standin):
     assert "W&B cannot tell the sweep now: the W&B API at" in out and "HTTP 500" in out
     assert f"sweep {windows.sweep}: UNREACHABLE (" in out
     assert "HOST" in out  # the agents' table
+
+
+def _before(calls: list[dict], first: str, then: str) -> bool:
+    order = [c["module"] + " " + json.dumps(c.get("args")) for c in calls]
+    return min(i for i, c in enumerate(order) if first in c) < min(
+        i for i, c in enumerate(order) if then in c
+    )
+
+
+@pytest.mark.parametrize(
+    ("python_home", "pinned_set_same", "stopped"),
+    [
+        (r"C:\Program Files\Python312", True, False),
+        (r"C:\Program Files\Python312", False, True),
+        (r"C:\Program Files\Python311", True, True),
+    ],
+    ids=["nothing changes", "a new pinned set", "another Python"],
+)
+def test_a_deploy_stops_running_agents_only_when_their_files_change(
+    windows, python_home, pinned_set_same, stopped
+):
+    """Windows keeps a running program's files locked: uv pip sync and the copy of nssm.exe
+    would fail under running agents. They are stopped first when the pinned set (a new
+    wheelhouse), uv.exe or nssm.exe, or the Python the venv was made from changes, and the
+    venv of another Python is made again; with nothing changed they keep running."""
+    host = deployed(2)
+    host["files"] = {rf"{HOME}\venv\pyvenv.cfg": f"home = {python_home}\r\nversion_info = 3.12.7\r\n"}
+    calls = windows.play("deploy.yml", host=host)
+    wheels = next(
+        c["args"]["path"]
+        for c in calls
+        if c["module"] == "ansible.windows.win_file" and "\\wheels\\cp312-" in c["args"]["path"]
+    )
+    if pinned_set_same:  # the wheelhouse is unpacked there already, with the same tools
+        host["paths"] += [wheels, wheels + r"\uv.exe", wheels + r"\nssm.exe"]
+        calls = windows.play("deploy.yml", host=host)
+    assert not [c for c in calls if "failed" in c or "refused" in c]
+    stops = [a["name"] for a in calls_of(calls, "ansible.windows.win_service") if a.get("state") == "stopped"]
+    removed = [a["path"] for a in calls_of(calls, "ansible.windows.win_file") if a.get("state") == "absent"]
+    assert stops == (["wandb-agent-1", "wandb-agent-2"] if stopped else [])
+    assert (rf"{HOME}\venv" in removed) == python_home.endswith("Python311")
+    sync = next(
+        a["argv"] for a in calls_of(calls, "ansible.windows.win_command") if a["argv"][1:3] == ["pip", "sync"]
+    )
+    assert "--compile-bytecode" in sync  # the agents' accounts cannot write __pycache__
+    if stopped:
+        assert _before(calls, '"state": "stopped"', '"sync"')

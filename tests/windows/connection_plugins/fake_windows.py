@@ -4,16 +4,25 @@ Ansible prepares every PowerShell module call exactly as for a real Windows host
 lookup, argument templating, the exec wrapper's manifest); this connection reads the
 manifest instead of sending it, checks the module's arguments against the module's own
 documentation (unknown options, types, choices, required ones: what Ansible.Basic refuses
-on the host), records the call and answers as a fresh Windows 11 host would in check mode.
+on the host), records the call and answers as a Windows 11 host would in check mode.
 Modules that do not support check mode are skipped, as on a real host.
+
+The host has the paths and services named in the JSON file SWEEP_FLEET_FAKE_WINDOWS_STATE
+({"paths": [...], "services": {"name": "started|stopped"}}; without it, a fresh host:
+Python installed, nothing of sweep-fleet). Check mode creates nothing, so they stay as they
+are for the whole run, and the modules' own refusals are answered from them: win_acl and
+win_acl_inheritance on a missing path, a grant to the virtual account of a missing service,
+win_service on a missing service without ``path``, win_copy from a missing remote ``src``.
 
 The record (one JSON object per call: module, args, check_mode) goes to the file named by
 SWEEP_FLEET_FAKE_WINDOWS_LOG. What a module would do on the host is not run: this proves
-that every task, variable and branch of the Windows path is evaluated and well-formed.
+that every task, variable and branch of the Windows path is evaluated and well-formed, and
+which calls would reach a fresh or a deployed host.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -52,6 +61,40 @@ FACTS = {
 }
 # What the wheelhouse's probe prints on a Windows host with Python 3.12 installed.
 PROBE = {"system": "Windows", "machine": "AMD64", "python": "3.12", "libc": ["", ""]}
+FRESH = {"paths": ["C:\\ProgramData", r"C:\Program Files\Python312\python.exe"], "services": {}}
+
+
+def host_state() -> dict:
+    """The paths (case-insensitive, as NTFS) and services the host has."""
+    path = os.environ.get("SWEEP_FLEET_FAKE_WINDOWS_STATE")
+    state = json.loads(Path(path).read_text()) if path else FRESH
+    paths = {_norm(p) for p in state.get("paths", [])}
+    files = {_norm(k): v for k, v in state.get("files", {}).items()}
+    services = {k.lower(): v for k, v in state.get("services", {}).items()}
+    python = str(state.get("python") or PROBE["python"])  # the installed Python's version
+    return {"paths": paths | set(files), "files": files, "services": services, "python": python}
+
+
+def _norm(path: str) -> str:
+    return str(path).replace("/", "\\").rstrip("\\").lower()
+
+
+def refusal(module: str, args: dict, state: dict) -> str | None:
+    """What the module itself would fail with on this host (its own messages), or None."""
+    short = module.rsplit(".", 1)[-1]
+    paths, services = state["paths"], state["services"]
+    if short in ("win_acl", "win_acl_inheritance") and _norm(args["path"]) not in paths:
+        return f"{args['path']} file or directory does not exist on the host"
+    user = str(args.get("user") or "")
+    account = user.split("\\", 1)[1].lower() if user.lower().startswith("nt service\\") else None
+    if short == "win_acl" and account is not None and account not in services:
+        return f"{user} is not a valid user or group on the host machine or domain"
+    creates = args.get("state") == "absent" or args.get("path")
+    if short == "win_service" and not creates and args["name"].lower() not in services:
+        return f"Service '{args['name']}' is not installed, need to set 'path' to create a new service"
+    if short == "win_copy" and args.get("_copy_mode") == "remote" and _norm(args["src"]) not in paths:
+        return f"Cannot copy src file: '{args['src']}' as it does not exist"
+    return None
 
 
 def _spec(options: dict) -> dict:
@@ -166,17 +209,48 @@ class Connection(ConnectionBase):
                 return {"failed": True, "msg": f"{module} refuses its arguments: {problems}"}
         if check_mode and not supports_check_mode(module):
             return {"skipped": True, "changed": False, "msg": "remote module does not support check mode"}
+        state = host_state()
+        refused = refusal(module, own, state)
+        if refused:
+            self._record({"module": module, "failed": refused})
+            return {"failed": True, "msg": refused}
         short = module.rsplit(".", 1)[-1]
         if short == "setup":
             return {"ansible_facts": {f"ansible_{k}": v for k, v in FACTS.items()}, "changed": False}
+        if short == "slurp":
+            path = _norm(own["src"])
+            if path not in state["paths"]:
+                return {"failed": True, "msg": f"Path {own['src']} is not found"}
+            text = state["files"].get(path, "").encode()
+            return {"changed": False, "content": base64.b64encode(text).decode(), "encoding": "base64"}
+        if short == "win_stat":
+            return {"changed": False, "stat": {"exists": _norm(own["path"]) in state["paths"]}}
         if short == "win_service_info":
-            return {"changed": False, "exists": False, "services": []}
-        if short == "win_stat":  # a fresh host: nothing there yet
-            return {"changed": False, "stat": {"exists": False}}
+            pattern = re.compile(re.escape(str(own.get("name") or "*")).replace(r"\*", ".*") + "$", re.I)
+            found = [
+                {"name": name, "state": status, "start_mode": "delayed"}
+                for name, status in sorted(state["services"].items())
+                if pattern.match(name)
+            ]
+            return {"changed": False, "exists": bool(found), "services": found}
+        if short == "win_service":
+            known = own["name"].lower() in state["services"]
+            return {"changed": own.get("state") != "absent" or known, "exists": known}
+        if short == "win_copy" and own.get("_copy_mode") == "remote":
+            src, dest = _norm(own["src"]), _norm(own["dest"])
+            same = dest in state["paths"] and state["files"].get(src) == state["files"].get(dest)
+            return {"changed": not same}
+        if short == "win_file" and own.get("state") in ("directory", "absent"):
+            there = _norm(own["path"]) in state["paths"]
+            return {"changed": there == (own["state"] == "absent")}
         if short == "win_find":
             return {"changed": False, "examined": 0, "matched": 0, "files": []}
         if short == "win_command":
             argv = own.get("argv") or []
+            if len(argv) == 3 and argv[1] == "-c" and _norm(argv[0]) not in state["paths"]:
+                return {"failed": True, "rc": 2, "msg": "The system cannot find the file specified"}
+            if len(argv) == 3 and argv[1] == "-c" and argv[2].startswith("import sys; print('%d.%d'"):
+                return {"changed": True, "rc": 0, "stdout": state["python"] + "\r\n", "stderr": ""}
             if len(argv) == 3 and argv[1] == "-c" and "platform.machine()" in argv[2]:
                 return {"changed": False, "rc": 0, "stdout": json.dumps(PROBE) + "\r\n", "stderr": ""}
             return {"changed": True, "rc": 0, "stdout": "", "stderr": ""}
