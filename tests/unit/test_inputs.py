@@ -371,3 +371,35 @@ def test_the_default_run_command_runs_the_venv_on_every_host(facts):
     assert inputs.command_problem([python, "${program}", "${args}"], facts) is None
     # python on Linux is the venv's (the unit puts its bin first on PATH): allowed there
     assert inputs.command_problem(["${env}", "python", "${program}"], LINUX_FACTS) is None
+
+
+@pytest.mark.parametrize(
+    ("rc", "stdout", "message"),
+    [
+        (2, "", "does not run there"),
+        (0, "3.9\r\n", "is Python 3.9, and the agents need 3.10 to 3.14"),
+        (0, "2.7\r\n", "is Python 2.7"),
+        (0, "", "is Python ?"),
+        (0, "3.12\r\n", None),
+    ],
+)
+def test_a_windows_hosts_python_is_one_the_agents_can_use(rc, stdout, message):
+    path = r"C:\Program Files\Python39\python.exe"
+    problem = inputs.windows_python_problem(path, rc, stdout)
+    if message is None:
+        assert problem is None
+    else:
+        assert message in problem and "wandb_runtime_windows_python" in problem
+        assert "winget install --scope machine" in problem
+
+
+def test_the_windows_python_range_starts_at_the_pinned_wandbs_requires_python():
+    import importlib.metadata
+
+    defaults = yaml.safe_load((REPO / "roles" / "wandb_runtime" / "defaults" / "main.yml").read_text())
+    meta = importlib.metadata.metadata("wandb")
+    assert meta["Version"] == defaults["wandb_runtime_wandb_version"], "the controller's wandb is the hosts'"
+    assert meta["Requires-Python"] == f">=3.{inputs.WINDOWS_PYTHON_MINORS[0]}"
+    first, last = inputs.WINDOWS_PYTHON_MINORS[0], inputs.WINDOWS_PYTHON_MINORS[-1]
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"The host needs Python 3.{first} to 3.{last} installed" in readme, "the README says the range"

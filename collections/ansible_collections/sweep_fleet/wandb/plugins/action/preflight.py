@@ -109,6 +109,15 @@ class ActionModule(ActionBase):
             problems = [inputs.platform_problem(facts, values, runs_agents=runs_agents)]
             if args.get("sweep_command"):
                 problems.append(inputs.command_problem(list(args["sweep_command"]), facts))
+            if isinstance(args.get("windows_python"), dict) and "rc" in args["windows_python"]:
+                probe = args["windows_python"]
+                problems.append(
+                    inputs.windows_python_problem(
+                        values.get("wandb_runtime_windows_python"),
+                        probe["rc"],
+                        str(probe.get("stdout") or ""),
+                    )
+                )
             result.update(changed=False, problems=[p for p in problems if p], index_checks=[])
             return self._finish(result, bool(args.get("collect")))
         entries = dict(str(r).partition(":")[::2] for r in args.get("roles") or [])
@@ -118,6 +127,10 @@ class ActionModule(ActionBase):
         entries = {role: entry or "main" for role, entry in entries.items()}
         problems, checks, command = self._check(entries, list(args.get("require") or []), task_vars)
         result.update(changed=False, problems=problems, index_checks=checks, sweep_command=command)
+        if "wandb_runtime" in entries:  # Windows hosts' Python, whose version the hosts tell
+            result["windows_python"] = self._values(("wandb_runtime_windows_python",), task_vars).get(
+                "wandb_runtime_windows_python"
+            )
         return self._finish(result, bool(args.get("collect")))
 
     def _finish(self, result: dict, collect: bool) -> dict:

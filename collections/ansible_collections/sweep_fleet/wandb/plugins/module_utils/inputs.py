@@ -711,6 +711,31 @@ def resolver_problem(facts: dict, allow: list) -> str | None:
     return None
 
 
+# The CPython versions Windows hosts may have installed: wandb 0.31's Requires-Python is
+# >=3.10 (tests/unit/test_inputs.py checks it against the pinned wandb), up to the newest
+# the project tests.
+WINDOWS_PYTHON_MINORS = range(10, 15)
+WINDOWS_PYTHON_FIX = (
+    "install Python for all users, e.g. winget install --scope machine --id Python.Python.3.12, "
+    "and give its python.exe as wandb_runtime_windows_python"
+)
+
+
+def windows_python_problem(path: object, rc: int, stdout: str) -> str | None:
+    """Whether the Python at wandb_runtime_windows_python runs and is a version the agents
+    can use, from what it printed for ``'%d.%d' % sys.version_info[:2]``."""
+    if rc != 0:
+        return f"Windows host: wandb_runtime_windows_python {path!r} does not run there: {WINDOWS_PYTHON_FIX}"
+    match = re.match(r"^3\.([0-9]+)$", stdout.strip())
+    if not match or int(match.group(1)) not in WINDOWS_PYTHON_MINORS:
+        first, last = WINDOWS_PYTHON_MINORS[0], WINDOWS_PYTHON_MINORS[-1]
+        return (
+            f"Windows host: wandb_runtime_windows_python {path!r} is Python {stdout.strip() or '?'}, and "
+            f"the agents need 3.{first} to 3.{last}: {WINDOWS_PYTHON_FIX}"
+        )
+    return None
+
+
 def windows_problem(facts: dict, values: dict) -> str | None:
     """What keeps a Windows host from the Windows path, one message for all of it."""
     found = []

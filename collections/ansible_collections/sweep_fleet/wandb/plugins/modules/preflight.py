@@ -46,6 +46,12 @@ options:
         bare C(python); a Linux host cannot run a Windows path).
     type: list
     elements: str
+  windows_python:
+    description:
+      - With O(platform), what a Windows host's Python at C(wandb_runtime_windows_python) printed
+        for its version (the registered result of running it, with C(rc) and C(stdout)); one that
+        does not run, or is outside the versions the agents can use, is a problem.
+    type: dict
   collect:
     description: Return the problems instead of failing (for O(report) to gather them).
     type: bool
@@ -88,4 +94,13 @@ index_checks:
   type: list
   elements: dict
   returned: when O(roles) is given
+sweep_command:
+  description: The rendered sweep config's run command (for the O(platform) check).
+  type: list
+  elements: str
+  returned: when O(roles) renders a sweep config
+windows_python:
+  description: The C(wandb_runtime_windows_python) a Windows host is asked for its version.
+  type: str
+  returned: when O(roles) names the runtime role
 """
