@@ -249,10 +249,15 @@ def test_no_secret_in_processes_journal_units_or_readable_files(site):
 
 def test_every_playbook_shows_no_secret(site):
     sweep = the_sweep(site, "trust-grid")
+    # Pausing needs a sweep still going, and the grid's may have finished by now: one of its
+    # own, which no agent runs.
+    going = site.standin.create_sweep(
+        {"program": "main.py", "method": "grid", "parameters": {"x": {"values": [1, 2]}}}, project="trust"
+    )
     runs = [
         ("playbooks/status.yml",),
-        ("playbooks/sweep.yml", "-e", "wandb_sweep_action=pause"),
-        ("playbooks/sweep.yml", "-e", "wandb_sweep_action=resume"),
+        ("playbooks/sweep.yml", "-e", "wandb_sweep_action=pause", "-e", f"wandb_sweep_id={going.path}"),
+        ("playbooks/sweep.yml", "-e", "wandb_sweep_action=resume", "-e", f"wandb_sweep_id={going.path}"),
         ("playbooks/stop.yml", "-e", "wandb_agent_stop_mode=preempt"),
         ("playbooks/start.yml",),
         ("playbooks/update.yml", "-e", "wandb_agent_stop_mode=preempt", "-e", "sweep_fleet_serial=2"),
@@ -260,6 +265,8 @@ def test_every_playbook_shows_no_secret(site):
     for playbook, *args in runs:
         result = site.play(playbook, *args, "-vvv", "--diff")
         assert site.leaks(result.stdout + result.stderr) == [], playbook
+        if "wandb_sweep_action=pause" in args:
+            assert site.standin.sweep(going.id).state == "PAUSED"
     # Leave the fleet idle and steady for the bad-input table (the sweep may have finished).
     if sweep.state not in ("FINISHED", "CANCELED"):
         site.standin.set_state(sweep.id, "CANCELED")

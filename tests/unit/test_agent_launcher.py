@@ -415,11 +415,14 @@ def test_an_agent_whose_runs_all_fail_gives_up_and_is_not_restarted(standin, tmp
     )
     assert proc.returncode == launcher.EXIT_FAILING, proc.stderr[-3000:]
     assert "the agent failed: 2 failed runs in a row" in proc.stderr
-    # The runs died before wandb.init(): W&B has no exit code from them and marks them
-    # crashed once their agent stops reporting (the second one still looks running here).
+    # The runs died before wandb.init(): W&B has no word from them, so they stay pending
+    # until its stale timeout, and are crashed then, never finished.
     runs = standin.records(sweep.id)
     assert [r["params"]["x"] for r in runs] == [1, 2], runs
-    assert runs[0]["state"] == "crashed" and not [r for r in runs if r["state"] == "finished"], runs
+    assert [r["state"] for r in runs] == ["pending", "pending"], runs
+    later = time.time() + standin.run_timeout + 1
+    standin.clock = lambda: later
+    assert [r["state"] for r in standin.records(sweep.id)] == ["crashed", "crashed"]
     last = f"{standin.entity}/p/{runs[1]['run_id']}"
     assert f"2 failed runs in a row, the last {last}, while sweep" in proc.stderr
     assert standin.sweep(sweep.id).state == "RUNNING"  # four values left for the other hosts

@@ -625,7 +625,7 @@ def test_real_agent_runs_a_small_grid(server, tmp_path):
 
 
 @pytest.mark.integration
-def test_real_runs_that_fail_before_init_or_after_are_never_finished(server, tmp_path):
+def test_real_runs_that_fail_before_init_or_after_are_never_finished(server, clock, tmp_path):
     """(was forgiving) An ImportError before wandb.init() was recorded as finished."""
     write_program(
         tmp_path,
@@ -633,6 +633,10 @@ def test_real_runs_that_fail_before_init_or_after_are_never_finished(server, tmp
         "run = wandb.init()\nrun.finish(exit_code=3)\nsys.exit(3)\n",
     )
     sweep_path = create_and_run(server, tmp_path, "--count", "2")
+    states = {r["params"]["x"]: (r["state"], r["exitcode"]) for r in server.records(sweep_path)}
+    # The first never reported (no wandb.init()): pending until W&B's stale timeout, then crashed.
+    assert states == {1: ("pending", None), 2: ("failed", 3)}, states
+    clock.advance(server.run_timeout + 1)
     states = {r["params"]["x"]: (r["state"], r["exitcode"]) for r in server.records(sweep_path)}
     assert states == {1: ("crashed", None), 2: ("failed", 3)}, states
 

@@ -212,28 +212,18 @@ def test_progress_counts_runs_by_state_and_the_grid_size(server, tmp_path):
     created = sweep_task(server, tmp_path, config=config, project="p")
     assert (created["run_count"], created["run_count_expected"], created["runs_by_state"]) == (0, 3, {})
     sweep = server.sweep(created["sweep_id"])
-    server.assignments.append(
-        Assignment(
-            sweep=sweep.path,
-            run_id="r1",
-            params={"lr": 0.1},
-            agent_id="a",
-            agent_host="h",
-            start=0,
-            state="running",
+    for run_id, lr, state in (("r1", 0.1, "running"), ("r2", 0.01, "finished")):
+        server.assignments.append(
+            Assignment(
+                sweep=sweep.path,
+                run_id=run_id,
+                params={"lr": lr},
+                agent_id="a",
+                agent_host="h",
+                start=0,
+                state=state,
+            )
         )
-    )
-    server.assignments.append(
-        Assignment(
-            sweep=sweep.path,
-            run_id="r2",
-            params={"lr": 0.01},
-            agent_id="a",
-            agent_host="h",
-            start=0,
-            state="finished",
-        )
-    )
     # Found by its config (the project's sweep list carries no runs) and by its ID.
     for args in ({"config": config, "project": "p"}, {"sweep_id": sweep.path}):
         result = sweep_task(server, tmp_path, **args)
