@@ -18,7 +18,7 @@ help:
 	@echo "make demo       local fleet + W&B stand-in + the 12-shard sweep, printing who ran what"
 	@echo "make demo-down  remove the demo's hosts, its W&B stand-in and inventory/demo"
 	@echo "make test       bootstrap, lint, unit tests, fleet tests (the whole suite, as CI runs it)"
-	@echo "make check      lint and the fast unit tests: the inner loop, about a minute"
+	@echo "make check      lint and the fast unit tests: the inner loop, about two minutes"
 	@echo "make lint       yamllint, ansible-lint, ruff, ansible-test sanity"
 	@echo "make bench      deploy.yml against a hand-written baseline, 1 to 12 hosts (not in make test)"
 
