@@ -184,8 +184,10 @@ class Site:
         assert not [r for r in records if r["state"] in ("running", "pending")], records
 
     def wait_agents_down(self, sweep, failed: tuple[str, ...] = ()) -> None:
-        """Each agent learns of the end at its next heartbeat and ends well (those of the
-        hosts in ``failed`` had failed before: they stay so)."""
+        """Each agent learns of the end at its next heartbeat and ends well, without a
+        restart since the sweep ended (a launcher that failed and was restarted into a
+        clean end would also be inactive now); those of the hosts in ``failed`` had failed
+        before: they stay so."""
         for host in self.hosts:
             wanted = "failed" if host.name in failed else "inactive"
             wait_until(
@@ -193,6 +195,13 @@ class Site:
                 timeout=90,
                 what=f"{host.name}'s agent to end with the sweep ({wanted})",
             )
+            if wanted == "inactive":
+                restarts = self.sh(
+                    host,
+                    f"sudo journalctl -u 'wandb-agent@*' --since @{int(sweep.updated)} -o cat"
+                    " | grep -c 'Scheduled restart job' || true",
+                ).strip()
+                assert restarts == "0", f"{host.name}'s agent was restarted after the sweep ended"
 
 
 @pytest.fixture(scope="module")
