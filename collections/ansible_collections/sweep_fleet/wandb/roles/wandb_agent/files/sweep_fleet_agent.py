@@ -371,7 +371,6 @@ class Supervisor:
         self.argv = argv
         self.min_free_mb = min_free_mb
         self.disk_full: str | None = None  # why no new run is taken: the disk is (nearly) full
-        self._disk_checked = 0.0
         self.term_timeout = term_timeout
         self.stop_file = stop_file
         self.agent: subprocess.Popen | None = None
@@ -385,26 +384,31 @@ class Supervisor:
         self._started = time.time()
         self.relink = None  # (code, work, stamp): link the code again when the stamp changes
         self._stamp_seen: float | None = None
-        self._stamp_checked: float | None = None  # None: not looked at yet
         self._agent_pid: int | None = None  # Windows: the agent behind the venv's redirector
         self.logs: tuple[str, int] | None = None  # Windows: (log dir, rotated logs to keep)
-        self._pruned: float | None = None
+        self._last_check: dict[str, float] = {}  # periodic checks: when each last ran
+
+    def _due(self, check: str, every: float) -> bool:
+        """Whether the periodic ``check`` runs now: at once the first time, then every
+        ``every`` seconds."""
+        now = time.monotonic()
+        last = self._last_check.get(check)
+        if last is not None and now < last + every:
+            return False
+        self._last_check[check] = now
+        return True
 
     def _prune_logs(self) -> None:
-        now = time.monotonic()
-        if not self.logs or (self._pruned is not None and now < self._pruned + PRUNE_SECONDS):
+        if not self.logs or not self._due("logs", PRUNE_SECONDS):
             return
-        self._pruned = now
         removed = prune_logs(*self.logs)
         if removed:
             log(f"removed {len(removed)} rotated logs beyond the newest {self.logs[1]}")
 
     def _watch_code(self) -> None:
-        now = time.monotonic()
-        if not self.relink or (self._stamp_checked is not None and now < self._stamp_checked + 10):
+        first = "code" not in self._last_check
+        if not self.relink or not self._due("code", 10):
             return
-        first = self._stamp_checked is None
-        self._stamp_checked = now
         code, work, stamp = self.relink
         try:
             seen = os.stat(stamp).st_mtime
@@ -421,10 +425,8 @@ class Supervisor:
         self._stamp_seen = seen
 
     def _watch_disk(self) -> None:
-        now = time.monotonic()
-        if self.disk_full or not self.min_free_mb or now < self._disk_checked + DISK_CHECK_SECONDS:
+        if self.disk_full or not self.min_free_mb or not self._due("disk", DISK_CHECK_SECONDS):
             return
-        self._disk_checked = now
         self.disk_full = disk_short(Path.cwd(), self.min_free_mb)
         if self.disk_full:
             log(f"error: {self.disk_full}: the agent takes no new run")
