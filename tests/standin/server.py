@@ -193,6 +193,7 @@ class Assignment:
     vanished: float | None = None
     # Deleted by a user (delete_runs, deleteRun): gone from W&B, kept here for the tests.
     deleted: bool = False
+    deleted_at: float | None = None
 
 
 @dataclass
@@ -222,6 +223,11 @@ class Sweep:
     summaries: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     expected: int | None = None
+    description: str | None = None
+    # The runs added at creation (priorRunsFilters), by name: they are this sweep's runs too.
+    prior: list = field(default_factory=list)
+    # When the sweep was last resumed after it had finished (FINISHED -> RUNNING).
+    resumed_after_finish: float | None = None
 
     @property
     def path(self) -> str:
@@ -285,11 +291,20 @@ class StandIn:
         run_timeout: float = STALE_SECONDS,
         version: str = "current",
         clock=time.time,
+        reschedule_deleted: bool = True,
     ):
         self.bind = (host, port)
         # A run that nobody reports on for this long has crashed (W&B's stale timeout).
         self.run_timeout = run_timeout
         self.clock = clock
+        # W&B documents re-running a grid's crashed values only after the grid completed:
+        # delete the runs, then resume ("How do I rerun a grid search?",
+        # https://docs.wandb.ai/support/models/articles/how-do-i-rerun-a-grid-search). A run
+        # deleted before that is not handed out again (wandb/wandb#4713: "you cleared the
+        # sweep queue of that config"; wandb/wandb#2980); here it is handed out again only
+        # after the sweep has finished and been resumed since the deletion. False: never,
+        # what users report of deleted runs (wandb/wandb#2980).
+        self.reschedule_deleted = reschedule_deleted
         self.api_key = api_key
         # Further keys the server takes (a user may have several, e.g. a local- key of a
         # self-hosted server next to a cloud one).
@@ -537,10 +552,10 @@ class StandIn:
     def _delete_run(self, sweep: Sweep, run_id: str) -> None:
         """W&B forgets the run; the tests still see its attempts, flagged ``deleted``."""
         for a in self.assignments:
-            if a.sweep == sweep.path and a.run_id == run_id:
+            if a.sweep == sweep.path and a.run_id == run_id and not a.deleted:
                 a.deleted = True
+                a.deleted_at = self.clock()
         self.runs.pop((sweep.entity, sweep.project, run_id), None)
-        sweep.requeue = deque(a for a in sweep.requeue if a.run_id != run_id)
         sweep.requeue = deque(a for a in sweep.requeue if a.run_id != run_id)
 
     def set_state(self, sweep: str, state: str) -> None:
@@ -557,6 +572,8 @@ class StandIn:
             raise ServiceError(
                 f"Sweep {sweep.path} is {sweep.state.lower()}: it cannot become {state.lower()}", 400
             )
+        if sweep.state == "FINISHED" and state == "RUNNING":
+            sweep.resumed_after_finish = self.clock()
         sweep.state = state
         sweep.updated = self.clock()
         if state == "CANCELED":
@@ -647,7 +664,10 @@ class StandIn:
             raise ServiceError(f"Invalid sweep config: not YAML: {exc}", 400) from exc
         if not isinstance(config, dict):
             raise ServiceError("Invalid sweep config: it must be a mapping", 400)
+        prior = self._prior_filter(entity, project, data.get("priorRunsFilters"))
         sweep = self.create_sweep(config, entity=entity, project=project)
+        sweep.description = data.get("description")
+        sweep.prior = prior
         if data.get("state"):
             self._change_state(sweep, data["state"].upper())
         log.info("stand-in: created sweep %s", sweep.path)
@@ -656,6 +676,33 @@ class StandIn:
             "inserted": True,
             "configValidationWarnings": sweep.warnings,
         }
+
+    def _prior_filter(self, entity: str, project: str, filters) -> list[str]:
+        """The runs priorRunsFilters names: wandb sends {"$or": [{"name": RUN}, ...]}
+        (wandb.sweep(prior_runs=...), "The run IDs of existing runs to add to this sweep",
+        https://docs.wandb.ai/ref/python/functions/sweep). W&B applies any MongoDB-style
+        filter; the model applies only this form and refuses the rest. Names that match no
+        run of the project match nothing, as a filter does."""
+        if not filters:
+            return []
+        try:
+            wanted = json.loads(filters) if isinstance(filters, str) else filters
+        except ValueError as exc:
+            raise ServiceError(f"priorRunsFilters is not JSON: {exc}", 400) from exc
+        terms = wanted.get("$or") if isinstance(wanted, dict) and set(wanted) == {"$or"} else None
+        if not isinstance(terms, list) or not all(
+            isinstance(t, dict) and set(t) == {"name"} and isinstance(t["name"], str) for t in terms
+        ):
+            raise ServiceError('stand-in: priorRunsFilters applies only {"$or": [{"name": RUN}, ...]}', 400)
+        known = {name for (e, p, name) in self.runs if (e, p) == (entity, project)}
+        for sweep in self.sweeps.values():
+            if (sweep.entity, sweep.project) == (entity, project):
+                known |= {a.run_id for a in self._latest_assignments(sweep)}
+        names = []
+        for term in terms:
+            if term["name"] in known and term["name"] not in names:
+                names.append(term["name"])
+        return names
 
     def create_agent(self, data: dict) -> dict:
         entity = data.get("entityName") or self.entity
@@ -800,16 +847,50 @@ class StandIn:
         self.assignments.append(assignment)
         return assignment
 
+    def _taken_by_deleted(self, sweep: Sweep, a: Assignment) -> bool:
+        """Whether a deleted run's value still counts as done for the sweep's search."""
+        resumed = sweep.resumed_after_finish
+        rescheduled = self.reschedule_deleted and resumed is not None and resumed >= (a.deleted_at or 0)
+        return not rescheduled
+
+    def prior_runs(self, sweep: Sweep) -> list[tuple[str, str, dict]]:
+        """The runs added at creation (priorRunsFilters): (name, state, params), as they are now."""
+        found = []
+        for name in sweep.prior:
+            latest = None
+            for a in self.assignments:
+                if a.run_id == name and a.sweep.startswith(f"{sweep.entity}/{sweep.project}/") and not a.deleted:
+                    latest = a
+            run = self.runs.get((sweep.entity, sweep.project, name))
+            if latest is not None:
+                found.append((name, latest.state, dict(latest.params)))
+            elif run is not None:
+                try:
+                    config = json.loads(run.config or "{}")
+                except ValueError:
+                    config = {}
+                params = {k: v.get("value") for k, v in config.items() if isinstance(v, dict)}
+                found.append((name, "running", params))
+        return found
+
     def _suggest(self, sweep: Sweep):
         runs = []
-        for a in self._latest_assignments(sweep):
-            state = a.state if a.state in sweeps.RunState.__members__ else "running"
+        latest = self._latest_assignments(sweep)
+        deleted: dict[str, Assignment] = {}
+        for a in self.assignments:
+            if a.sweep == sweep.path and a.deleted and self._taken_by_deleted(sweep, a):
+                deleted[a.run_id] = a
+        own = [(a.run_id, a.state, a.params) for a in [*latest, *deleted.values()]]
+        mine = {name for name, _state, _params in own}
+        prior = [entry for entry in self.prior_runs(sweep) if entry[0] not in mine]
+        for name, state, params in [*own, *prior]:
+            state = state if state in sweeps.RunState.__members__ else "running"
             runs.append(
                 sweeps.SweepRun(
-                    name=a.run_id,
+                    name=name,
                     state=state,
-                    config={k: {"value": v} for k, v in a.params.items()},
-                    summaryMetrics=sweep.summaries.get(a.run_id, {}),
+                    config={k: {"value": v} for k, v in params.items()},
+                    summaryMetrics=sweep.summaries.get(name, {}),
                 )
             )
         cap = sweep.config.get("run_cap")
@@ -1049,7 +1130,7 @@ class _SweepView:
         self.displayName = sweep.config.get("name")
         self.method = sweep.config.get("method")
         self.state = sweep.state
-        self.description = sweep.config.get("description")
+        self.description = sweep.description if sweep.description is not None else sweep.config.get("description")
         self.config = sweep.config_yaml
         self.createdAt = _iso(sweep.created)
         self.updatedAt = _iso(sweep.updated)
@@ -1062,11 +1143,26 @@ class _SweepView:
         self.runCountExpected = sweep.expected
 
     def _runs(self) -> list[Run]:
-        return [
+        own = [
             r
             for r in self.s.runs.values()
             if (r.entity, r.project, r.sweep) == (self.sw.entity, self.sw.project, self.sw.id)
         ] + self._unseen()
+        return own + self._prior(exclude={r.name for r in own})
+
+    def _prior(self, exclude: set) -> list[Run]:
+        """The runs added at creation. Our choice: they stay listed by the sweep they ran in
+        too (W&B does not document whether adding a run to a sweep moves it)."""
+        added = []
+        for name, _state, params in self.s.prior_runs(self.sw):
+            if name in exclude:
+                continue
+            run = self.s.runs.get((self.sw.entity, self.sw.project, name))
+            added.append(run or Run(
+                name=name, entity=self.sw.entity, project=self.sw.project, number=unseen_number(name),
+                sweep=self.sw.id, config=json.dumps({k: {"value": v} for k, v in params.items()}),
+            ))  # fmt: skip
+        return added
 
     def _unseen(self) -> list[Run]:
         """Runs handed out whose process never reported (W&B knows them from the scheduler)."""

@@ -553,6 +553,81 @@ def test_deleted_runs_of_a_finished_grid_run_again_after_resume(server):
     assert [(r["run_id"], r["state"]) for r in records if r["deleted"]] == [(first["run_id"], "failed")]
 
 
+
+CREATE_SEEDED = """mutation UpsertSweep($config: String, $description: String, $entityName: String,
+    $projectName: String, $priorRunsFilters: JSONString) {
+  upsertSweep(input: {config: $config, description: $description, entityName: $entityName,
+                      projectName: $projectName, priorRunsFilters: $priorRunsFilters}) {
+    sweep { id name description runCount runCountExpected } } }"""
+
+
+def finish_run(server, sweep, agent: str, exitcode: int = 0) -> dict:
+    """The agent takes its next run, which ends with ``exitcode``."""
+    command = heartbeat(server, agent, {})[0]
+    upsert_run(server, sweep, command["run_id"])
+    stream(server, sweep, command["run_id"], {"complete": True, "exitcode": exitcode})
+    return command
+
+
+def seeded(server, values: list, prior: list[str], **extra) -> dict:
+    config = {**GRID, "parameters": {"x": {"values": values}}}
+    filters = json.dumps({"$or": [{"name": name} for name in prior]})
+    status, body = gql(
+        server,
+        CREATE_SEEDED,
+        {"config": yaml.safe_dump(config), "entityName": server.entity, "projectName": "p",
+         "priorRunsFilters": filters, **extra},
+    )  # fmt: skip
+    assert status == 200, body
+    return body["data"]["upsertSweep"]["sweep"]
+
+
+def test_a_sweep_seeded_with_prior_runs_never_hands_out_their_values(server):
+    """wandb.sweep(prior_runs=...): the runs are the new sweep's, and its grid skips them."""
+    old = server.create_sweep({**GRID, "parameters": {"x": {"values": [1, 2, 3, 4]}}}, project="p")
+    agent = agent_on(server, old, "h1")
+    done = [finish_run(server, old, agent) for _ in range(2)]
+    failed = finish_run(server, old, agent, exitcode=1)
+    created = seeded(server, [1, 2, 3, 4, 5, 6], [c["run_id"] for c in done], description="grown")
+    assert (created["runCount"], created["runCountExpected"], created["description"]) == (2, 6, "grown")
+    new = server.sweep(created["name"])
+    taker = agent_on(server, new, "h2")
+    handed = [finish_run(server, new, taker)["args"]["x"]["value"] for _ in range(4)]
+    assert sorted(handed) == sorted([failed["args"]["x"]["value"], 4, 5, 6])
+    assert heartbeat(server, taker, {}) == [{"type": "exit"}] and new.state == "FINISHED"
+
+
+def test_prior_runs_filters_the_model_does_not_apply_are_refused(server):
+    status, body = gql(
+        server,
+        CREATE_SEEDED,
+        {"config": yaml.safe_dump(GRID), "projectName": "p", "priorRunsFilters": '{"state": "finished"}'},
+    )
+    assert status == 400 and "priorRunsFilters" in body["errors"][0]["message"]
+    server.take_errors()
+
+
+@pytest.mark.parametrize("reschedule", [True, False])
+def test_a_run_deleted_while_the_grid_runs_is_not_handed_out_again_until_finish_and_resume(clock, reschedule):
+    """W&B: delete crashed runs after the grid completed, then resume; deleted earlier, the
+    value is not rescheduled (wandb/wandb#4713); the switch models "never" (wandb/wandb#2980)."""
+    with StandIn(api_key=TEST_API_KEY, clock=clock, reschedule_deleted=reschedule) as server:
+        sweep = server.create_sweep({**GRID, "parameters": {"x": {"values": [1, 2]}}}, project="p")
+        agent = agent_on(server, sweep, "h1")
+        failed = finish_run(server, sweep, agent, exitcode=1)
+        server.delete_runs(sweep.id, [failed["run_id"]])  # while the grid runs
+        clock.advance(1)
+        second = finish_run(server, sweep, agent)
+        assert second["args"] != failed["args"]
+        assert heartbeat(server, agent, {}) == [{"type": "exit"}] and sweep.state == "FINISHED"
+        server.set_state(sweep.id, "RUNNING")
+        again = heartbeat(server, agent_on(server, sweep, "h2"))
+        if reschedule:
+            assert again[0]["args"] == failed["args"]
+        else:
+            assert again == [{"type": "exit"}]
+
+
 # -- faults ----------------------------------------------------------------------------------
 def test_http500_fault_for_a_count(server):
     server.inject("http500", operation="Viewer", count=2)
