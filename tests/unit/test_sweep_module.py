@@ -264,8 +264,9 @@ def test_progress_pages_through_many_runs(server, tmp_path):
     )
 
 
-def test_rerun_deletes_only_crashed_and_failed_runs_and_resumes_the_sweep(server, tmp_path):
-    """W&B never runs a grid value again whose run crashed; rerun makes it (fault 10)."""
+def test_rerun_by_deletion_deletes_only_crashed_and_failed_runs_and_resumes_the_sweep(server, tmp_path):
+    """W&B never runs a grid value again whose run crashed; rerun_delete makes it as W&B documents
+    it: the grid has completed, the runs are deleted, the sweep resumed (fault 10)."""
     config = {**GRID, "parameters": {"lr": {"values": [0.1, 0.01, 0.001, 0.0001, 0.00001]}}}
     sweep = server.create_sweep(config, project="p")
     states = {"r1": "finished", "r2": "crashed", "r3": "failed", "r4": "finished", "r5": "running"}
@@ -278,10 +279,10 @@ def test_rerun_deletes_only_crashed_and_failed_runs_and_resumes_the_sweep(server
     server.set_state(sweep.path, "FINISHED")
     assert server._suggest(sweep) is None  # every value has a run: W&B hands out nothing more
     # Check mode names exactly the runs it would delete, and deletes nothing.
-    planned = sweep_task(server, tmp_path, check=True, sweep_id=sweep.path, rerun=["crashed", "failed"])
+    planned = sweep_task(server, tmp_path, check=True, sweep_id=sweep.path, rerun=True, rerun_delete=True, rerun_states=["crashed", "failed"])
     assert (planned["changed"], planned["rerun_runs"], planned["state"]) == (True, ["r2", "r3"], "RUNNING")
     assert (sweep.state, len(server._latest_assignments(sweep))) == ("FINISHED", 5)
-    done = sweep_task(server, tmp_path, sweep_id=sweep.path, rerun=["crashed", "failed"])
+    done = sweep_task(server, tmp_path, sweep_id=sweep.path, rerun=True, rerun_delete=True, rerun_states=["crashed", "failed"])
     assert (done["changed"], done["rerun_runs"], done["state"]) == (True, ["r2", "r3"], "RUNNING")
     assert done["runs_by_state"] == {"finished": 2, "running": 1}
     assert sorted(a.run_id for a in server._latest_assignments(sweep)) == ["r1", "r4", "r5"]
@@ -297,16 +298,100 @@ def test_rerun_deletes_only_crashed_and_failed_runs_and_resumes_the_sweep(server
         )  # fmt: skip
     assert sorted(again) == [0.001, 0.01] and server._suggest(sweep) is None
     # Nothing more to rerun: no change.
-    assert sweep_task(server, tmp_path, sweep_id=sweep.path, rerun=["crashed", "failed"])["changed"] is False
+    assert sweep_task(server, tmp_path, sweep_id=sweep.path, rerun=True, rerun_delete=True, rerun_states=["crashed", "failed"])["changed"] is False
 
 
-def test_rerun_of_a_cancelled_sweep_is_refused_before_any_deletion(server, tmp_path):
+@pytest.mark.parametrize("state", ["RUNNING", "CANCELED"])
+def test_rerun_by_deletion_is_refused_unless_the_grid_has_completed(server, tmp_path, state):
+    """W&B hands out a deleted run's value again only after the grid completed and resumed."""
     sweep = server.create_sweep(GRID, project="p")
     server.assignments.append(
         Assignment(sweep=sweep.path, run_id="r1", params={"lr": 0.1}, agent_id="a", agent_host="h", start=0,
                    state="crashed")
     )  # fmt: skip
-    server.set_state(sweep.path, "CANCELED")
-    result = sweep_task(server, tmp_path, sweep_id=sweep.path, rerun=["crashed"])
-    assert result["failed"] and "cannot be resumed" in result["msg"]
+    server.set_state(sweep.path, state)
+    result = sweep_task(server, tmp_path, sweep_id=sweep.path, rerun=True, rerun_delete=True, rerun_states=["crashed"])
+    assert result["failed"] and "only once a grid has completed" in result["msg"]
     assert [a.run_id for a in server._latest_assignments(sweep)] == ["r1"]
+
+
+def _runs(server, sweep, states: dict, param: str = "lr") -> None:
+    """Give ``sweep`` runs: {run id: (value, state)}."""
+    for run_id, (value, state) in states.items():
+        server.assignments.append(
+            Assignment(sweep=sweep.path, run_id=run_id, params={param: value}, agent_id="a", agent_host="h",
+                       start=0, state=state, end=None if state in ("running", "pending", "preempting") else 1)
+        )  # fmt: skip
+
+
+def _grid(values: list, **extra) -> dict:
+    return {"program": "main.py", "method": "grid", "name": "shards", "parameters": {"lr": {"values": values}}, **extra}
+
+
+def test_a_grown_grid_gets_a_successor_seeded_with_the_runs_done_or_under_way(server, tmp_path):
+    """Values finished or running are not run again; crashed and preempted ones are; the old
+    sweep is stopped once nothing of it runs; a second deploy changes nothing."""
+    first = sweep_task(server, tmp_path, config=_grid([1, 2, 3, 4, 5]), project="p")
+    old = server.sweep(first["sweep_id"])
+    _runs(server, old, {"r1": (1, "finished"), "r2": (2, "running"), "r3": (3, "crashed"), "r4": (4, "preempted")})
+    grown = _grid([1, 2, 3, 4, 5, 6, 7])
+    planned = sweep_task(server, tmp_path, check=True, config=grown, project="p")
+    assert planned["changed"] and planned["sweep_id"] is None
+    assert planned["successor"] == {"seeded": 2, "changes": ["parameters"], "values": 7, "done": 2, "to_run": 5}
+    assert planned["predecessor"] == {"sweep_path": old.path, "state": "RUNNING", "running": 1}
+    assert planned["rerun_runs"] == ["r3", "r4"] and "- 5" in planned["diff"]["before"]
+    assert len(server.sweeps) == 1, "check mode creates nothing"
+
+    made = sweep_task(server, tmp_path, config=grown, project="p")
+    assert made["created"] and made["sweep_id"] != old.id
+    new = server.sweep(made["sweep_id"])
+    assert new.prior == ["r1", "r2"] and new.description == f"sweep-fleet: successor of {old.path}"
+    assert made["predecessor"] == {"sweep_path": old.path, "state": "RUNNING", "running": 1}
+    assert old.state == "RUNNING", "a run of the old sweep is running: it is not stopped yet"
+    handed = []
+    while (suggestion := server._suggest(new)) is not None:
+        handed.append(suggestion.config["lr"]["value"])
+        _runs(server, new, {f"n{len(handed)}": (handed[-1], "running")})
+    assert sorted(handed) == [3, 4, 5, 6, 7]
+
+    again = sweep_task(server, tmp_path, config=grown, project="p")
+    assert (again["changed"], again["sweep_id"], again["predecessor"]["running"]) == (False, new.id, 1)
+    next(a for a in server.assignments if a.run_id == "r2").state = "finished"
+    last = sweep_task(server, tmp_path, config=grown, project="p")
+    assert last["sweep_id"] == new.id and last["predecessor"] == {"sweep_path": old.path, "state": "FINISHED",
+                                                                 "running": 0}  # fmt: skip
+    assert old.state == "FINISHED" and len(server.sweeps) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [({"method": "random"}, "method"), ({"metric": {"name": "acc", "goal": "maximize"}}, "metric"),
+     ({"program": "other.py"}, "program"), ({"command": ["python", "${program}"]}, "command")],
+)  # fmt: skip
+def test_a_change_a_successor_cannot_keep_is_refused_unless_replace(server, tmp_path, change, named):
+    base = _grid([1, 2], metric={"name": "loss", "goal": "minimize"}, command=["${env}", "python", "${program}"])
+    old = sweep_task(server, tmp_path, config=base, project="p")
+    refused = sweep_task(server, tmp_path, config={**base, **change}, project="p")
+    assert refused["failed"] and f"{named} " in refused["msg"] and "wandb_sweep_replace=true" in refused["msg"]
+    assert len(server.sweeps) == 1
+    fresh = sweep_task(server, tmp_path, config={**base, **change}, project="p", replace=True)
+    assert fresh["created"] and server.sweep(fresh["sweep_id"]).prior == []
+    assert server.sweep(fresh["sweep_id"]).description == f"sweep-fleet: replaces {server.sweep(old['sweep_id']).path}"
+    assert server.sweep(old["sweep_id"]).state == "FINISHED"
+
+
+def test_rerun_makes_a_successor_and_deletes_nothing_whatever_the_old_sweeps_state(server, tmp_path):
+    config = _grid([1, 2, 3])
+    old = server.sweep(sweep_task(server, tmp_path, config=config, project="p")["sweep_id"])
+    _runs(server, old, {"r1": (1, "finished"), "r2": (2, "failed"), "r3": (3, "preempting")})
+    server.set_state(old.path, "CANCELED")
+    planned = sweep_task(server, tmp_path, check=True, config=config, project="p", create=False, rerun=True)
+    assert (planned["changed"], planned["rerun_runs"], len(server.sweeps)) == (True, ["r2"], 1)
+    done = sweep_task(server, tmp_path, config=config, project="p", create=False, rerun=True)
+    new = server.sweep(done["sweep_id"])
+    assert new.prior == ["r1", "r3"] and new.description == f"sweep-fleet: rerun of {old.path}"
+    assert not any(a.deleted for a in server.assignments)
+    assert server._suggest(new).config["lr"]["value"] == 2
+    # The next deploy joins the rerun's sweep; a second rerun has nothing to run.
+    assert sweep_task(server, tmp_path, config=config, project="p")["sweep_id"] == new.id
+    assert sweep_task(server, tmp_path, config=config, project="p", create=False, rerun=True)["changed"] is False

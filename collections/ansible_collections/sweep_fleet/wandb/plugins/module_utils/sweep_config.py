@@ -364,3 +364,63 @@ def grid_size(config: dict) -> int | None:
         return size
 
     return count(config.get("parameters") or {})
+
+
+# What a sweep seeded with another's runs must share with it: the runs' values mean the same
+# only for the same search of the same program run the same way toward the same goal.
+SUCCESSOR_KEYS = ("method", "metric", "program", "command")
+
+
+def successor_problems(old: dict, new: dict) -> list[str]:
+    """Why ``new`` cannot continue ``old`` as a successor seeded with its runs (empty: it can)."""
+    problems = []
+    for key in SUCCESSOR_KEYS:
+        before, after = old.get(key), new.get(key)
+        if key == "metric":  # the same metric toward the same goal; a new target is fine
+            before = {k: v for k, v in (before or {}).items() if k in ("name", "goal")} or None
+            after = {k: v for k, v in (after or {}).items() if k in ("name", "goal")} or None
+        if json.dumps(before, sort_keys=True, default=str) != json.dumps(after, sort_keys=True, default=str):
+            problems.append(f"{key} {json.dumps(before, default=str)} -> {json.dumps(after, default=str)}")
+    return problems
+
+
+def _value_key(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def grid_points(config: dict) -> list[dict] | None:
+    """Every combination a grid sweep hands out, for a grid of top-level lists, constants and
+    integer ranges; None for other methods and other grids."""
+    if config.get("method") != "grid":
+        return None
+    axes: list[tuple[str, list]] = []
+    for name, spec in (config.get("parameters") or {}).items():
+        if not isinstance(spec, dict) or isinstance(spec.get("parameters"), dict):
+            return None
+        kind = infer_kind(spec)
+        if kind == "categorical":
+            values, seen = [], set()
+            for value in spec["values"]:
+                if _value_key(value) not in seen:
+                    seen.add(_value_key(value))
+                    values.append(value)
+        elif kind == "constant":
+            values = [spec["value"]]
+        elif kind == "int_uniform" and _integer(spec.get("min")) and _integer(spec.get("max")):
+            values = list(range(spec["min"], spec["max"] + 1))
+        else:
+            return None
+        axes.append((name, values))
+    points: list[dict] = [{}]
+    for name, values in axes:
+        points = [{**point, name: value} for point in points for value in values]
+    return points
+
+
+def points_done(points: list[dict], runs_params: list[dict]) -> int:
+    """How many of a grid's ``points`` one of the runs (their parameters) already has."""
+    if not points:
+        return 0
+    names = sorted(points[0])
+    have = {tuple(_value_key(params.get(n)) for n in names) for params in runs_params}
+    return sum(1 for point in points if tuple(_value_key(point[n]) for n in names) in have)

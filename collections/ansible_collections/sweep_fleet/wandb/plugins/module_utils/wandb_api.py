@@ -38,7 +38,7 @@ query GetSweeps($project: String!, $entity: String!, $cursor: String, $perPage: 
   project(name: $project, entityName: $entity) {
     sweeps(after: $cursor, first: $perPage) {
       pageInfo { endCursor hasNextPage }
-      edges { node { id name state config } }
+      edges { node { id name state config description createdAt } }
     }
   }
 }
@@ -67,7 +67,7 @@ query GetSweepRuns($name: String!, $project: String, $entity: String, $cursor: S
     sweep(sweepName: $name) {
       runs(first: $perPage, after: $cursor) {
         pageInfo { endCursor hasNextPage }
-        edges { node { id name state } }
+        edges { node { id name state config sweepName } }
       }
     }
   }
@@ -81,11 +81,13 @@ mutation DeleteRun($id: ID!) {
 }
 """
 
-# Creating a sweep: with the config validation warnings, and without them for older servers.
+# Creating a sweep: with the config validation warnings, and without them for older servers;
+# seeded with earlier runs as wandb.sweep(prior_runs=...) sends them (priorRunsFilters).
 UPSERT_SWEEP = """
-mutation UpsertSweep($config: String, $description: String, $entityName: String, $projectName: String) {
-  upsertSweep(input: {config: $config, description: $description,
-                      entityName: $entityName, projectName: $projectName}) {
+mutation UpsertSweep($config: String, $description: String, $entityName: String, $projectName: String,
+                     $priorRunsFilters: JSONString) {
+  upsertSweep(input: {config: $config, description: $description, entityName: $entityName,
+                      projectName: $projectName, priorRunsFilters: $priorRunsFilters}) {
     sweep { id name project { name entity { name } } }
     configValidationWarnings
   }
@@ -93,9 +95,9 @@ mutation UpsertSweep($config: String, $description: String, $entityName: String,
 """
 UPSERT_SWEEP_LEGACY = """
 mutation UpsertSweepLegacy($config: String, $description: String, $entityName: String,
-                           $projectName: String) {
-  upsertSweep(input: {config: $config, description: $description,
-                      entityName: $entityName, projectName: $projectName}) {
+                           $projectName: String, $priorRunsFilters: JSONString) {
+  upsertSweep(input: {config: $config, description: $description, entityName: $entityName,
+                      projectName: $projectName, priorRunsFilters: $priorRunsFilters}) {
     sweep { id name project { name entity { name } } }
   }
 }
@@ -322,15 +324,24 @@ class WandbApi:
         return {**sweep, "runs": runs}
 
     def create_sweep(
-        self, entity: str, project: str, config_yaml: str, description: str | None
+        self,
+        entity: str,
+        project: str,
+        config_yaml: str,
+        description: str | None,
+        prior_runs: list[str] | None = None,
     ) -> tuple[dict, list[str]]:
         """The new sweep, and the warnings the server has about its config. Not retried: a
-        lost answer may hide a sweep that was made (the caller looks for it, then asks again)."""
+        lost answer may hide a sweep that was made (the caller looks for it, then asks again).
+        ``prior_runs`` (run names) become the new sweep's runs: its search never suggests
+        their values again."""
+        filters = json.dumps({"$or": [{"name": name} for name in prior_runs]}) if prior_runs else None
         data = self.graphql_first(
             (UPSERT_SWEEP, UPSERT_SWEEP_LEGACY),
-            {"config": config_yaml, "entityName": entity, "projectName": project, "description": description},
+            {"config": config_yaml, "entityName": entity, "projectName": project, "description": description,
+             "priorRunsFilters": filters},
             retry=False,
-        )
+        )  # fmt: skip
         return data["upsertSweep"]["sweep"], data["upsertSweep"].get("configValidationWarnings") or []
 
     def delete_run(self, run_gql_id: str) -> None:

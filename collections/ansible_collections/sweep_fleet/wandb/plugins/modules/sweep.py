@@ -11,6 +11,15 @@ short_description: Create a W&B sweep once, join an existing one, or change its 
 description:
   - Finds the sweep in the project whose config equals O(config) and creates it only when
     there is none, so that re-runs and new hosts join the same sweep.
+  - A sweep's lineage is the project's sweeps of the same name (the config's C(name)) that
+    sweep-fleet made, or any of that name when the name is not empty; its newest is the sweep
+    the fleet runs. When O(config) differs from it, the new sweep is its successor: it is
+    created seeded with the runs whose values are done or under way (finished, running,
+    pending, preempting), as C(wandb.sweep(prior_runs=...)) seeds a sweep, so that those
+    values never run again; its description names the sweep it follows. The old sweep is
+    stopped (V(FINISHED)) once none of its runs is running, by this call or a later one.
+  - A change of method, metric (name or goal), program or command cannot be a successor:
+    it fails unless O(replace).
   - With O(sweep_id), joins a sweep created elsewhere (its config is not needed).
   - O(state) can pause, resume, finish (stop) or cancel the sweep, as C(wandb sweep --pause),
     C(--resume), C(--stop) and C(--cancel) do.
@@ -47,16 +56,36 @@ options:
     default: present
   rerun:
     description:
-      - Run again the values of the sweep's runs in these states. Those runs are deleted (W&B's
-        way to re-run them) and the sweep is resumed, so that its agents take those values
-        again. Finished and running runs are never touched. Check mode lists the runs it
-        would delete (RV(rerun_runs)) and deletes nothing.
+      - Run again the values whose runs crashed, failed, were killed or preempted in a sweep
+        the fleet leaves: a successor with the same config is created, seeded with the runs
+        that are done or under way; nothing is deleted. Check mode lists the runs whose values
+        would run again (RV(rerun_runs)).
+      - With O(rerun_delete), the runs in O(rerun_states) are deleted instead and the sweep is
+        resumed, the way W&B documents for a grid that has completed (it must be V(FINISHED)).
       - W&B itself never runs a grid value again whose run crashed or failed.
+    type: bool
+    default: false
+    version_added: "0.3.0"
+  rerun_delete:
+    description: Rerun by deleting the runs in O(rerun_states) and resuming the completed sweep.
+    type: bool
+    default: false
+    version_added: "0.7.0"
+  rerun_states:
+    description: The states whose runs O(rerun_delete) deletes.
     type: list
     elements: str
     choices: [crashed, failed, killed]
-    default: []
-    version_added: "0.3.0"
+    default: [crashed, failed]
+    version_added: "0.7.0"
+  replace:
+    description:
+      - When O(config) changes what a successor must keep (method, metric, program, command),
+        create a fresh sweep (no runs seeded) that replaces the fleet's sweep, instead of
+        failing.
+    type: bool
+    default: false
+    version_added: "0.7.0"
   create:
     description:
       - Create the sweep when no sweep in the project has O(config). V(false) fails instead, for
@@ -140,12 +169,29 @@ runs_by_state:
   type: dict
   returned: when the sweep exists
 rerun_runs:
-  description: The runs deleted to run their values again (in check mode, those that would be), by name.
+  description: The runs whose values run again (deleted with O(rerun_delete)), by name.
   type: list
   elements: str
   returned: when O(rerun) is given
+predecessor:
+  description:
+    - The sweep this one follows (its description names it), with its state and how many of
+      its runs are still running; null for the first sweep of a lineage.
+  type: dict
+  returned: when the sweep exists or would be created
+successor:
+  description:
+    - For a new successor, what it takes over (V(seeded), runs) and, for a grid, how many of
+      its values are already done (V(done)) and how many will run (V(to_run)); V(changes),
+      the config's top-level keys that changed.
+  type: dict
+  returned: when a successor is or would be created
 """
 
+
+import functools  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 
@@ -156,7 +202,10 @@ except ImportError:  # pragma: no cover
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.sweep_config import (  # noqa: E402
     canonical,
     fill_distributions,
+    grid_points,
     grid_size,
+    points_done,
+    successor_problems,
     sweep_config_problems,
 )
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.wandb_api import (  # noqa: E402
@@ -203,17 +252,23 @@ def _progress(sweep: dict) -> dict:
     }
 
 
-def _create_once(api: WandbApi, entity: str, project: str, text: str, config: dict, wanted, module) -> dict:
+def _create_once(
+    api: WandbApi, entity: str, project: str, text: str, config: dict, wanted, module,
+    description: str | None = None, prior_runs: list[str] | None = None,
+) -> dict:
     """Create the sweep; when the answer is lost in an outage, look for it before asking
     again, so that a retry never makes a second sweep."""
     backoff = api.backoff()
     while True:
         try:
-            created, warnings = api.create_sweep(entity, project, text, config.get("description"))
+            created, warnings = api.create_sweep(entity, project, text, description, prior_runs)
         except WandbApiError as err:
             if not (err.transient and backoff.wait()):
                 raise
-            found = [s for s in api.sweeps(entity, project) if canonical(_load(s.get("config"))) == wanted]
+            found = [
+                s for s in api.sweeps(entity, project)
+                if canonical(_load(s.get("config"))) == wanted and (s.get("description") or "") == (description or "")
+            ]  # fmt: skip
             if found:
                 return api.sweep(entity, project, found[0]["name"]) or found[0]
             continue
@@ -221,6 +276,138 @@ def _create_once(api: WandbApi, entity: str, project: str, text: str, config: di
             module.warn(f"W&B warns about the sweep config: {warning}")
         fallback = {"name": created["name"], "id": created.get("id")}
         return api.sweep(entity, project, created["name"]) or fallback
+
+
+# The line sweep-fleet adds to the description of each sweep it makes: its lineage.
+MARK = "sweep-fleet:"
+FOLLOWS_RE = re.compile(r"^sweep-fleet: (?:successor of|rerun of|replaces) (\S+)", re.MULTILINE)
+# Runs whose values are done or under way: a successor is seeded with them. Crashed, failed,
+# killed and preempted ones run again (a preempted run is requeued only to the agents of the
+# sweep it ran in, which the fleet leaves).
+SEED_STATES = ("finished", "running", "pending", "preempting")
+UNDER_WAY = ("running", "pending", "preempting")
+OPEN_STATES = ("RUNNING", "PAUSED", "PENDING")
+
+
+def _description(config: dict, line: str) -> str:
+    own = (config.get("description") or "").strip()
+    return f"{own}\n\n{MARK} {line}" if own else f"{MARK} {line}"
+
+
+def _follows(sweep: dict) -> str | None:
+    match = FOLLOWS_RE.search(sweep.get("description") or "")
+    return match.group(1) if match else None
+
+
+def _lineage(sweeps: list[dict], config: dict) -> list[dict]:
+    """The project's sweeps of this config's name that the fleet may have run: made by
+    sweep-fleet, or of a name that is not empty."""
+    name = config.get("name")
+    return [
+        s for s in sweeps
+        if _load(s.get("config")).get("name") == name and (name or MARK in (s.get("description") or ""))
+    ]  # fmt: skip
+
+
+def _head(candidates: list[dict]) -> dict:
+    """The newest sweep of a lineage (on a tie, one no other names as its predecessor)."""
+    followed = {(_follows(s) or "").rsplit("/", 1)[-1] for s in candidates}
+    return max(candidates, key=lambda s: (s.get("createdAt") or "", s.get("name") not in followed))
+
+
+def _params(run: dict) -> dict:
+    try:
+        config = json.loads(run.get("config") or "{}")
+    except (TypeError, ValueError):
+        return {}
+    if not isinstance(config, dict):
+        return {}
+    return {k: v.get("value") if isinstance(v, dict) else v for k, v in config.items() if not k.startswith("_")}
+
+
+def _split_runs(runs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(runs a successor is seeded with, runs whose values run again)."""
+    seeds = [r for r in runs if (r.get("state") or "").lower() in SEED_STATES]
+    again = [r for r in runs if (r.get("state") or "").lower() not in SEED_STATES]
+    return seeds, again
+
+
+def _plan(config: dict, seeds: list[dict], old_config: dict) -> dict:
+    points = grid_points(config)
+    plan = {
+        "seeded": len(seeds),
+        "changes": sorted(k for k in set(config) | set(old_config) if config.get(k) != old_config.get(k)),
+    }
+    if points is not None:
+        done = points_done(points, [_params(r) for r in seeds])
+        plan.update(values=len(points), done=done, to_run=len(points) - done)
+    return plan
+
+
+def _running(sweep: dict) -> int:
+    return sum(1 for r in sweep.get("runs") or [] if (r.get("state") or "").lower() in UNDER_WAY)
+
+
+def _finish_if_idle(api: WandbApi, entity: str, project: str, sweep: dict, check: bool) -> dict:
+    """Stop a sweep the fleet has left once none of its runs is running: (state, running)."""
+    state = (sweep.get("state") or "RUNNING").upper()
+    if state not in OPEN_STATES:
+        return {"state": state, "running": 0}
+    full = sweep if "runs" in sweep else (api.sweep(entity, project, sweep["name"]) or sweep)
+    running = _running(full)
+    if running == 0:
+        if not check:
+            api.set_state(full.get("id") or full["name"], entity, project, "FINISHED")
+        state = "FINISHED"
+    return {"state": state, "running": running}
+
+
+def _predecessor(api, entity, project, sweep, by_name, check) -> dict | None:
+    """The sweep ``sweep`` follows, stopped now if the fleet has left it and it is idle."""
+    path = _follows(sweep)
+    if not path:
+        return None
+    name = path.rsplit("/", 1)[-1]
+    old = by_name.get(name) if path.startswith(f"{entity}/{project}/") else None
+    if old is None:
+        return {"sweep_path": path, "state": None, "running": None}
+    return {"sweep_path": path, **_finish_if_idle(api, entity, project, old, check)}
+
+
+def _diff(old_config: dict, new_config: dict, old_path: str) -> dict:
+    dump = functools.partial(yaml.safe_dump, sort_keys=True, default_flow_style=False)
+    return {
+        "before": dump(old_config),
+        "after": dump(new_config),
+        "before_header": f"sweep {old_path}",
+        "after_header": "its successor",
+    }
+
+
+def _successor(module, api, entity, project, head, config, text, wanted, line, result) -> dict:
+    """Create (or in check mode, plan) a successor of ``head`` seeded with its runs."""
+    head_path = f"{entity}/{project}/{head['name']}"
+    full = head if "runs" in head else (api.sweep(entity, project, head["name"]) or head)
+    seeds, again = _split_runs(full.get("runs") or [])
+    old_config = _load(full.get("config"))
+    result["successor"] = _plan(config, seeds, old_config)
+    result["rerun_runs"] = sorted(r["name"] for r in again)
+    result["diff"] = _diff(old_config, config, head_path)
+    result["changed"] = True
+    description = _description(config, f"{line} {head_path}")
+    if module.check_mode:
+        running = _running(full)
+        result["predecessor"] = {"sweep_path": head_path, "state": (full.get("state") or "").upper(),
+                                 "running": running}  # fmt: skip
+        result["msg"] = f"would create a successor of {head_path}"
+        return None
+    sweep = _create_once(
+        api, entity, project, text, config, wanted, module,
+        description=description, prior_runs=[r["name"] for r in seeds],
+    )  # fmt: skip
+    result["created"] = True
+    result["predecessor"] = {"sweep_path": head_path, **_finish_if_idle(api, entity, project, full, False)}
+    return sweep
 
 
 def run(module: AnsibleModule) -> dict:
@@ -242,7 +429,12 @@ def run(module: AnsibleModule) -> dict:
         "sweep_path": None,
         "url": None,
         "state": None,
+        "predecessor": None,
     }
+    by_name: dict = {}
+    target = TARGET.get(p["state"])
+    if p["rerun"] and target not in (None, "RUNNING"):
+        module.fail_json(msg="rerun starts the agents on the values again: do not ask for another state with it")
 
     if p["sweep_id"]:
         try:
@@ -252,6 +444,12 @@ def run(module: AnsibleModule) -> dict:
         entity, project = ref_entity or entity, ref_project or project
         if not project:
             module.fail_json(msg=f"sweep_id {p['sweep_id']!r} does not name a project: give project too")
+        if p["rerun"] and not p["rerun_delete"]:
+            module.fail_json(
+                msg="rerun makes a new sweep, but wandb_sweep_id pins the fleet to this one: rerun with "
+                "wandb_sweep_rerun_delete=true once the grid has completed (W&B's way), or leave "
+                "wandb_sweep_id empty so that the fleet follows its sweeps"
+            )
         entity = entity or api.default_entity()
         sweep = api.sweep(entity, project, name)
         if sweep is None:
@@ -266,20 +464,57 @@ def run(module: AnsibleModule) -> dict:
             module.fail_json(msg="project is required (or a project key in the sweep config)")
         entity = entity or config.get("entity") or api.default_entity()
         wanted = canonical(config)
-        matches = [s for s in api.sweeps(entity, project) if canonical(_load(s.get("config"))) == wanted]
-        sweep = matches[0] if matches else None
-        if sweep is None and not p["create"]:
+        text = yaml.safe_dump(fill_distributions(config), sort_keys=False)
+        listed = api.sweeps(entity, project)
+        by_name = {s.get("name"): s for s in listed}
+        lineage = _lineage(listed, config)
+        head = _head(lineage) if lineage else None
+        if head is None:
+            # A sweep of another name (or none) made before sweep-fleet marked its sweeps.
+            matches = [s for s in listed if canonical(_load(s.get("config"))) == wanted]
+            head = matches[0] if matches else None
+        same = head is not None and canonical(_load(head.get("config"))) == wanted
+        if not same and not p["create"]:
             module.fail_json(
                 msg=f"no sweep in {entity}/{project} has this config: deploy it first, or set the sweep's ID"
             )
-        if sweep is None:
+        if head is None:
             result["changed"] = True
             if module.check_mode:
                 result["msg"] = f"would create a sweep in {entity}/{project}"
                 return result
-            text = yaml.safe_dump(fill_distributions(config), sort_keys=False)
-            sweep = _create_once(api, entity, project, text, config, wanted, module)
+            sweep = _create_once(api, entity, project, text, config, wanted, module,
+                                 description=_description(config, "new sweep"))  # fmt: skip
             result["created"] = True
+        elif same:
+            sweep = head
+        else:
+            head_path = f"{entity}/{project}/{head['name']}"
+            refusal = successor_problems(_load(head.get("config")), config)
+            if refusal and not p["replace"]:
+                module.fail_json(
+                    msg=f"the sweep config changed what a successor of {head_path} must keep: "
+                    + "; ".join(refusal)
+                    + ". Its runs' values would not mean the same. Either set wandb_sweep_replace=true "
+                    "for a fresh sweep that runs every value again (the agents move to it), or undo "
+                    "that change to grow or narrow this sweep",
+                    changes=refusal,
+                )
+            if refusal:
+                result.update(changed=True, diff=_diff(_load(head.get("config")), config, head_path))
+                result["predecessor"] = {"sweep_path": head_path, "state": (head.get("state") or "").upper()}
+                if module.check_mode:
+                    result["msg"] = f"would create a sweep replacing {head_path}"
+                    return result
+                sweep = _create_once(api, entity, project, text, config, wanted, module,
+                                     description=_description(config, f"replaces {head_path}"))  # fmt: skip
+                result["created"] = True
+                result["predecessor"].update(_finish_if_idle(api, entity, project, head, False))
+            else:
+                sweep = _successor(module, api, entity, project, head, config, text, wanted,
+                                   "successor of", result)  # fmt: skip
+                if sweep is None:
+                    return result
 
     name = sweep["name"]
     # What W&B answered is written into the agents' settings on every host: each part of the
@@ -291,7 +526,7 @@ def run(module: AnsibleModule) -> dict:
                 msg=f"the W&B API at {api.base_url} answered {part!r} as the {what}, not a name: refused"
             )
     if "runs" not in sweep:  # found in the project's list, which does not carry the runs
-        sweep = api.sweep(entity, project, name) or sweep
+        sweep = {**sweep, **(api.sweep(entity, project, name) or {})}  # the list's description stays
     result.update(
         sweep_id=name,
         sweep_path=f"{entity}/{project}/{name}",
@@ -299,20 +534,21 @@ def run(module: AnsibleModule) -> dict:
         state=(sweep.get("state") or "RUNNING").upper(),
         **_progress(sweep),
     )
+    if result["predecessor"] is None and not result["created"]:
+        result["predecessor"] = _predecessor(api, entity, project, sweep, by_name, module.check_mode)
 
-    target = TARGET.get(p["state"])
-    if p["rerun"]:
-        wanted_states = {state.lower() for state in p["rerun"]}
+    if p["rerun"] and p["rerun_delete"]:
+        wanted_states = {state.lower() for state in p["rerun_states"]}
         redo = [r for r in sweep.get("runs") or [] if (r.get("state") or "").lower() in wanted_states]
         result["rerun_runs"] = sorted(r["name"] for r in redo)
         if redo:
-            if result["state"] == "CANCELED":
+            if result["state"] != "FINISHED":
                 module.fail_json(
-                    msg=f"sweep {result['sweep_path']}: {_allowed('CANCELED', 'RUNNING')}", **result
-                )
-            if target not in (None, "RUNNING"):
-                module.fail_json(
-                    msg="rerun resumes the sweep: do not ask for another state with it", **result
+                    msg=f"sweep {result['sweep_path']} is {result['state'].lower()}: W&B runs the values of "
+                    "deleted runs again only once a grid has completed (then it is resumed). Wait for "
+                    "it to finish, or rerun without wandb_sweep_rerun_delete (a new sweep seeded with "
+                    "the runs that are done; nothing is deleted)",
+                    **result,
                 )
             result["changed"] = True
             if not module.check_mode:
@@ -320,6 +556,25 @@ def run(module: AnsibleModule) -> dict:
                     api.delete_run(run_node["id"])
                 result.update(_progress(api.sweep(entity, project, name) or sweep))
             target = "RUNNING"
+    elif p["rerun"]:
+        seeds, again = _split_runs(sweep.get("runs") or [])
+        result["rerun_runs"] = sorted(r["name"] for r in again)
+        if again:
+            # Whatever the sweep's state: nothing of it is deleted or resumed.
+            made = _successor(module, api, entity, project, sweep, config, text, wanted, "rerun of", result)
+            result.pop("diff", None)
+            if made is None:  # check mode
+                return result
+            sweep = made
+            name = sweep["name"]
+            result.update(
+                sweep_id=name,
+                sweep_path=f"{entity}/{project}/{name}",
+                url=f"{app_url(api.base_url)}/{entity}/{project}/sweeps/{name}",
+                state=(sweep.get("state") or "RUNNING").upper(),
+                **_progress(sweep),
+            )
+        target = None
     if target and target != result["state"]:
         refusal = _allowed(result["state"], target)
         if refusal:
@@ -345,12 +600,15 @@ def main() -> None:
                 "default": "present",
                 "choices": ["present", "running", "paused", "finished", "canceled"],
             },
-            "rerun": {
+            "rerun": {"type": "bool", "default": False},
+            "rerun_delete": {"type": "bool", "default": False},
+            "rerun_states": {
                 "type": "list",
                 "elements": "str",
-                "default": [],
+                "default": ["crashed", "failed"],
                 "choices": ["crashed", "failed", "killed"],
             },
+            "replace": {"type": "bool", "default": False},
             "create": {"type": "bool", "default": True},
             "timeout": {"type": "int", "default": 30},
             "retry_seconds": {"type": "int", "default": 120},
