@@ -859,7 +859,11 @@ class StandIn:
         for name in sweep.prior:
             latest = None
             for a in self.assignments:
-                if a.run_id == name and a.sweep.startswith(f"{sweep.entity}/{sweep.project}/") and not a.deleted:
+                if (
+                    a.run_id == name
+                    and a.sweep.startswith(f"{sweep.entity}/{sweep.project}/")
+                    and not a.deleted
+                ):
                     latest = a
             run = self.runs.get((sweep.entity, sweep.project, name))
             if latest is not None:
@@ -1130,7 +1134,9 @@ class _SweepView:
         self.displayName = sweep.config.get("name")
         self.method = sweep.config.get("method")
         self.state = sweep.state
-        self.description = sweep.description if sweep.description is not None else sweep.config.get("description")
+        self.description = (
+            sweep.description if sweep.description is not None else sweep.config.get("description")
+        )
         self.config = sweep.config_yaml
         self.createdAt = _iso(sweep.created)
         self.updatedAt = _iso(sweep.updated)

@@ -137,6 +137,44 @@ def test_free_space_is_read_where_the_runs_write(tmp_path, monkeypatch):
     assert "cannot read the free space" in launcher.disk_short(tmp_path / "gone", 1)
 
 
+def test_sighup_drains_to_move_to_a_new_sweep(tree):
+    """The deploy moved the fleet to a new sweep: the run finishes, nothing is signalled."""
+    start, state = tree
+    supervisor = start(run_seconds=1.5, on_term="exit")
+    supervisor.on_signal(signal.SIGHUP, None)
+    assert supervisor.follow_asked and supervisor.wait() == 0
+    assert (state / "agent.exit").read_text() == "0", "the run finished on its own"
+    assert not (state / "run.sigterm").exists(), "moving to a new sweep never signals the run"
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether the process has a handler for ``signum`` (SigCgt in /proc/PID/status)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def test_sighup_before_the_agent_starts_exits_75_for_a_restart_on_the_new_sweep(standin, tmp_path):
+    sweep = standin.create_sweep(GRID, project="p")
+    code, work = tmp_path / "code", tmp_path / "work"
+    code.mkdir()
+    work.mkdir()
+    env = dict(os.environ, WANDB_BASE_URL=standin.url, NETRC=str(netrc_for(tmp_path / "netrc", standin)),
+               PYTHONPATH=str(FILES))  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(FILES / "sweep_fleet_agent.py"), "run", "--sweep", sweep.path,
+         "--code", str(code), "--start-delay", "60"],
+        cwd=work, env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_until(lambda: catches(proc.pid, signal.SIGHUP), timeout=20, what="the launcher's SIGHUP handler")
+    proc.send_signal(signal.SIGHUP)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == launcher.EXIT_FOLLOW, err
+    assert "the fleet moved to a new sweep" in err and standin.agents == {}
+
+
 def test_preempt_sends_the_run_sigterm_once(tree):
     start, state = tree
     supervisor = start(run_seconds=60, on_term="exit")

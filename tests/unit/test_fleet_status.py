@@ -62,6 +62,15 @@ def test_table_has_one_line_per_agent_then_the_sweep():
     assert lines[-1] == "https://wandb.ai/e/p/sweeps/x"
 
 
+def test_a_successor_sweep_names_the_sweep_it_follows_and_its_running_runs():
+    before = {"sweep_path": "e/p/old", "state": "RUNNING", "running": 2}
+    lines = fleet_status_table({**REPORT, "sweep": {**REPORT["sweep"], "predecessor": before}}).splitlines()
+    assert lines[-1] == "it follows sweep e/p/old: RUNNING, 2 run(s) still running (stopped once they end)"
+    done = {**before, "state": "FINISHED", "running": 0}
+    lines = fleet_status_table({**REPORT, "sweep": {**REPORT["sweep"], "predecessor": done}}).splitlines()
+    assert lines[-1] == "it follows sweep e/p/old: FINISHED"
+
+
 def test_table_without_agents_or_a_known_total():
     text = fleet_status_table({"agents": [], "sweep": {**REPORT["sweep"], "run_count_expected": None}})
     assert "(no agents)" in text

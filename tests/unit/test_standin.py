@@ -553,7 +553,6 @@ def test_deleted_runs_of_a_finished_grid_run_again_after_resume(server):
     assert [(r["run_id"], r["state"]) for r in records if r["deleted"]] == [(first["run_id"], "failed")]
 
 
-
 CREATE_SEEDED = """mutation UpsertSweep($config: String, $description: String, $entityName: String,
     $projectName: String, $priorRunsFilters: JSONString) {
   upsertSweep(input: {config: $config, description: $description, entityName: $entityName,

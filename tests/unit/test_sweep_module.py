@@ -279,10 +279,25 @@ def test_rerun_by_deletion_deletes_only_crashed_and_failed_runs_and_resumes_the_
     server.set_state(sweep.path, "FINISHED")
     assert server._suggest(sweep) is None  # every value has a run: W&B hands out nothing more
     # Check mode names exactly the runs it would delete, and deletes nothing.
-    planned = sweep_task(server, tmp_path, check=True, sweep_id=sweep.path, rerun=True, rerun_delete=True, rerun_states=["crashed", "failed"])
+    planned = sweep_task(
+        server,
+        tmp_path,
+        check=True,
+        sweep_id=sweep.path,
+        rerun=True,
+        rerun_delete=True,
+        rerun_states=["crashed", "failed"],
+    )
     assert (planned["changed"], planned["rerun_runs"], planned["state"]) == (True, ["r2", "r3"], "RUNNING")
     assert (sweep.state, len(server._latest_assignments(sweep))) == ("FINISHED", 5)
-    done = sweep_task(server, tmp_path, sweep_id=sweep.path, rerun=True, rerun_delete=True, rerun_states=["crashed", "failed"])
+    done = sweep_task(
+        server,
+        tmp_path,
+        sweep_id=sweep.path,
+        rerun=True,
+        rerun_delete=True,
+        rerun_states=["crashed", "failed"],
+    )
     assert (done["changed"], done["rerun_runs"], done["state"]) == (True, ["r2", "r3"], "RUNNING")
     assert done["runs_by_state"] == {"finished": 2, "running": 1}
     assert sorted(a.run_id for a in server._latest_assignments(sweep)) == ["r1", "r4", "r5"]
@@ -298,7 +313,17 @@ def test_rerun_by_deletion_deletes_only_crashed_and_failed_runs_and_resumes_the_
         )  # fmt: skip
     assert sorted(again) == [0.001, 0.01] and server._suggest(sweep) is None
     # Nothing more to rerun: no change.
-    assert sweep_task(server, tmp_path, sweep_id=sweep.path, rerun=True, rerun_delete=True, rerun_states=["crashed", "failed"])["changed"] is False
+    assert (
+        sweep_task(
+            server,
+            tmp_path,
+            sweep_id=sweep.path,
+            rerun=True,
+            rerun_delete=True,
+            rerun_states=["crashed", "failed"],
+        )["changed"]
+        is False
+    )
 
 
 @pytest.mark.parametrize("state", ["RUNNING", "CANCELED"])
@@ -310,7 +335,9 @@ def test_rerun_by_deletion_is_refused_unless_the_grid_has_completed(server, tmp_
                    state="crashed")
     )  # fmt: skip
     server.set_state(sweep.path, state)
-    result = sweep_task(server, tmp_path, sweep_id=sweep.path, rerun=True, rerun_delete=True, rerun_states=["crashed"])
+    result = sweep_task(
+        server, tmp_path, sweep_id=sweep.path, rerun=True, rerun_delete=True, rerun_states=["crashed"]
+    )
     assert result["failed"] and "only once a grid has completed" in result["msg"]
     assert [a.run_id for a in server._latest_assignments(sweep)] == ["r1"]
 
@@ -325,7 +352,13 @@ def _runs(server, sweep, states: dict, param: str = "lr") -> None:
 
 
 def _grid(values: list, **extra) -> dict:
-    return {"program": "main.py", "method": "grid", "name": "shards", "parameters": {"lr": {"values": values}}, **extra}
+    return {
+        "program": "main.py",
+        "method": "grid",
+        "name": "shards",
+        "parameters": {"lr": {"values": values}},
+        **extra,
+    }
 
 
 def test_a_grown_grid_gets_a_successor_seeded_with_the_runs_done_or_under_way(server, tmp_path):
@@ -333,11 +366,21 @@ def test_a_grown_grid_gets_a_successor_seeded_with_the_runs_done_or_under_way(se
     sweep is stopped once nothing of it runs; a second deploy changes nothing."""
     first = sweep_task(server, tmp_path, config=_grid([1, 2, 3, 4, 5]), project="p")
     old = server.sweep(first["sweep_id"])
-    _runs(server, old, {"r1": (1, "finished"), "r2": (2, "running"), "r3": (3, "crashed"), "r4": (4, "preempted")})
+    _runs(
+        server,
+        old,
+        {"r1": (1, "finished"), "r2": (2, "running"), "r3": (3, "crashed"), "r4": (4, "preempted")},
+    )
     grown = _grid([1, 2, 3, 4, 5, 6, 7])
     planned = sweep_task(server, tmp_path, check=True, config=grown, project="p")
     assert planned["changed"] and planned["sweep_id"] is None
-    assert planned["successor"] == {"seeded": 2, "changes": ["parameters"], "values": 7, "done": 2, "to_run": 5}
+    assert planned["successor"] == {
+        "seeded": 2,
+        "changes": ["parameters"],
+        "values": 7,
+        "done": 2,
+        "to_run": 5,
+    }
     assert planned["predecessor"] == {"sweep_path": old.path, "state": "RUNNING", "running": 1}
     assert planned["rerun_runs"] == ["r3", "r4"] and "- 5" in planned["diff"]["before"]
     assert len(server.sweeps) == 1, "check mode creates nothing"
@@ -369,14 +412,21 @@ def test_a_grown_grid_gets_a_successor_seeded_with_the_runs_done_or_under_way(se
      ({"program": "other.py"}, "program"), ({"command": ["python", "${program}"]}, "command")],
 )  # fmt: skip
 def test_a_change_a_successor_cannot_keep_is_refused_unless_replace(server, tmp_path, change, named):
-    base = _grid([1, 2], metric={"name": "loss", "goal": "minimize"}, command=["${env}", "python", "${program}"])
+    base = _grid(
+        [1, 2], metric={"name": "loss", "goal": "minimize"}, command=["${env}", "python", "${program}"]
+    )
     old = sweep_task(server, tmp_path, config=base, project="p")
     refused = sweep_task(server, tmp_path, config={**base, **change}, project="p")
-    assert refused["failed"] and f"{named} " in refused["msg"] and "wandb_sweep_replace=true" in refused["msg"]
+    assert (
+        refused["failed"] and f"{named} " in refused["msg"] and "wandb_sweep_replace=true" in refused["msg"]
+    )
     assert len(server.sweeps) == 1
     fresh = sweep_task(server, tmp_path, config={**base, **change}, project="p", replace=True)
     assert fresh["created"] and server.sweep(fresh["sweep_id"]).prior == []
-    assert server.sweep(fresh["sweep_id"]).description == f"sweep-fleet: replaces {server.sweep(old['sweep_id']).path}"
+    assert (
+        server.sweep(fresh["sweep_id"]).description
+        == f"sweep-fleet: replaces {server.sweep(old['sweep_id']).path}"
+    )
     assert server.sweep(old["sweep_id"]).state == "FINISHED"
 
 
@@ -394,4 +444,6 @@ def test_rerun_makes_a_successor_and_deletes_nothing_whatever_the_old_sweeps_sta
     assert server._suggest(new).config["lr"]["value"] == 2
     # The next deploy joins the rerun's sweep; a second rerun has nothing to run.
     assert sweep_task(server, tmp_path, config=config, project="p")["sweep_id"] == new.id
-    assert sweep_task(server, tmp_path, config=config, project="p", create=False, rerun=True)["changed"] is False
+    assert (
+        sweep_task(server, tmp_path, config=config, project="p", create=False, rerun=True)["changed"] is False
+    )

@@ -59,6 +59,13 @@ def fleet_status_table(report: dict) -> str:
             + (f" ({others})" if others else ""),
             f"{sweep.get('url')}",
         ]
+        before = sweep.get("predecessor") or {}
+        if before.get("sweep_path"):
+            running = before.get("running")
+            lines.append(
+                f"it follows sweep {before['sweep_path']}: {before.get('state') or 'not found'}"
+                + (f", {running} run(s) still running (stopped once they end)" if running else "")
+            )
     return "\n".join(lines)
 
 

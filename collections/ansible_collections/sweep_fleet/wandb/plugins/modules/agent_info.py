@@ -27,7 +27,7 @@ options:
   env_file:
     description: The agents' environment file, where the sweep is read from when O(sweep) is empty.
     type: path
-    default: /etc/sweep-fleet/agent.env
+    default: /etc/sweep-fleet/sweep.env
   state_dir:
     description: The agents' state directory (run directories are C(STATE_DIR/runs/INSTANCE)).
     type: path
@@ -252,7 +252,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "sweep": {"type": "str", "default": ""},
-            "env_file": {"type": "path", "default": "/etc/sweep-fleet/agent.env"},
+            "env_file": {"type": "path", "default": "/etc/sweep-fleet/sweep.env"},
             "state_dir": {"type": "path", "default": "/var/lib/sweep-fleet"},
             "user": {"type": "str", "default": "wandb"},
             "journal_lines": {"type": "int", "default": 300},
@@ -262,7 +262,12 @@ def main() -> None:
     p = module.params
     host = Host(module)
     every = pids()
-    sweep = p["sweep"] or _env_value(p["env_file"], "SWEEP_FLEET_SWEEP")
+    # Hosts deployed before 0.7.0 name the sweep in agent.env, beside it.
+    sweep = (
+        p["sweep"]
+        or _env_value(p["env_file"], "SWEEP_FLEET_SWEEP")
+        or _env_value(os.path.join(os.path.dirname(p["env_file"]), "agent.env"), "SWEEP_FLEET_SWEEP")
+    )
     sweep_id = sweep.rsplit("/", 1)[-1] if sweep else ""
     agents = []
     for instance in host.instances():

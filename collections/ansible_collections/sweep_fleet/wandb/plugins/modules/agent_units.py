@@ -16,6 +16,9 @@ description:
   - O(reload) reloads systemd first (the unit file changed). O(restart) names the
     instances to restart if they were already running (their settings changed); an
     instance started by this call is not restarted again.
+  - O(follow) names the instances that move to a new sweep; a running one gets SIGHUP (its
+    launcher takes no new run, lets the running one finish, then exits 75, and systemd starts
+    it again on the new settings); nothing is preempted.
   - O(link) links the code's top-level entries into the working directory of every wanted
     instance, as root, on the directory's descriptor. What a run put in place of a code
     entry is moved aside and replaced by root's link (a run cannot replace root's links in
@@ -48,6 +51,12 @@ options:
     type: list
     elements: str
     default: []
+  follow:
+    description: Instances to move to new settings after their running run, if they are running.
+    type: list
+    elements: str
+    default: []
+    version_added: "0.7.0"
   env_file:
     description: An instance's environment file, with C({instance}) for its name; removed with the instance.
     type: str
@@ -95,6 +104,11 @@ EXAMPLES = r"""
 RETURN = r"""
 started:
   description: Instances started.
+  type: list
+  elements: str
+  returned: always
+followed:
+  description: Running instances asked to move to the new settings after their running run.
   type: list
   elements: str
   returned: always
@@ -187,6 +201,7 @@ def run(module: AnsibleModule) -> dict:
         "changed": False,
         "started": [],
         "restarted": [],
+        "followed": [],
         "stopped": [],
         "linked": [],
         "moved_aside": [],
@@ -240,6 +255,11 @@ def run(module: AnsibleModule) -> dict:
         result.update(changed=True, restarted=restart)
         if not module.check_mode:
             systemd.run("restart", *(unit(i) for i in restart))
+    follow = [i for i in running if i in p["follow"] and i not in restart]
+    if follow:
+        result.update(changed=True, followed=follow)
+        if not module.check_mode:
+            systemd.run("kill", "--kill-whom=main", "--signal=SIGHUP", *(unit(i) for i in follow))
     if to_start:
         result.update(changed=True, started=to_start)
         if not module.check_mode:
@@ -297,6 +317,7 @@ def main() -> None:
             "start": {"type": "bool", "default": True},
             "reload": {"type": "bool", "default": False},
             "restart": {"type": "list", "elements": "str", "default": []},
+            "follow": {"type": "list", "elements": "str", "default": []},
             "env_file": {"type": "str", "default": "/etc/sweep-fleet/agent-{instance}.env"},
             "link": {
                 "type": "dict",

@@ -13,13 +13,13 @@ description:
     there is none, so that re-runs and new hosts join the same sweep.
   - A sweep's lineage is the project's sweeps of the same name (the config's C(name)) that
     sweep-fleet made, or any of that name when the name is not empty; its newest is the sweep
-    the fleet runs. When O(config) differs from it, the new sweep is its successor: it is
-    created seeded with the runs whose values are done or under way (finished, running,
+    the fleet runs. When O(config) differs from it, the new sweep is its successor, created
+    seeded with the runs whose values are done or under way (finished, running,
     pending, preempting), as C(wandb.sweep(prior_runs=...)) seeds a sweep, so that those
     values never run again; its description names the sweep it follows. The old sweep is
     stopped (V(FINISHED)) once none of its runs is running, by this call or a later one.
-  - A change of method, metric (name or goal), program or command cannot be a successor:
-    it fails unless O(replace).
+  - A change of method, metric (name or goal), program or command cannot be a successor,
+    so it fails unless O(replace).
   - With O(sweep_id), joins a sweep created elsewhere (its config is not needed).
   - O(state) can pause, resume, finish (stop) or cancel the sweep, as C(wandb sweep --pause),
     C(--resume), C(--stop) and C(--cancel) do.
@@ -57,7 +57,7 @@ options:
   rerun:
     description:
       - Run again the values whose runs crashed, failed, were killed or preempted in a sweep
-        the fleet leaves: a successor with the same config is created, seeded with the runs
+        the fleet leaves; a successor with the same config is created, seeded with the runs
         that are done or under way; nothing is deleted. Check mode lists the runs whose values
         would run again (RV(rerun_runs)).
       - With O(rerun_delete), the runs in O(rerun_states) are deleted instead and the sweep is
@@ -179,6 +179,11 @@ predecessor:
       its runs are still running; null for the first sweep of a lineage.
   type: dict
   returned: when the sweep exists or would be created
+config_diff:
+  description: The change of the sweep config, as unified diff lines, when a new sweep follows another.
+  type: list
+  elements: str
+  returned: when a successor or a replacement is or would be created
 successor:
   description:
     - For a new successor, what it takes over (V(seeded), runs) and, for a grid, how many of
@@ -189,6 +194,7 @@ successor:
 """
 
 
+import difflib  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
@@ -253,8 +259,15 @@ def _progress(sweep: dict) -> dict:
 
 
 def _create_once(
-    api: WandbApi, entity: str, project: str, text: str, config: dict, wanted, module,
-    description: str | None = None, prior_runs: list[str] | None = None,
+    api: WandbApi,
+    entity: str,
+    project: str,
+    text: str,
+    config: dict,
+    wanted,
+    module,
+    description: str | None = None,
+    prior_runs: list[str] | None = None,
 ) -> dict:
     """Create the sweep; when the answer is lost in an outage, look for it before asking
     again, so that a retry never makes a second sweep."""
@@ -266,9 +279,11 @@ def _create_once(
             if not (err.transient and backoff.wait()):
                 raise
             found = [
-                s for s in api.sweeps(entity, project)
-                if canonical(_load(s.get("config"))) == wanted and (s.get("description") or "") == (description or "")
-            ]  # fmt: skip
+                s
+                for s in api.sweeps(entity, project)
+                if canonical(_load(s.get("config"))) == wanted
+                and (s.get("description") or "") == (description or "")
+            ]
             if found:
                 return api.sweep(entity, project, found[0]["name"]) or found[0]
             continue
@@ -322,7 +337,9 @@ def _params(run: dict) -> dict:
         return {}
     if not isinstance(config, dict):
         return {}
-    return {k: v.get("value") if isinstance(v, dict) else v for k, v in config.items() if not k.startswith("_")}
+    return {
+        k: v.get("value") if isinstance(v, dict) else v for k, v in config.items() if not k.startswith("_")
+    }
 
 
 def _split_runs(runs: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -374,14 +391,18 @@ def _predecessor(api, entity, project, sweep, by_name, check) -> dict | None:
     return {"sweep_path": path, **_finish_if_idle(api, entity, project, old, check)}
 
 
-def _diff(old_config: dict, new_config: dict, old_path: str) -> dict:
+def _diff(old_config: dict, new_config: dict, old_path: str, result: dict) -> None:
+    """The config's change, as Ansible's --diff shows it, and as lines for a task to print."""
     dump = functools.partial(yaml.safe_dump, sort_keys=True, default_flow_style=False)
-    return {
-        "before": dump(old_config),
-        "after": dump(new_config),
-        "before_header": f"sweep {old_path}",
-        "after_header": "its successor",
-    }
+    before, after = dump(old_config), dump(new_config)
+    result["diff"] = {"before": before, "after": after, "before_header": f"sweep {old_path}",
+                      "after_header": "the new sweep"}  # fmt: skip
+    result["config_diff"] = [
+        line.rstrip("\n")
+        for line in difflib.unified_diff(
+            before.splitlines(True), after.splitlines(True), f"sweep {old_path}", "the new sweep", n=1
+        )
+    ]
 
 
 def _successor(module, api, entity, project, head, config, text, wanted, line, result) -> dict:
@@ -392,7 +413,7 @@ def _successor(module, api, entity, project, head, config, text, wanted, line, r
     old_config = _load(full.get("config"))
     result["successor"] = _plan(config, seeds, old_config)
     result["rerun_runs"] = sorted(r["name"] for r in again)
-    result["diff"] = _diff(old_config, config, head_path)
+    _diff(old_config, config, head_path, result)
     result["changed"] = True
     description = _description(config, f"{line} {head_path}")
     if module.check_mode:
@@ -434,7 +455,9 @@ def run(module: AnsibleModule) -> dict:
     by_name: dict = {}
     target = TARGET.get(p["state"])
     if p["rerun"] and target not in (None, "RUNNING"):
-        module.fail_json(msg="rerun starts the agents on the values again: do not ask for another state with it")
+        module.fail_json(
+            msg="rerun starts the agents on the values again: do not ask for another state with it"
+        )
 
     if p["sweep_id"]:
         try:
@@ -501,7 +524,8 @@ def run(module: AnsibleModule) -> dict:
                     changes=refusal,
                 )
             if refusal:
-                result.update(changed=True, diff=_diff(_load(head.get("config")), config, head_path))
+                result["changed"] = True
+                _diff(_load(head.get("config")), config, head_path, result)
                 result["predecessor"] = {"sweep_path": head_path, "state": (head.get("state") or "").upper()}
                 if module.check_mode:
                     result["msg"] = f"would create a sweep replacing {head_path}"
@@ -557,12 +581,13 @@ def run(module: AnsibleModule) -> dict:
                 result.update(_progress(api.sweep(entity, project, name) or sweep))
             target = "RUNNING"
     elif p["rerun"]:
-        seeds, again = _split_runs(sweep.get("runs") or [])
+        again = _split_runs(sweep.get("runs") or [])[1]
         result["rerun_runs"] = sorted(r["name"] for r in again)
         if again:
             # Whatever the sweep's state: nothing of it is deleted or resumed.
             made = _successor(module, api, entity, project, sweep, config, text, wanted, "rerun of", result)
             result.pop("diff", None)
+            result.pop("config_diff", None)
             if made is None:  # check mode
                 return result
             sweep = made

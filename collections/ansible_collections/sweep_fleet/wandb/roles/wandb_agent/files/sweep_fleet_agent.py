@@ -13,6 +13,8 @@ On Linux the working directory already shows the code: root links it there (the
 
 * SIGINT (a drain, from playbooks/stop.yml): the agent takes no new run and ends when its
   running run ends.
+* SIGHUP (the deploy moved the fleet to a new sweep): a drain, then exit 75 (EXIT_FOLLOW),
+  which the unit restarts (the new launcher reads the new sweep); nothing is preempted.
 * Free space (--min-free-mb) in the working directory, where runs write: below it, no
   agent is started, or the running agent takes no new run (as in a drain); then exit 79.
 * SIGTERM (systemctl stop, a reboot, a platform's notice): a preempt. The agent takes no new
@@ -28,7 +30,8 @@ installed next to it).
 
 On Windows (no cgroup, no signals between processes) NSSM's stop is a Ctrl-C, and what kind
 of stop the playbooks asked for is in --stop-file ("drain", "preempt", the default, or
-"kill", then a word that makes each request new); a drain is also noticed while running.
+"kill", then a word that makes each request new); a drain is also noticed while running, and
+so is "follow" (the SIGHUP of Linux: drain, exit 75, NSSM starts the launcher again).
 The launcher, the agent and everything it starts run in a kill-on-close job object, so
 nothing outlives the launcher. The agent is the base interpreter the venv's python.exe
 starts (cpython#86207): that process is found in the job, ended for a drain or a preempt
@@ -85,11 +88,14 @@ EXIT_CONFIG = 78  # EX_CONFIG: the unit's RestartPreventExitStatus, so a bad set
 # goes on: this host looks broken (a GPU, a driver). Not restarted either; the other hosts
 # take the work, and status.yml shows this one failing.
 EXIT_FAILING = 79
+# The agent drained to move to a new sweep: the service manager starts it again (the unit's
+# RestartForceExitStatus; NSSM restarts any exit but 0, 78 and 79), on the new settings.
+EXIT_FOLLOW = 75
 DISK_CHECK_SECONDS = 10
 REDIRECT_WAIT = 30.0  # Windows: seconds for the venv's redirector to start the interpreter
 LINK_SKIP = host.LINK_SKIP
 COPIES = ".sweep-fleet-copies.json"  # Windows: the code files copied in, by sha256
-STOP_MODES = ("drain", "preempt", "kill")
+STOP_MODES = ("drain", "preempt", "kill", "follow")
 PRUNE_SECONDS = 300  # Windows: how often rotated logs are pruned while the agent runs
 ROTATED_LOG = re.compile(r"^agent-\d{8}T\d{6}(\.\d+)?\.log$")  # NSSM's name for a rotated agent.log
 
@@ -376,6 +382,7 @@ class Supervisor:
         self.agent: subprocess.Popen | None = None
         self.job = None  # Windows: the job object the agent and its runs are in
         self.drain_asked = False
+        self.follow_asked = False  # a drain, to start again on a new sweep
         self.stop_asked = False
         self.kill_asked = False
         self._sent_sigint = False
@@ -448,8 +455,9 @@ class Supervisor:
         return mode if mode in STOP_MODES else None
 
     def ask(self, mode: str) -> None:
-        if mode == "drain":
+        if mode in ("drain", "follow"):
             self.drain_asked = True
+            self.follow_asked = self.follow_asked or mode == "follow"
         else:
             self.stop_asked = True
             self.kill_asked = self.kill_asked or mode == "kill"
@@ -459,6 +467,8 @@ class Supervisor:
             self.ask(self.requested() or "preempt")
         elif signum == signal.SIGINT:
             self.drain_asked = True
+        elif signum == signal.SIGHUP:
+            self.ask("follow")
         else:
             self.stop_asked = True
 
@@ -516,8 +526,8 @@ class Supervisor:
         self._watch_code()
         self._prune_logs()
         self._watch_disk()
-        if WINDOWS and not (self.drain_asked or self.stop_asked) and self.requested() == "drain":
-            self.ask("drain")
+        if WINDOWS and not (self.drain_asked or self.stop_asked) and self.requested() in ("drain", "follow"):
+            self.ask(self.requested() or "drain")
         if self.kill_asked and self.agent is not None:
             if self.job is not None:
                 self.job.kill_others()
@@ -568,6 +578,15 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, supervisor.on_signal)
     if WINDOWS:  # pragma: no cover
         signal.signal(signal.SIGBREAK, supervisor.on_signal)
+    else:
+        signal.signal(signal.SIGHUP, supervisor.on_signal)
+
+    def moved() -> int | None:
+        """Exit 75 when the deploy moved the agent to a new sweep (it is started again)."""
+        if supervisor.follow_asked and not supervisor.stop_asked:
+            log(f"sweep {args.sweep}: the fleet moved to a new sweep; starting again on it")
+            return EXIT_FOLLOW
+        return None
 
     def stopping() -> bool:
         return supervisor.drain_asked or supervisor.stop_asked
@@ -594,7 +613,7 @@ def run(args: argparse.Namespace) -> int:
         log(f"{err}: not starting the agent")
         return EXIT_CONFIG
     if state is None:
-        return 0
+        return moved() or 0
     if state in ENDED_STATES:
         log(f"sweep {args.sweep} is {state.lower()}: not starting the agent")
         return 0
@@ -623,7 +642,7 @@ def run(args: argparse.Namespace) -> int:
     supervisor.start()
     code = supervisor.wait()
     if stopping():
-        return 0
+        return moved() or 0
     if supervisor.disk_full:
         log(f"error: {supervisor.disk_full}: the agent has stopped; {DISK_FIX}")
         return EXIT_FAILING
