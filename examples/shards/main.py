@@ -19,11 +19,14 @@ def main() -> None:
         scores = [float(row["score"]) for row in csv.DictReader(handle)]
     for step, score in enumerate(scores):
         run.log({"score": score}, step=step)
-    run.summary["mean_score"] = sum(scores) / len(scores)
+    mean = sum(scores) / len(scores)
+    run.summary["mean_score"] = mean
     run.summary["host"] = os.uname().nodename
     # Stands in for real work; tests keep it short.
     time.sleep(float(os.environ.get("SHARD_SECONDS", "1")))
     run.finish()
+    # In the agent's log (the journal of its unit): which shard was scored, once it was saved.
+    print(f"scored {args.data_path}: mean_score {mean:.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -203,6 +203,72 @@ def test_second_deploy_changes_nothing(site):
     assert "is FINISHED: agents were not started" in result.stdout
 
 
+# Four more shards for the grown sweep: files the code already has (its extra path).
+MORE_SHARDS = [f"data/shards/part{i}.csv" for i in range(1, 5)]
+
+
+def scored(site, host) -> collections.Counter:
+    """The shards the program says it scored on a host (its own output, in the agents' journal)."""
+    out = site.sh(host, "sudo journalctl -u 'wandb-agent@*' -o cat --no-pager | grep -a '^scored ' || true")
+    return collections.Counter(line.split()[1].rstrip(":") for line in out.splitlines())
+
+
+def test_four_more_shards_run_only_the_new_values(site):
+    """The users' 12-shard grid has finished; they add shards 13 to 16. The new sweep follows
+    the old one, seeded with its 12 finished runs: exactly 4 new runs, every shard scored once
+    in all, by the program's own count."""
+    (old,) = site.standin.sweeps.values()
+    assert old.state == "FINISHED"
+    grown = {**SHARD_VARS, "wandb_sweep_parameters": {"data_path": {"values": SHARD_VALUES + MORE_SHARDS}}}
+    site.set_vars(**grown)
+    planned = site.deploy("--check", "--diff")
+    assert f"Would create a successor of {old.path} (check mode)" in planned.stdout
+    assert "12 of 16 grid values done, 4 to run" in planned.stdout, planned.stdout
+    assert "+    - data/shards/part1.csv" in planned.stdout and list(site.standin.sweeps) == [old.id]
+
+    result = site.deploy()
+    (new,) = [s for s in site.standin.sweeps.values() if s is not old]
+    assert f"Created sweep {new.path}" in result.stdout
+    assert f"it follows {old.path} (FINISHED, 0 run(s) still running)" in result.stdout
+    assert new.description == f"sweep-fleet: successor of {old.path}"
+    site.standin.wait_for(
+        lambda s: new.state == "FINISHED" and all(a.exited for a in s.agents.values() if a.sweep == new.path),
+        timeout=240,
+        what="the 4 new shards to run",
+    )
+    runs = site.standin.records(new.id)
+    assert sorted(r["params"]["data_path"] for r in runs) == sorted(MORE_SHARDS), "exactly the 4 new shards"
+    assert {(r["state"], r["exitcode"]) for r in runs} == {("finished", 0)}
+    assert len(site.standin.records(old.id)) == 12, "the old sweep ran nothing more"
+    total = sum((scored(site, host) for host in site.fleet.hosts()), collections.Counter())
+    assert total == collections.Counter(SHARD_VALUES + MORE_SHARDS), "every shard scored exactly once"
+
+    # The same config again: the successor is found by its config, nothing changes.
+    again = site.deploy()
+    assert changed_tasks(again.stdout) == [] and len(site.standin.sweeps) == 2
+    assert f"Joined sweep {new.path}" in again.stdout
+
+
+def test_a_change_a_successor_cannot_keep_is_refused_before_any_host_is_touched(site):
+    hosts = site.fleet.hosts()
+    before = {h.name: site.sh(h, "sudo cat /etc/sweep-fleet/sweep.env") for h in hosts}
+    grown = {**SHARD_VARS, "wandb_sweep_parameters": {"data_path": {"values": SHARD_VALUES + MORE_SHARDS}}}
+    site.set_vars(**{**grown, "wandb_sweep_metric": {"name": "mean_score", "goal": "minimize"}})
+    for args in (("--check",), ()):
+        result = site.deploy(*args, check=False)
+        assert result.returncode != 0
+        text = " ".join(result.stdout.split())
+        assert (
+            'metric {"goal": "maximize", "name": "mean_score"} -> {"goal": "minimize", "name": "mean_score"}'
+            in text
+        )
+        assert "set wandb_sweep_replace=true for a fresh sweep" in text and "undo that change" in text
+        assert all(counts["changed"] == 0 for counts in recap(result.stdout).values()), result.stdout
+    assert len(site.standin.sweeps) == 2, "no sweep made"
+    assert {h.name: site.sh(h, "sudo cat /etc/sweep-fleet/sweep.env") for h in hosts} == before
+    site.set_vars(**grown)
+
+
 SLOW_VARS = {
     **SHARD_VARS,
     "wandb_sweep_name": "slow-grid",

@@ -153,8 +153,9 @@ class Site:
 
     def finish(self, sweep, *rerun_args: str, failed: tuple[str, ...] = ()) -> None:
         """Wait for the sweep's end; rerun what crashed or failed; every value finished
-        exactly once. A rerun deletes exactly the runs that did not finish (W&B keeps no
-        record of them; the stand-in flags them) and runs exactly their values again."""
+        exactly once. The grid has completed, so the rerun is W&B's documented one
+        (wandb_sweep_rerun_delete): it deletes exactly the runs that did not finish (W&B keeps
+        no record of them; the stand-in flags them) and runs exactly their values again."""
         self.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=240, what="the sweep to finish")
         live = [r for r in self.standin.records(sweep.id) if not r["deleted"]]
         # A run as W&B shows it is its last attempt (a preempted run is requeued, same id).
@@ -163,7 +164,14 @@ class Site:
         if redo:
             self.wait_agents_down(sweep, failed)
             rerun = time.time()
-            self.play("playbooks/sweep.yml", "-e", "wandb_sweep_action=rerun", *rerun_args)
+            self.play(
+                "playbooks/sweep.yml",
+                "-e",
+                "wandb_sweep_action=rerun",
+                "-e",
+                "wandb_sweep_rerun_delete=true",
+                *rerun_args,
+            )
             self.standin.wait_for(
                 lambda s: sweep.state == "FINISHED", timeout=240, what="the rerun to finish"
             )

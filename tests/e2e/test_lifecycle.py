@@ -323,8 +323,14 @@ def test_rolling_drain_stop_then_start_completes_the_sweep(site):
 
     site.play(REPO / "playbooks" / "start.yml")
     site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=300, what="the sweep to finish")
-    if lost:
-        site.play(REPO / "playbooks" / "sweep.yml", "-e", "wandb_sweep_action=rerun")
+    if lost:  # the grid has completed: W&B's own rerun (delete, resume) keeps to this sweep
+        site.play(
+            REPO / "playbooks" / "sweep.yml",
+            "-e",
+            "wandb_sweep_action=rerun",
+            "-e",
+            "wandb_sweep_rerun_delete=true",
+        )
         site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=180, what="the rerun to finish")
     finished_once(site.standin, sweep)
 
@@ -499,10 +505,20 @@ def test_rolling_update_to_a_new_code_ref(site):
     assert any(r["tags"] == ["code-v2"] for r in rs)
 
 
-def test_rerun_runs_the_values_whose_runs_failed_exactly_once_more(site):
+def finished_once_in_all(standin: StandIn, sweeps: list, values: list) -> None:
+    """Across a sweep and those that follow it: each value finished (exit 0) exactly once."""
+    rs = [r for sweep in sweeps for r in records(standin, sweep) if not r["deleted"]]
+    finished = collections.Counter(
+        r["params"]["lr"] for r in rs if r["state"] == "finished" and r["exitcode"] == 0
+    )
+    assert finished == dict.fromkeys(values, 1), rs
+    assert not [r for r in rs if r["state"] in ("running", "pending", "preempted")], rs
+
+
+def test_rerun_runs_the_values_whose_runs_failed_exactly_once_more_and_deletes_nothing(site):
     """W&B never runs a grid value again whose run crashed or failed; wandb_sweep_action=rerun
-    does: a run that died before wandb.init() (crashed: W&B has no word from it) and one that
-    ended with exit code 3 after it (failed)."""
+    does, in a new sweep seeded with the finished runs: a run that died before wandb.init()
+    (crashed: W&B has no word from it) and one that ended with exit code 3 after it (failed)."""
     crashing, failing = LRS[1], LRS[3]
     sweep = site.new_sweep(
         "rerun",
@@ -526,25 +542,55 @@ def test_rerun_runs_the_values_whose_runs_failed_exactly_once_more(site):
     ), failed
     site.write_vars()  # the setup fixed
     site.play(REPO / "deploy.yml")
-    # Check mode names the runs it would delete, and changes nothing.
+    # Check mode names the runs whose values would run again, and changes nothing.
     planned = " ".join(
         site.play(
             REPO / "playbooks" / "sweep.yml", "-e", "wandb_sweep_action=rerun", "--check"
         ).stdout.split()
     )
-    assert "Would delete 2 run(s) in crashed/failed state to run their values again:" in planned, planned
+    assert "Would run again the values of 2 run(s):" in planned, planned
     assert all(r["run_id"] in planned for r in failed)
-    assert sweep.state == "FINISHED" and not [r for r in records(site.standin, sweep) if r["deleted"]]
+    named = [s for s in site.standin.sweeps.values() if s.config.get("name") == "rerun"]
+    assert named == [sweep] and sweep.state == "FINISHED"
     rerun = time.time()
     site.play(REPO / "playbooks" / "sweep.yml", "-e", "wandb_sweep_action=rerun")
-    site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=120, what="the sweep to finish again")
-    live = [r for r in records(site.standin, sweep) if not r["deleted"]]
-    assert sorted(r["run_id"] for r in records(site.standin, sweep) if r["deleted"]) == sorted(
-        r["run_id"] for r in failed
-    ), "exactly the crashed and the failed run were deleted"
-    again = [r for r in live if r["start"] > rerun]
+    (new,) = [s for s in site.standin.sweeps.values() if s.config.get("name") == "rerun" and s is not sweep]
+    assert new.description == f"sweep-fleet: rerun of {sweep.path}" and new.config == sweep.config
+    site.standin.wait_for(lambda s: new.state == "FINISHED", timeout=120, what="the rerun's sweep to finish")
+    again = records(site.standin, new)
     assert sorted(r["params"]["lr"] for r in again) == sorted([crashing, failing])
-    finished_once(site.standin, sweep)
+    assert all(r["start"] > rerun for r in again)
+    assert not [r for r in site.standin.assignments if r.deleted], "nothing was deleted"
+    finished_once_in_all(site.standin, [sweep, new], LRS[:6])
+
+
+def test_a_sweep_changed_while_its_runs_run_preempts_none_and_runs_each_value_once(site):
+    """Values added while every host runs one: the running runs finish (none is preempted),
+    then each agent moves to the new sweep, which runs only the added values."""
+    old = site.new_sweep("grow", values=3, epochs=12, epoch_seconds=2)
+    site.standin.wait_for(lambda s: len(running_on(s, old)) == 3, timeout=90, what="a run on every host")
+    site.sweep_vars["wandb_sweep_parameters"]["lr"]["values"] = LRS[:6]
+    site.write_vars()
+    began = time.time()
+    result = site.play(REPO / "deploy.yml")
+    (new,) = [s for s in site.standin.sweeps.values() if s.config.get("name") == "grow" and s is not old]
+    assert f"it follows {old.path} (RUNNING, " in result.stdout, result.stdout
+    site.standin.wait_for(
+        lambda s: new.state == "FINISHED" and all(r["end"] for r in records(s, old)),
+        timeout=240,
+        what="the old runs and the new sweep to finish",
+    )
+    assert sorted(r["params"]["lr"] for r in records(site.standin, new)) == sorted(LRS[3:6])
+    assert [r["state"] for r in records(site.standin, old)] == ["finished"] * 3, "no run was preempted"
+    for host in site.hosts:
+        messages = [m for _, m in site.journal(host, began)]
+        assert not [m for m in messages if stopping(m) or "preempted at epoch" in m], messages
+        assert [m for m in messages if "the fleet moved to a new sweep" in m], messages
+    finished_once_in_all(site.standin, [old, new], LRS[:6])
+    # status.yml names the sweep it follows, which is stopped now that nothing of it runs.
+    status = " ".join(site.play(REPO / "playbooks" / "status.yml").stdout.split())
+    assert f"it follows sweep {old.path}: FINISHED" in status, status
+    assert old.state == "FINISHED"
 
 
 def test_remove_leaves_nothing_behind(site):

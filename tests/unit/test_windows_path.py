@@ -228,7 +228,7 @@ def test_deploy_asks_the_windows_host_for_services_as_designed(windows, agents, 
         account = rf"NT SERVICE\wandb-agent-{number}"
         grants = [a for a in acls if a["user"] == account]
         readable = sorted(a["path"].rsplit("\\", 1)[-1] for a in grants if a["rights"] == "Read")
-        assert readable == sorted(["netrc", "wandb.env", "agent.env", f"agent-{number}.env"])
+        assert readable == sorted(["netrc", "wandb.env", "agent.env", "sweep.env", f"agent-{number}.env"])
         writable = [a["path"] for a in grants if a["rights"] != "Read"]
         assert writable == [rf"C:\ProgramData\sweep-fleet\agents\{number}"]
     # Only administrators and SYSTEM may change what runs; users may only read it.
@@ -260,7 +260,7 @@ def test_deploy_asks_the_windows_host_for_services_as_designed(windows, agents, 
         settings = sent[rf"{credentials}\agent-{number}.env"]
         assert (f"CUDA_VISIBLE_DEVICES={gpus}" in settings) == (gpus is not None)
         assert "SWEEP_FLEET_START_DELAY=" in settings
-    assert f'SWEEP_FLEET_SWEEP="{windows.sweep}"' in sent[rf"{credentials}\agent.env"]
+    assert f'SWEEP_FLEET_SWEEP="{windows.sweep}"' in sent[rf"{credentials}\sweep.env"]
     # The code goes from the controller, into the root-written tree.
     copies = [c for c in calls_of(calls, "ansible.windows.win_copy") if c.get("_copy_mode") == "query"]
     code = [c for c in copies if c["dest"].startswith(r"C:\ProgramData\sweep-fleet\code")]
@@ -455,3 +455,49 @@ def test_a_deploy_stops_running_agents_only_when_their_files_change(
     assert "--compile-bytecode" in sync  # the agents' accounts cannot write __pycache__
     if stopped:
         assert _before(calls, '"state": "stopped"', '"sync"')
+
+
+def as_left_by(calls: list[dict], host: dict) -> dict:
+    """The host as a deploy's calls leave it: the files copied, the registry values set and
+    the services defined (check mode changed nothing: the calls say what would be)."""
+    host = {**host, "files": dict(host.get("files", {})), "registry": {}, "service_settings": {}}
+    for call in calls:
+        args = call.get("args", {})
+        if call["module"] == "ansible.windows.win_copy" and args.get("_copy_mode") == "query":
+            for name, text in call.get("contents", {}).items():
+                host["files"][f"{args['dest']}\\{name}"] = text
+        elif call["module"] == "ansible.windows.win_regedit":
+            host["registry"][f"{args['path']}\\{args.get('name') or ''}"] = args.get("data")
+        elif call["module"] == "ansible.windows.win_service" and not args.get("state"):
+            host["service_settings"][args["name"]] = {
+                k: v for k, v in args.items() if v is not None and k != "name"
+            }
+    return host
+
+
+def test_a_new_sweep_alone_moves_the_running_agents_after_their_runs_without_a_restart(windows, standin):
+    """Only the sweep changed (a successor, a rerun): each running agent's stop file asks it to
+    follow (its launcher lets the run finish, exits 75, NSSM starts it on the new sweep); no
+    service is restarted. A deploy that changes nothing asks nothing."""
+    first = windows.play("deploy.yml", host=deployed(2), wandb_agent_count=2)
+    host = as_left_by(first, deployed(2))
+
+    def restarted(calls):
+        return [
+            a["name"] for a in calls_of(calls, "ansible.windows.win_service") if a.get("state") == "restarted"
+        ]
+
+    def stop_files(calls):
+        return {name: text.split()[0] for c in calls for name, text in c.get("contents", {}).items()
+                if name.endswith(".stop")}  # fmt: skip
+
+    same = windows.play("deploy.yml", host=host, wandb_agent_count=2)
+    assert (restarted(same), stop_files(same)) == ([], {})
+    other = standin.create_sweep(
+        {"program": "main.py", "method": "grid", "parameters": {"shard": {"values": [1, 2, 3]}}},
+        project="win",
+    )
+    moved = windows.play("deploy.yml", host=host, wandb_sweep_id=other.path, wandb_agent_count=2)
+    assert restarted(moved) == []
+    assert stop_files(moved) == {"agent-1.stop": "follow", "agent-2.stop": "follow"}
+    assert not [c for c in moved if "failed" in c or "refused" in c]

@@ -9,7 +9,11 @@ Modules that do not support check mode are skipped, as on a real host.
 
 The host has the paths and services named in the JSON file SWEEP_FLEET_FAKE_WINDOWS_STATE
 ({"paths": [...], "services": {"name": "started|stopped"}}; without it, a fresh host:
-Python installed, nothing of sweep-fleet). Check mode creates nothing, so they stay as they
+Python installed, nothing of sweep-fleet). Optionally, "files" ({path: text}) holds files'
+contents, which win_copy compares by checksum as the module does; "registry"
+({"KEY\\NAME": data}) the values win_regedit compares; "service_settings" ({name: {option:
+value}}) what win_service compares for a service defined earlier. What is not named there
+differs, and is changed. Check mode creates nothing, so they stay as they
 are for the whole run, and the modules' own refusals are answered from them: win_acl and
 win_acl_inheritance on a missing path, a grant to the virtual account of a missing service,
 win_service on a missing service without ``path``, win_copy from a missing remote ``src``.
@@ -23,6 +27,7 @@ which calls would reach a fresh or a deployed host.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -72,7 +77,12 @@ def host_state() -> dict:
     files = {_norm(k): v for k, v in state.get("files", {}).items()}
     services = {k.lower(): v for k, v in state.get("services", {}).items()}
     python = str(state.get("python") or PROBE["python"])  # the installed Python's version
-    return {"paths": paths | set(files), "files": files, "services": services, "python": python}
+    registry = {_norm(k): v for k, v in state.get("registry", {}).items()}
+    settings = {k.lower(): v for k, v in state.get("service_settings", {}).items()}
+    return {
+        "paths": paths | set(files), "files": files, "services": services, "python": python,
+        "registry": registry, "service_settings": settings,
+    }  # fmt: skip
 
 
 def _norm(path: str) -> str:
@@ -235,7 +245,16 @@ class Connection(ConnectionBase):
             return {"changed": False, "exists": bool(found), "services": found}
         if short == "win_service":
             known = own["name"].lower() in state["services"]
+            if known and not own.get("state"):  # a definition: changed when it differs
+                wanted = {k: v for k, v in own.items() if v is not None and k != "name"}
+                return {
+                    "changed": state["service_settings"].get(own["name"].lower()) != wanted,
+                    "exists": True,
+                }
             return {"changed": own.get("state") != "absent" or known, "exists": known}
+        if short == "win_regedit" and own.get("state", "present") == "present":
+            key = _norm(f"{own['path']}\\{own.get('name') or ''}")
+            return {"changed": state["registry"].get(key, object()) != own.get("data")}
         if short == "win_copy" and own.get("_copy_mode") == "remote":
             src, dest = _norm(own["src"]), _norm(own["dest"])
             same = dest in state["paths"] and state["files"].get(src) == state["files"].get(dest)
@@ -256,5 +275,14 @@ class Connection(ConnectionBase):
             return {"changed": True, "rc": 0, "stdout": "", "stderr": ""}
         if short == "win_copy" and own.get("_copy_mode") == "query":
             files, directories = own.get("files", []), own.get("directories", [])
+            # The query names the destination directory, each file its name in it; a file whose
+            # checksum the host's copy has is not sent.
+            have = {path: hashlib.sha1(text.encode()).hexdigest() for path, text in state["files"].items()}
+            where = _norm(own.get("dest", ""))
+            files = [
+                f
+                for f in files
+                if f.get("checksum") is None or have.get(f"{where}\\{_norm(f['dest'])}") != f["checksum"]
+            ]
             return {"changed": False, "files": files, "directories": directories, "symlinks": []}
         return {"changed": True}
