@@ -208,7 +208,6 @@ def test_a_drain_in_the_stop_file_ends_the_agent_and_waits_for_the_run(world, tm
     assert ("ctrl-break", RUN) not in world.calls and ("kill the job but the launcher",) not in world.calls
 
 
-
 def test_follow_in_the_stop_file_drains_to_start_again_on_the_new_sweep(world, tmp_path, monkeypatch):
     """The deploy moved the fleet to a new sweep: the run finishes on its own, nothing is
     signalled, and the launcher will exit 75 (NSSM starts it again on the new settings)."""
@@ -220,6 +219,7 @@ def test_follow_in_the_stop_file_drains_to_start_again_on_the_new_sweep(world, t
     monkeypatch.setattr(launcher.time, "sleep", lambda _seconds: world.run_ends())
     sup.wait()
     assert ("ctrl-break", RUN) not in world.calls and ("kill the job but the launcher",) not in world.calls
+
 
 def test_kill_in_the_stop_file_ends_the_job_at_once(world, tmp_path):
     sup = supervisor(world, tmp_path)

@@ -79,6 +79,41 @@ def test_through_ansible_playbook_with_check_mode_and_the_key_hidden(server, tmp
         assert len(server.sweeps) == (0 if check else 1)
 
 
+@pytest.mark.integration
+def test_the_role_shows_a_refusal_whose_task_output_is_hidden(server, tmp_path):
+    """The sweep task hides its result (no_log: its arguments hold the key); a refusal's
+    message is shown all the same, and the play stops there."""
+    playbook = tmp_path / "play.yml"
+    settings = {
+        "wandb_sweep_api_key": TEST_API_KEY, "wandb_sweep_base_url": server.url, "wandb_sweep_project": "p",
+        "wandb_sweep_name": "n", "wandb_sweep_program": "main.py",
+        "wandb_sweep_parameters": {"lr": {"values": [1, 2]}},
+    }  # fmt: skip
+    play = {"hosts": "localhost", "gather_facts": False, "roles": [{"role": "wandb_sweep"}]}
+    after = {"ansible.builtin.debug": {"msg": "the play went on"}}
+    playbook.write_text(yaml.safe_dump([{**play, "post_tasks": [after]}]))
+
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(
+        f"localhost ansible_connection=local ansible_python_interpreter={VENV_BIN / 'python'}\n"
+    )
+
+    def deploy(**extra) -> subprocess.CompletedProcess:
+        argv = [str(VENV_BIN / "ansible-playbook"), "-v", "-i", str(inventory), str(playbook)]
+        return subprocess.run(
+            [*argv, "-e", json.dumps({**settings, **extra})],
+            cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    first = deploy()
+    assert first.returncode == 0 and len(server.sweeps) == 1, first.stdout
+    refused = deploy(wandb_sweep_method="random")
+    shown = " ".join(refused.stdout.split())
+    assert refused.returncode != 0 and 'method "grid" -> "random"' in shown, shown
+    assert "the play went on" not in shown and TEST_API_KEY not in refused.stdout + refused.stderr
+    assert len(server.sweeps) == 1
+
+
 def test_creates_once_then_finds_the_same_sweep(server, tmp_path):
     first = sweep_task(server, tmp_path, config=GRID, project="p")
     assert (first["changed"], first["created"], first["state"]) == (True, True, "RUNNING")
@@ -377,7 +412,7 @@ def test_a_grown_grid_gets_a_successor_seeded_with_the_runs_done_or_under_way(se
     assert planned["successor"] == {
         "seeded": 2,
         "changes": ["parameters"],
-        "values": 7,
+        "grid_values": 7,
         "done": 2,
         "to_run": 5,
     }

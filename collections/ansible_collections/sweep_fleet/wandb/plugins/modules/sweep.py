@@ -173,6 +173,10 @@ rerun_runs:
   type: list
   elements: str
   returned: when O(rerun) is given
+error:
+  description: A failure's message (the same as C(msg)), for a task whose own output is hidden.
+  type: str
+  returned: on failure
 predecessor:
   description:
     - The sweep this one follows (its description names it), with its state and how many of
@@ -187,7 +191,7 @@ config_diff:
 successor:
   description:
     - For a new successor, what it takes over (V(seeded), runs) and, for a grid, how many of
-      its values are already done (V(done)) and how many will run (V(to_run)); V(changes),
+      its V(grid_values) are already done (V(done)) and how many will run (V(to_run)); V(changes),
       the config's top-level keys that changed.
   type: dict
   returned: when a successor is or would be created
@@ -357,7 +361,7 @@ def _plan(config: dict, seeds: list[dict], old_config: dict) -> dict:
     }
     if points is not None:
         done = points_done(points, [_params(r) for r in seeds])
-        plan.update(values=len(points), done=done, to_run=len(points) - done)
+        plan.update(grid_values=len(points), done=done, to_run=len(points) - done)
     return plan
 
 
@@ -642,6 +646,14 @@ def main() -> None:
         required_one_of=[("config", "sweep_id")],
         supports_check_mode=True,
     )
+    # The role hides the task's result (no_log: its arguments hold the key) and shows this
+    # copy of a failure's message, which never holds the key.
+    fail = module.fail_json
+
+    def fail_json(msg: str, **kwargs):
+        fail(msg=msg, error=msg, **kwargs)
+
+    module.fail_json = fail_json
     if yaml is None:
         module.fail_json(msg=missing_required_lib("PyYAML"))
     try:
