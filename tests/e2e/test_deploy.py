@@ -263,7 +263,7 @@ def test_a_change_a_successor_cannot_keep_is_refused_before_any_host_is_touched(
         assert result.returncode != 0
         text = " ".join(result.stdout.split())
         assert (
-            'metric {"goal": "maximize", "name": "mean_score"} -> {"goal": "minimize", "name": "mean_score"}'
+            'metric {"name": "mean_score", "goal": "maximize"} -> {"name": "mean_score", "goal": "minimize"}'
             in text
         )
         assert "set wandb_sweep_replace=true for a fresh sweep" in text and "undo that change" in text
