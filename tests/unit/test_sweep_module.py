@@ -314,25 +314,16 @@ def test_rerun_by_deletion_deletes_only_crashed_and_failed_runs_and_resumes_the_
     server.set_state(sweep.path, "FINISHED")
     assert server._suggest(sweep) is None  # every value has a run: W&B hands out nothing more
     # Check mode names exactly the runs it would delete, and deletes nothing.
-    planned = sweep_task(
-        server,
-        tmp_path,
-        check=True,
-        sweep_id=sweep.path,
-        rerun=True,
-        rerun_delete=True,
-        rerun_states=["crashed", "failed"],
-    )
+    delete = {
+        "sweep_id": sweep.path,
+        "rerun": True,
+        "rerun_delete": True,
+        "rerun_states": ["crashed", "failed"],
+    }
+    planned = sweep_task(server, tmp_path, check=True, **delete)
     assert (planned["changed"], planned["rerun_runs"], planned["state"]) == (True, ["r2", "r3"], "RUNNING")
     assert (sweep.state, len(server._latest_assignments(sweep))) == ("FINISHED", 5)
-    done = sweep_task(
-        server,
-        tmp_path,
-        sweep_id=sweep.path,
-        rerun=True,
-        rerun_delete=True,
-        rerun_states=["crashed", "failed"],
-    )
+    done = sweep_task(server, tmp_path, **delete)
     assert (done["changed"], done["rerun_runs"], done["state"]) == (True, ["r2", "r3"], "RUNNING")
     assert done["runs_by_state"] == {"finished": 2, "running": 1}
     assert sorted(a.run_id for a in server._latest_assignments(sweep)) == ["r1", "r4", "r5"]
@@ -348,17 +339,7 @@ def test_rerun_by_deletion_deletes_only_crashed_and_failed_runs_and_resumes_the_
         )  # fmt: skip
     assert sorted(again) == [0.001, 0.01] and server._suggest(sweep) is None
     # Nothing more to rerun: no change.
-    assert (
-        sweep_task(
-            server,
-            tmp_path,
-            sweep_id=sweep.path,
-            rerun=True,
-            rerun_delete=True,
-            rerun_states=["crashed", "failed"],
-        )["changed"]
-        is False
-    )
+    assert sweep_task(server, tmp_path, **delete)["changed"] is False
 
 
 @pytest.mark.parametrize("state", ["RUNNING", "CANCELED"])

@@ -435,6 +435,26 @@ def _successor(module, api, entity, project, head, config, text, wanted, line, r
     return sweep
 
 
+def _describe(module, api: WandbApi, entity: str, project: str, sweep: dict) -> dict:
+    """What the task returns of a sweep. What W&B answered is written into the agents'
+    settings on every host: each part of the path must be a name, not text that a hostile
+    server or proxy chose."""
+    name = sweep.get("name")
+    for what, part in (("entity", entity), ("sweep id", name)):
+        pattern = SWEEP_NAME_RE if what == "sweep id" else ENTITY_RE
+        if not (isinstance(part, str) and pattern.match(part)):
+            module.fail_json(
+                msg=f"the W&B API at {api.base_url} answered {part!r} as the {what}, not a name: refused"
+            )
+    return {
+        "sweep_id": name,
+        "sweep_path": f"{entity}/{project}/{name}",
+        "url": f"{app_url(api.base_url)}/{entity}/{project}/sweeps/{name}",
+        "state": (sweep.get("state") or "RUNNING").upper(),
+        **_progress(sweep),
+    }
+
+
 def run(module: AnsibleModule) -> dict:
     p = module.params
     # A key from `echo KEY | ansible-vault encrypt_string` ends in a line break.
@@ -545,23 +565,9 @@ def run(module: AnsibleModule) -> dict:
                     return result
 
     name = sweep["name"]
-    # What W&B answered is written into the agents' settings on every host: each part of the
-    # path must be a name, not text that a hostile server or proxy chose.
-    for what, part in (("entity", entity), ("sweep id", name)):
-        pattern = SWEEP_NAME_RE if what == "sweep id" else ENTITY_RE
-        if not (isinstance(part, str) and pattern.match(part)):
-            module.fail_json(
-                msg=f"the W&B API at {api.base_url} answered {part!r} as the {what}, not a name: refused"
-            )
     if "runs" not in sweep:  # found in the project's list, which does not carry the runs
         sweep = {**sweep, **(api.sweep(entity, project, name) or {})}  # the list's description stays
-    result.update(
-        sweep_id=name,
-        sweep_path=f"{entity}/{project}/{name}",
-        url=f"{app_url(api.base_url)}/{entity}/{project}/sweeps/{name}",
-        state=(sweep.get("state") or "RUNNING").upper(),
-        **_progress(sweep),
-    )
+    result.update(_describe(module, api, entity, project, sweep))
     if result["predecessor"] is None and not result["created"]:
         result["predecessor"] = _predecessor(api, entity, project, sweep, by_name, module.check_mode)
 
@@ -594,15 +600,7 @@ def run(module: AnsibleModule) -> dict:
             result.pop("config_diff", None)
             if made is None:  # check mode
                 return result
-            sweep = made
-            name = sweep["name"]
-            result.update(
-                sweep_id=name,
-                sweep_path=f"{entity}/{project}/{name}",
-                url=f"{app_url(api.base_url)}/{entity}/{project}/sweeps/{name}",
-                state=(sweep.get("state") or "RUNNING").upper(),
-                **_progress(sweep),
-            )
+            result.update(_describe(module, api, entity, project, made))
         target = None
     if target and target != result["state"]:
         refusal = _allowed(result["state"], target)
