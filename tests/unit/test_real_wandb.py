@@ -70,3 +70,42 @@ def test_the_sweep_module_and_the_state_check_against_wandb():
         assert refused.get("failed"), "W&B keeps a cancelled sweep cancelled"
     finally:
         module(sweep_id=path, state="canceled")
+
+
+def test_a_successor_seeded_with_a_finished_run_skips_its_value_on_wandb(tmp_path):
+    """W&B's prior runs (priorRunsFilters), as the sweep module sends them: a grown grid's
+    successor never hands out the value a finished run of the old sweep had."""
+    import subprocess
+
+    from support import VENV_BIN
+
+    (tmp_path / "main.py").write_text(
+        "import wandb\nrun = wandb.init()\nopen('ran.txt', 'a').write(f\"{run.config.x}\\n\")\nrun.finish()\n"
+    )
+    env = {
+        **os.environ,
+        "WANDB_API_KEY": KEY,
+        "WANDB_BASE_URL": BASE_URL,
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+    }
+
+    def agent(path: str, count: int) -> list[str]:
+        (tmp_path / "ran.txt").write_text("")
+        argv = [str(VENV_BIN / "wandb"), "agent", "--count", str(count), path]
+        subprocess.run(argv, cwd=tmp_path, env=env, check=True, timeout=600, capture_output=True)
+        return (tmp_path / "ran.txt").read_text().split()
+
+    base = {"name": f"sweep-fleet-successor-{secrets.token_hex(4)}", "program": "main.py", "method": "grid"}
+    first = module(config={**base, "parameters": {"x": {"values": [1, 2]}}}, project=PROJECT)
+    paths = [first["sweep_path"]]
+    try:
+        done = agent(first["sweep_path"], 1)
+        grown = module(config={**base, "parameters": {"x": {"values": [1, 2, 3]}}}, project=PROJECT)
+        paths.append(grown["sweep_path"])
+        assert grown["created"] and grown["predecessor"]["sweep_path"] == first["sweep_path"], grown
+        assert grown["successor"]["done"] == 1 and grown["successor"]["to_run"] == 2, grown
+        ran = agent(grown["sweep_path"], 3)  # asks for 3; the grid has 2 left
+        assert sorted(ran) == sorted({"1", "2", "3"} - set(done)), (done, ran)
+    finally:
+        for path in paths:
+            module(sweep_id=path, state="canceled")
