@@ -574,7 +574,7 @@ def test_a_sweep_changed_while_its_runs_run_preempts_none_and_runs_each_value_on
     began = time.time()
     result = site.play(REPO / "deploy.yml")
     (new,) = [s for s in site.standin.sweeps.values() if s.config.get("name") == "grow" and s is not old]
-    assert f"it follows {old.path} (RUNNING, " in " ".join(result.stdout.split()), result.stdout
+    assert f"it follows {old.path} (PAUSED, " in " ".join(result.stdout.split()), result.stdout
     site.standin.wait_for(
         lambda s: new.state == "FINISHED" and all(r["end"] for r in records(s, old)),
         timeout=240,

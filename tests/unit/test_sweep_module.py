@@ -405,8 +405,9 @@ def test_a_grown_grid_gets_a_successor_seeded_with_the_runs_done_or_under_way(se
     assert made["created"] and made["sweep_id"] != old.id
     new = server.sweep(made["sweep_id"])
     assert new.prior == ["r1", "r2"] and new.description == f"sweep-fleet: successor of {old.path}"
-    assert made["predecessor"] == {"sweep_path": old.path, "state": "RUNNING", "running": 1}
-    assert old.state == "RUNNING", "a run of the old sweep is running: it is not stopped yet"
+    assert made["predecessor"] == {"sweep_path": old.path, "state": "PAUSED", "running": 1}
+    assert old.state == "PAUSED", "it hands out nothing more; a run of it is running: not stopped yet"
+    assert server._suggest(old) is not None, "values it never handed out run in the new sweep only"
     handed = []
     while (suggestion := server._suggest(new)) is not None:
         handed.append(suggestion.config["lr"]["value"])

@@ -17,6 +17,7 @@ description:
     seeded with the runs whose values are done or under way (finished, running,
     pending, preempting), as C(wandb.sweep(prior_runs=...)) seeds a sweep, so that those
     values never run again; its description names the sweep it follows. The old sweep is
+    paused first (it hands out no run while the fleet moves; its running runs go on) and
     stopped (V(FINISHED)) once none of its runs is running, by this call or a later one.
   - A change of method, metric (name or goal), program or command cannot be a successor,
     so it fails unless O(replace).
@@ -409,10 +410,22 @@ def _diff(old_config: dict, new_config: dict, old_path: str, result: dict) -> No
     ]
 
 
+def _hold(api: WandbApi, entity: str, project: str, sweep: dict) -> dict:
+    """Pause a running sweep the fleet is about to leave, then read it with its runs: from
+    then on it hands out no run (not even a requeued one) while its running runs go on, so
+    the runs read are all the runs it will have. A pending sweep has none to hand out."""
+    if (sweep.get("state") or "RUNNING").upper() == "RUNNING":
+        api.set_state(sweep.get("id") or sweep["name"], entity, project, "PAUSED")
+    return api.sweep(entity, project, sweep["name"]) or sweep
+
+
 def _successor(module, api, entity, project, head, config, text, wanted, line, result) -> dict:
     """Create (or in check mode, plan) a successor of ``head`` seeded with its runs."""
     head_path = f"{entity}/{project}/{head['name']}"
-    full = head if "runs" in head else (api.sweep(entity, project, head["name"]) or head)
+    if module.check_mode:
+        full = head if "runs" in head else (api.sweep(entity, project, head["name"]) or head)
+    else:
+        full = _hold(api, entity, project, head)
     seeds, again = _split_runs(full.get("runs") or [])
     old_config = _load(full.get("config"))
     result["successor"] = _plan(config, seeds, old_config)
@@ -554,10 +567,11 @@ def run(module: AnsibleModule) -> dict:
                 if module.check_mode:
                     result["msg"] = f"would create a sweep replacing {head_path}"
                     return result
+                held = _hold(api, entity, project, head)
                 sweep = _create_once(api, entity, project, text, config, wanted, module,
                                      description=_description(config, f"replaces {head_path}"))  # fmt: skip
                 result["created"] = True
-                result["predecessor"].update(_finish_if_idle(api, entity, project, head, False))
+                result["predecessor"].update(_finish_if_idle(api, entity, project, held, False))
             else:
                 sweep = _successor(module, api, entity, project, head, config, text, wanted,
                                    "successor of", result)  # fmt: skip
