@@ -548,9 +548,9 @@ def interrupted(site, until, what: str) -> str:
 
 
 def test_an_interrupted_deploy_is_converged_by_the_next_without_a_second_sweep(site):
-    """Fault 7: Ctrl-C on the controller during the installs on a new host, while its key is
-    written, while W&B creates the sweep, and while its units are written; the next
-    deploy.yml converges."""
+    """Fault 7: Ctrl-C on the controller while W&B creates the sweep, during the installs on a
+    new host, while its key is written, and while its units are written; the next deploy.yml
+    converges."""
     (fresh,) = site.fleet.add(1)
     site.hosts = site.fleet.hosts()
     site.fleet.write_inventory(site.inventory)
@@ -567,22 +567,8 @@ def test_an_interrupted_deploy_is_converged_by_the_next_without_a_second_sweep(s
     try:
         site.write_vars("interrupted", lrs, epochs=3, epoch_seconds=1)
         seen = []
-        # 1: while uv installs wandb into the new host's venv.
-        interrupted(
-            site,
-            lambda out: (
-                "TASK [wandb_runtime : Make the venv" in out
-                and "pip install" in site.sh(fresh, "pgrep -a -f '[u]v pip install' || true")
-            ),
-            "uv installing on the new host",
-        )
-        seen.append(site.sh(fresh, files))
-        # 2: as the key and connection settings are written.
-        interrupted(
-            site, lambda out: "TASK [wandb_credentials : Write the key" in out, "the key being written"
-        )
-        seen.append(site.sh(fresh, files))
-        # 3: W&B has the create request, its answer is not back yet; W&B then makes the sweep.
+        # 1: W&B has the create request, its answer is not back yet; W&B then makes the sweep
+        # (the sweep comes first in deploy.yml, before any host is touched).
         site.standin.inject("delay", operation="UpsertSweep", seconds=8)
         asked = len(site.standin.requests)
         interrupted(
@@ -593,6 +579,21 @@ def test_an_interrupted_deploy_is_converged_by_the_next_without_a_second_sweep(s
         site.standin.clear_faults()
         site.standin.wait_for(mine, timeout=30, what="W&B to make the sweep it was asked for")
         assert site.unit(fresh, "ActiveState")["ActiveState"] != "active", "an agent started before its sweep"
+        seen.append(site.sh(fresh, files))
+        # 2: while uv installs wandb into the new host's venv.
+        interrupted(
+            site,
+            lambda out: (
+                "TASK [wandb_runtime : Make the venv" in out
+                and "pip install" in site.sh(fresh, "pgrep -a -f '[u]v pip install' || true")
+            ),
+            "uv installing on the new host",
+        )
+        seen.append(site.sh(fresh, files))
+        # 3: as the key and connection settings are written.
+        interrupted(
+            site, lambda out: "TASK [wandb_credentials : Write the key" in out, "the key being written"
+        )
         seen.append(site.sh(fresh, files))
         # 4: as the agents' units and settings are written.
         interrupted(
