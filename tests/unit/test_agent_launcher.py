@@ -158,16 +158,7 @@ def catches(pid: int, signum: int) -> bool:
 
 def test_sighup_before_the_agent_starts_exits_75_for_a_restart_on_the_new_sweep(standin, tmp_path):
     sweep = standin.create_sweep(GRID, project="p")
-    code, work = tmp_path / "code", tmp_path / "work"
-    code.mkdir()
-    work.mkdir()
-    env = dict(os.environ, WANDB_BASE_URL=standin.url, NETRC=str(netrc_for(tmp_path / "netrc", standin)),
-               PYTHONPATH=str(FILES))  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, str(FILES / "sweep_fleet_agent.py"), "run", "--sweep", sweep.path,
-         "--code", str(code), "--start-delay", "60"],
-        cwd=work, env=env, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = start_launcher(standin, tmp_path, sweep.path, "--start-delay", "60", stderr=subprocess.PIPE)
     wait_until(lambda: catches(proc.pid, signal.SIGHUP), timeout=20, what="the launcher's SIGHUP handler")
     proc.send_signal(signal.SIGHUP)
     _out, err = proc.communicate(timeout=30)
@@ -376,9 +367,9 @@ def test_state_check_waits_while_wandb_is_unreachable(standin, tmp_path, monkeyp
     assert len([r for r in standin.requests if r[2] == "SweepState"]) == 3
 
 
-def run_launcher(
-    standin, tmp_path, sweep_path: str, *extra: str, files: dict | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess:
+def start_launcher(
+    standin, tmp_path, sweep_path: str, *extra: str, files: dict | None = None, **popen
+) -> subprocess.Popen:
     """The launcher as the unit starts it, in a working directory of its own."""
     code, work = tmp_path / "code", tmp_path / "work"
     code.mkdir(exist_ok=True)
@@ -391,7 +382,7 @@ def run_launcher(
         NETRC=str(netrc_for(tmp_path / "netrc", standin)),
         PYTHONPATH=str(FILES),
     )
-    return subprocess.run(
+    return subprocess.Popen(
         [
             sys.executable,
             str(FILES / "sweep_fleet_agent.py"),
@@ -404,10 +395,25 @@ def run_launcher(
         ],
         cwd=work,
         env=env,
-        capture_output=True,
         text=True,
-        timeout=timeout,
+        **popen,
     )
+
+
+def run_launcher(
+    standin, tmp_path, sweep_path: str, *extra: str, files: dict | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """The launcher run to its end; its output."""
+    proc = start_launcher(
+        standin, tmp_path, sweep_path, *extra, files=files, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def test_launcher_does_not_start_an_agent_for_an_ended_sweep(standin, tmp_path):

@@ -353,7 +353,7 @@ def grid_size(config: dict) -> int | None:
             kind = infer_kind(spec)
             if kind in ("categorical", "categorical_w_probabilities"):
                 # W&B's grid enumerates distinct values (by their YAML form).
-                size *= len({json.dumps(v, sort_keys=True, default=str) for v in spec["values"]})
+                size *= len({_value_key(v) for v in spec["values"]})
             elif kind == "int_uniform":
                 size *= spec["max"] - spec["min"] + 1
             elif kind == "q_uniform":
