@@ -62,3 +62,14 @@ if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
   cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
   chroot "$root" update-ca-certificates >/dev/null
 fi
+
+# SLURM and munge stay off until a SLURM test fleet configures them (one munge key per
+# fleet, made by its fixture). The cluster's user: the same uid on every host, no sudo.
+for unit in munge.service slurmd.service slurmctld.service; do
+  rm -f "$root/etc/systemd/system/multi-user.target.wants/$unit"
+done
+rm -f "$root/etc/munge/munge.key"
+chroot "$root" useradd --create-home --shell /bin/bash --uid 2000 --user-group researcher
+mkdir -p "$root/home/researcher/.ssh"
+chmod 0700 "$root/home/researcher/.ssh"
+chroot "$root" chown researcher:researcher /home/researcher/.ssh
