@@ -1,0 +1,144 @@
+# Copyright: sweep-fleet developers
+# Apache License 2.0
+"""The digest of a host's desired state, against the digest of its record of the last deploy.
+
+Runs on the controller only (no round trip). The digest covers everything a deploy of the
+host follows: the values of every role option for the host (the roles' defaults under the
+inventory's and -e's), the host's facts and GPU plan, the sweep and its state, this
+collection's code and templates, the playbook's own templates and files, and the
+controller's files the deploy copies (the code, the extra paths, uv). It is keyed with the
+host's W&B API key (HMAC-SHA256): the digest can be shown and stored while the inputs it
+covers (the key, a proxy's password) stay unguessable from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import stat
+from pathlib import Path
+
+from ansible.errors import AnsibleError
+from ansible_collections.sweep_fleet.wandb.plugins.action.preflight import ROLE_ORDER, SLURM_GROUP
+from ansible_collections.sweep_fleet.wandb.plugins.action.preflight import ActionModule as PreflightAction
+
+COLLECTION = Path(__file__).resolve().parents[2]
+# The facts the sweep role sets, which the agents follow.
+SWEEP_FACTS = ("wandb_sweep_path", "wandb_sweep_state", "wandb_sweep_predecessor", "wandb_sweep_url")
+GIT_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+TREE_LIMIT = 200_000
+
+
+def tree_digest(path: str, content: bool = False) -> str:
+    """A hash of the names, types, modes, sizes and modification times under ``path`` (and,
+    with ``content``, the files' content), or of ``path`` itself when it is a file. Python's
+    caches (``__pycache__``) are left out: running the controller writes them."""
+    digest = hashlib.sha256()
+
+    def add(rel: str, full: str) -> None:
+        st = os.lstat(full)
+        line = f"{rel}\t{stat.S_IFMT(st.st_mode)}\t{st.st_mode:o}\t"
+        if stat.S_ISREG(st.st_mode):
+            line += f"{st.st_size}\t{st.st_mtime_ns}"
+            if content:
+                with open(full, "rb") as handle:
+                    line += "\t" + hashlib.sha256(handle.read()).hexdigest()
+        elif stat.S_ISLNK(st.st_mode):
+            line += os.readlink(full)
+        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
+
+    if not os.path.lexists(path):
+        return "missing"
+    if not os.path.isdir(path) or os.path.islink(path):
+        add(".", path)
+        return digest.hexdigest()
+    count = 0
+    for top, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(dirs + files):
+            count += 1
+            if count > TREE_LIMIT:
+                raise AnsibleError(f"{path}: more than {TREE_LIMIT} entries")
+            full = os.path.join(top, name)
+            add(os.path.relpath(full, path), full)
+    return digest.hexdigest()
+
+
+class ActionModule(PreflightAction):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super(PreflightAction, self).run(tmp, task_vars)
+        recorded = self._task.args.get("recorded") or {}
+        result["changed"] = False
+        names: list[str] = []
+        for role in ROLE_ORDER:
+            specs, _defaults = self._role_files(role)
+            names.extend(specs.get("main", {}).get("options", {}))
+        values = self._values(tuple(sorted(set(names)) + list(SWEEP_FACTS)), task_vars)
+        key = str(values.get("wandb_credentials_api_key") or "")
+        why = self._no_record(task_vars, values) or (None if key else "no API key to key the digest with")
+        if why:
+            result.update(converged=False, digest="", drift=[why])
+            return result
+        inputs = {
+            "values": values,
+            "host": task_vars.get("inventory_hostname"),
+            "groups": sorted(task_vars.get("group_names") or []),
+            "facts": task_vars.get("ansible_facts") or {},
+            "collection": tree_digest(str(COLLECTION), content=True),
+            "playbook": {
+                base: tree_digest(os.path.join(base, sub), content=True)
+                for base in self._playbook_dirs(task_vars)
+                for sub in ("templates", "files")
+            },
+            "controller": self._controller_files(values),
+        }
+        blob = json.dumps(inputs, sort_keys=True, default=str).encode()
+        digest = hmac.new(key.encode(), blob, hashlib.sha256).hexdigest()
+        drift = list(recorded.get("drift") or [])
+        if recorded.get("found") and recorded.get("digest") != digest:
+            drift.insert(0, "the desired state changed")
+        result.update(converged=bool(recorded.get("found")) and not drift, digest=digest, drift=drift)
+        return result
+
+    @staticmethod
+    def _no_record(task_vars: dict, values: dict) -> str | None:
+        """Why this host is always deployed in full (None: its record is used)."""
+        version = str(values.get("wandb_code_git_version") or "")
+        if values.get("wandb_code_source") == "git" and not GIT_SHA_RE.match(version):
+            return "code from a git branch or tag, which can move at the remote"
+        if SLURM_GROUP in (task_vars.get("group_names") or []):
+            return "a SLURM login node"
+        if (task_vars.get("ansible_facts") or {}).get("os_family") == "Windows":
+            return "a Windows host"
+        tags = list(task_vars.get("ansible_run_tags") or ["all"])
+        if tags != ["all"] or task_vars.get("ansible_skip_tags"):
+            return "a run with --tags or --skip-tags"
+        return None
+
+    @staticmethod
+    def _playbook_dirs(task_vars: dict) -> list[str]:
+        dirs = {os.path.realpath(d) for d in task_vars.get("ansible_search_path") or []}
+        if task_vars.get("playbook_dir"):
+            dirs.add(os.path.realpath(task_vars["playbook_dir"]))
+        return sorted(dirs | {os.path.dirname(d) for d in dirs})
+
+    def _controller_files(self, values: dict) -> dict:
+        """The controller's files a deploy copies to the host."""
+        files = {}
+        if values.get("wandb_code_source") != "git" and values.get("wandb_code_local_path"):
+            files["code"] = tree_digest(str(values["wandb_code_local_path"]))
+        for extra in values.get("wandb_code_extra_paths") or []:
+            if isinstance(extra, dict) and extra.get("src"):
+                files[f"extra {extra['src']}"] = tree_digest(str(extra["src"]))
+        if values.get("wandb_runtime_uv_source") == "controller" and values.get(
+            "wandb_runtime_uv_controller_path"
+        ):
+            files["uv"] = tree_digest(str(values["wandb_runtime_uv_controller_path"]))
+        return files

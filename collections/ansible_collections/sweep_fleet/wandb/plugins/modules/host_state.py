@@ -1,0 +1,179 @@
+#!/usr/bin/python
+# Copyright: sweep-fleet developers
+# Apache License 2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: host_state
+short_description: One question to a host - its platform, its GPUs and its record of the last deploy
+description:
+  - With O(state=read) (every playbook's preflight), reads in one call what the playbooks need
+    to know of a host - the facts C(setup) would gather for C(gather_subset=[platform,
+    distribution, service_mgr, dns]), with O(gpus) the report of C(nvidia-smi -q -x), and with
+    O(record) the record of the last deploy, checked against the host.
+  - The record lists what the deploy converged (files, directory trees, accounts, the agents'
+    units and the state each unit was left in). Each is read again as it is now; what differs
+    is returned in RV(record). The controller compares its digest of the desired state
+    with the record's; when both agree and nothing drifted, the host is as deployed.
+  - With O(state=present) (the end of a deploy), writes the record; with O(state=absent)
+    removes it. The record is root's own file (mode 0600) in a directory only root can change,
+    written in one step and read without following a link, as a regular file of at most 4 MiB.
+  - On Windows hosts the action plugin gathers the same facts with C(ansible.windows.setup);
+    Windows hosts keep no record (they are deployed every time).
+version_added: "0.10.0"
+options:
+  state:
+    description: Read the host (V(read)), write the record (V(present)) or remove it (V(absent)).
+    type: str
+    choices: [read, present, absent]
+    default: read
+  gpus:
+    description: With O(state=read), also run C(nvidia-smi -q -x) and return its report as RV(gpus).
+    type: bool
+    default: false
+  record:
+    description: The record's path. Empty reads no record.
+    type: str
+    default: ""
+  digest:
+    description: With O(state=present), the controller's digest of the desired state (a keyed hash).
+    type: str
+    default: ""
+  spec:
+    description:
+      - With O(state=present), what the record lists, as C(paths) (files and directories),
+        C(trees) (a list of C(path) and C(content), directories compared entry by entry, files by
+        content when C(content) is true, else by size and time), C(users), C(groups), and
+        C(units) (each unit's wanted state as two words, enabled and running, such as V(yes yes)).
+    type: dict
+    default: {}
+notes:
+  - Supports check mode; with O(state=present) or O(state=absent) it then changes nothing.
+author:
+  - sweep-fleet developers (@sweep-fleet)
+"""
+
+EXAMPLES = r"""
+- name: Read the host and its record
+  sweep_fleet.wandb.host_state:
+    gpus: true
+    record: /var/lib/sweep-fleet/deploy-record.json
+  become: true
+  register: host
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: The facts of C(setup) for the subsets platform, distribution, service_mgr and dns.
+  returned: state is read
+  type: dict
+gpus:
+  description: C(nvidia-smi -q -x)'s exit status (127 when it is not installed) and output.
+  returned: state is read and gpus is true
+  type: dict
+record:
+  description: The record of the last deploy, checked against the host.
+  returned: state is read and record is given
+  type: dict
+  contains:
+    found:
+      description: Whether there is a record (one root could not have written counts as none).
+      type: bool
+    digest:
+      description: The digest of the desired state the record holds.
+      type: str
+    drift:
+      description: The first ten things that differ from the record, such as V(path /etc/sweep-fleet/netrc).
+      type: list
+      elements: str
+"""
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.facts import ansible_collector, default_collectors  # noqa: E402
+from ansible.module_utils.facts.namespace import PrefixFactNamespace  # noqa: E402
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils import host_record  # noqa: E402
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (  # noqa: E402
+    NVIDIA_SMI_LIMIT,
+)
+
+FACT_SUBSETS = ["!all", "!min", "platform", "distribution", "service_mgr", "dns"]
+
+
+def facts(module: AnsibleModule) -> dict:
+    """The same facts ansible.builtin.setup gathers for FACT_SUBSETS."""
+    collector = ansible_collector.get_ansible_collector(
+        all_collector_classes=default_collectors.collectors,
+        namespace=PrefixFactNamespace(namespace_name="ansible", prefix="ansible_"),
+        filter_spec=[],
+        gather_subset=FACT_SUBSETS,
+        gather_timeout=10,
+        minimal_gather_subset=frozenset(),
+    )
+    return collector.collect(module=module)
+
+
+def gpus(module: AnsibleModule) -> dict:
+    """nvidia-smi's XML report, as the preflight's GPU check reads it."""
+    path = module.get_bin_path("nvidia-smi")
+    if not path:
+        return {"rc": 127, "stdout": "", "stderr": "nvidia-smi: not found"}
+    try:
+        proc = subprocess.run(
+            [path, "-q", "-x"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return {"rc": 1, "stdout": "", "stderr": str(err)}
+    return {"rc": proc.returncode, "stdout": proc.stdout[:NVIDIA_SMI_LIMIT], "stderr": proc.stderr[-2000:]}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "state": {"type": "str", "choices": ["read", "present", "absent"], "default": "read"},
+            "gpus": {"type": "bool", "default": False},
+            "record": {"type": "str", "default": ""},
+            "digest": {"type": "str", "default": ""},
+            "spec": {"type": "dict", "default": {}},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    path = params["record"]
+    if path and not os.path.isabs(path):
+        module.fail_json(msg=f"record: {path!r} is not an absolute path")
+    if params["state"] == "read":
+        result: dict = {"changed": False, "ansible_facts": facts(module)}
+        if params["gpus"]:
+            result["gpus"] = gpus(module)
+        if path:
+            result["record"] = host_record.verify(path)
+        module.exit_json(**result)
+    if not path:
+        module.fail_json(msg="record: the record's path is needed to write or remove it")
+    if params["state"] == "absent":
+        found = os.path.lexists(path)
+        if found and not module.check_mode:
+            host_record.remove(path)
+        module.exit_json(changed=found)
+    if not params["digest"]:
+        module.fail_json(msg="digest: the digest of the desired state is needed to write the record")
+    if not module.check_mode:
+        try:
+            host_record.write(path, params["digest"], params["spec"])
+        except OSError as err:
+            module.fail_json(msg=f"cannot write the record {path}: {err}")
+    module.exit_json(changed=True)
+
+
+if __name__ == "__main__":
+    main()

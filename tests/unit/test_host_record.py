@@ -1,0 +1,159 @@
+"""The host's record of its last deploy: written once, matched while nothing changed, and
+every change on the host (a file, a tree, an account) or in the desired state is drift."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.sweep_fleet.wandb.plugins.action.desired_state import tree_digest
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils import host_record
+from ansible_collections.sweep_fleet.wandb.plugins.modules import host_state
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the record is root's")
+
+
+def run(check: bool = False, **args) -> dict:
+    out = io.StringIO()
+    with (
+        patch_module_args({**args, "_ansible_check_mode": check}),
+        contextlib.redirect_stdout(out),
+        pytest.raises(SystemExit),
+    ):
+        host_state.main()
+    return json.loads(out.getvalue())
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A deployed host in miniature: a config file, a code tree with a cache, a venv tree."""
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "netrc").write_text("machine api.wandb.ai\n")
+    code = tmp_path / "code"
+    (code / "pkg" / "__pycache__").mkdir(parents=True)
+    (code / "main.py").write_text("print('x')\n")
+    (code / "pkg" / "__pycache__" / "m.pyc").write_bytes(b"\0")
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "bin" / "python").write_bytes(b"\x7fELF")
+    spec = {
+        "paths": [str(tmp_path / "etc"), str(tmp_path / "etc" / "netrc")],
+        "trees": [{"path": str(code), "content": True}, {"path": str(tmp_path / "venv"), "content": False}],
+        "users": ["root"],
+        "groups": ["root"],
+    }
+    record = str(tmp_path / "deploy-record.json")
+    assert run(state="present", record=record, digest="d1", spec=spec)["changed"]
+    return tmp_path, record
+
+
+def read(record: str) -> dict:
+    return run(record=record)["record"]
+
+
+def test_a_host_as_recorded_has_no_drift_and_its_record_is_roots_alone(host):
+    root, record = host
+    assert read(record) == {"found": True, "digest": "d1", "drift": []}
+    st = os.stat(record)
+    assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600)
+    # Python's caches come and go with the runs: not drift.
+    (root / "code" / "pkg" / "__pycache__" / "n.pyc").write_bytes(b"\1")
+    assert read(record)["drift"] == []
+
+
+@pytest.mark.parametrize(
+    "change, drift",
+    [
+        (lambda r: (r / "etc" / "netrc").write_text("machine other\n"), "path {root}/etc/netrc"),
+        (lambda r: (r / "etc" / "netrc").unlink(), "path {root}/etc/netrc"),
+        (lambda r: os.chmod(r / "etc", 0o777), "path {root}/etc"),
+        (lambda r: (r / "code" / "main.py").write_text("print('y')\n"), "tree {root}/code"),
+        (lambda r: (r / "code" / "new.py").write_text(""), "tree {root}/code"),
+        (lambda r: os.utime(r / "venv" / "bin" / "python", (1, 1)), "tree {root}/venv"),
+        (lambda r: (r / "venv" / "bin" / "python").unlink(), "tree {root}/venv"),
+    ],
+    ids=[
+        "file-edited",
+        "file-removed",
+        "mode-changed",
+        "code-edited",
+        "code-added",
+        "venv-touched",
+        "venv-file-gone",
+    ],
+)
+def test_a_change_on_the_host_is_drift_named_by_its_path(host, change, drift):
+    root, record = host
+    change(root)
+    assert read(record)["drift"] == [drift.format(root=root)]
+
+
+def test_an_account_or_a_unit_that_is_not_as_recorded_is_drift(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    record = str(tmp_path / "r.json")
+    spec = {"users": ["no-such-user-sf"], "units": {"sweep-fleet-no-such.service": "yes yes"}}
+    run(state="present", record=record, digest="d", spec=spec)
+    # Recorded as the deploy left them (the user made, the unit running); neither is so now.
+    saved = json.loads(Path(record).read_text())["seen"]
+    assert saved["unit sweep-fleet-no-such.service"] == "yes yes"
+    assert read(record)["drift"] == ["unit sweep-fleet-no-such.service"]
+
+
+@pytest.mark.parametrize("how", ["readable", "link", "not-root", "too-large", "not-json"])
+def test_a_record_root_could_not_have_written_counts_as_none(host, how, tmp_path):
+    root, record = host
+    if how == "readable":
+        os.chmod(record, 0o644)
+    elif how == "link":
+        os.rename(record, root / "elsewhere.json")
+        os.symlink(root / "elsewhere.json", record)
+    elif how == "not-root":
+        os.chown(record, 65534, 65534)
+    elif how == "too-large":
+        with open(record, "a") as handle:
+            handle.write(" " * host_record.RECORD_LIMIT)
+    else:
+        with open(record, "w") as handle:
+            handle.write("{")
+    assert read(record) == {"found": False, "digest": "", "drift": ["no record of a deploy"]}
+
+
+def test_check_mode_writes_and_removes_nothing(host, tmp_path):
+    _root, record = host
+    before = Path(record).read_text()
+    assert run(check=True, state="present", record=record, digest="d2", spec={})["changed"]
+    assert Path(record).read_text() == before
+    assert run(check=True, state="absent", record=record)["changed"]
+    assert os.path.exists(record)
+    assert run(state="absent", record=record)["changed"]
+    assert not os.path.exists(record)
+    assert run(state="absent", record=record)["changed"] is False
+
+
+def test_no_record_is_written_in_a_directory_others_can_change(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    out = run(state="present", record=str(shared / "r.json"), digest="d", spec={})
+    assert out.get("failed") and "others can change" in out["msg"]
+    assert not (shared / "r.json").exists()
+
+
+def test_the_controllers_tree_digest_follows_names_modes_sizes_and_times_not_caches(tmp_path):
+    (tmp_path / "a.py").write_text("a\n")
+    (tmp_path / "__pycache__").mkdir()
+    first = tree_digest(str(tmp_path))
+    (tmp_path / "__pycache__" / "a.pyc").write_bytes(b"\0")
+    assert tree_digest(str(tmp_path)) == first
+    os.utime(tmp_path / "a.py", (time.time() + 5, time.time() + 5))
+    touched = tree_digest(str(tmp_path))
+    assert touched != first
+    os.chmod(tmp_path / "a.py", 0o600)
+    assert tree_digest(str(tmp_path)) != touched
+    assert tree_digest(str(tmp_path / "missing")) == "missing"
