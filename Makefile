@@ -20,7 +20,7 @@ help:
 	@echo "make test       bootstrap, lint, unit tests, fleet tests (the whole suite, as CI runs it)"
 	@echo "make check      lint and the fast unit tests: the inner loop, about two minutes"
 	@echo "make lint       yamllint, ansible-lint, ruff, ansible-test sanity"
-	@echo "make bench      deploy.yml against a hand-written baseline, 1 to 12 hosts (not in make test)"
+	@echo "make bench      deploy.yml against a hand-written baseline, 1 to 24 hosts (not in make test)"
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -73,8 +73,8 @@ test: bootstrap root-check
 	pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20 $(PYTEST_ARGS) && \
 	echo "make test: passed in $$(( $$(date +%s) - start ))s"
 
-# Not part of make test: deploy.yml against a hand-written baseline for 1, 3, 6 and 12
-# hosts (BENCH_SIZES, BENCH_REPS), results in bench/results/ (about 40 minutes).
+# Not part of make test: deploy.yml against a hand-written baseline for 1, 3, 6, 12 and 24
+# hosts (BENCH_SIZES, BENCH_REPS, BENCH_BIG_REPS), results in bench/results/ (about 90 minutes).
 bench: bootstrap root-check
 	UV_PYTHON_DOWNLOADS=never .tools/bin/uv sync --frozen --python python3 --quiet --group bench
 	python bench/bench.py

@@ -1,6 +1,7 @@
 """make bench: deploy.yml against a hand-written baseline, on the test fleet.
 
-For each fleet size N (BENCH_SIZES, default 1,3,6,12), BENCH_REPS times (default 3):
+For each fleet size N (BENCH_SIZES, default 1,3,6,12,24), BENCH_REPS times (default 3; sizes
+above 12 BENCH_BIG_REPS times, default 1):
 
 * baseline: bench/baseline.sh on N fresh hosts (the same installs and unit, parallel ssh);
 * cold: deploy.yml on N fresh hosts, with the wheelhouse (its controller cache empty);
@@ -8,7 +9,9 @@ For each fleet size N (BENCH_SIZES, default 1,3,6,12), BENCH_REPS times (default
 * cold, direct: deploy.yml on N fresh hosts with wandb_runtime_wheelhouse=false (the
   default: each host downloads from the index itself), to weigh the wheelhouse;
 * add one: a host more in the inventory, deploy.yml --limit to it;
-* update: a change to the code, playbooks/update.yml (rolling, one host at a time).
+* update: a change to the code, playbooks/update.yml (rolling, one host at a time);
+* calls (the smallest N, once): the commands deploy.yml sends to one more fresh host, cold
+  and then warm (-vvv; Ansible's interpreter discovery not counted).
 
 Every agent joins one existing, paused sweep of the W&B API stand-in (so no run competes
 for the cores). The hosts, and the controller when it makes the wheelhouse, fetch from the
@@ -36,11 +39,12 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from fleet import Fleet, build_image  # noqa: E402
 from standin import StandIn  # noqa: E402
-from support import TEST_API_KEY, VENV_BIN, VERSIONS, AuthProxy, ansible_env  # noqa: E402
+from support import TEST_API_KEY, VENV_BIN, VERSIONS, AuthProxy, ansible_env, round_trips  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
-SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "1,3,6,12").split(",")]
+SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "1,3,6,12,24").split(",")]
 REPS = int(os.environ.get("BENCH_REPS", "3"))
+BIG_REPS = int(os.environ.get("BENCH_BIG_REPS", "1"))
 SHARDS = REPO / "examples" / "shards"
 
 
@@ -108,6 +112,7 @@ class Run:
         took = time.monotonic() - started
         if proc.returncode != 0:
             raise RuntimeError(f"{playbook} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}")
+        self.last_output = proc.stdout
         if profile:
             profile.write_text(proc.stdout[proc.stdout.rfind("PLAY RECAP") :])
         return took
@@ -140,7 +145,7 @@ class Run:
         self.fleet.down()
 
 
-def measure(size: int, image: str, root: Path, profile: bool) -> dict:
+def measure(size: int, image: str, root: Path, profile: bool, count_calls: bool = False) -> dict:
     out: dict = {}
     run = Run(size, image, root)
     try:
@@ -166,6 +171,12 @@ def measure(size: int, image: str, root: Path, profile: bool) -> dict:
         out["add_one"] = run.play("deploy.yml", "--limit", new.name)
         (run.code / "CHANGED").write_text(f"{time.time()}\n")
         out["update"] = run.play("playbooks/update.yml")
+        if count_calls:  # commands sent to one more fresh host, cold then warm (not timed)
+            (new,) = run.fleet.add(1, image=image)
+            run.write_inventory()
+            for key in ("calls_cold", "calls_warm"):
+                run.play("deploy.yml", "--limit", new.name, "-vvv")
+                out[key] = round_trips(run.last_output)[new.ip]
     finally:
         run.down()
     return out
@@ -177,48 +188,65 @@ def main() -> int:
     samples: dict[int, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="sweep-fleet-bench-") as tmp:
         for size in SIZES:
-            for rep in range(REPS):
-                say(f"N={size}, repetition {rep + 1}/{REPS}")
-                sample = measure(size, image, Path(tmp), profile=size == max(SIZES) and rep == 0)
+            reps = REPS if size <= 12 else BIG_REPS
+            for rep in range(reps):
+                say(f"N={size}, repetition {rep + 1}/{reps}")
+                sample = measure(
+                    size,
+                    image,
+                    Path(tmp),
+                    profile=size == max(SIZES) and rep == 0,
+                    count_calls=rep == 0 and size == min(SIZES),
+                )
                 say(
                     f"N={size}: "
                     + ", ".join(f"{k}={v:.1f}" for k, v in sample.items() if not k.endswith("bytes"))
                 )
                 samples.setdefault(size, []).append(sample)
     medians = {
-        size: {key: statistics.median(s[key] for s in runs) for key in runs[0]}
+        size: {key: statistics.median(s[key] for s in runs if key in s) for key in runs[0]}
         for size, runs in samples.items()
     }
     stamp = time.strftime("%Y-%m-%d %H:%M")
     (RESULTS / "results.json").write_text(
         json.dumps({"when": stamp, "reps": REPS, "samples": samples}, indent=1)
     )
-    (RESULTS / "table.md").write_text(table(medians, stamp))
+    runs = {size: len(samples[size]) for size in samples}
+    (RESULTS / "table.md").write_text(table(medians, stamp, runs))
     plot(medians, RESULTS / "plot.png")
     print((RESULTS / "table.md").read_text())
     return 0
 
 
-def table(medians: dict, stamp: str) -> str:
+def table(medians: dict, stamp: str, runs: dict) -> str:
     one = medians.get(1, {})
     lines = [
-        f"Medians of {REPS} runs, {stamp}, on 2 cores shared with the hosts "
-        "(seconds; MB fetched from the package index).",
+        f"Medians, {stamp}, on 2 cores shared with the hosts "
+        "(seconds; MB fetched from the package index; runs: how many runs each row's medians are of).",
         "",
-        "| hosts | baseline script | deploy.yml cold | ratio | cold without wheelhouse | warm, no change "
-        "| warm / 1-host warm | one more host | / 1-host cold | rolling update "
+        "| hosts | runs | baseline script | deploy.yml cold | ratio | cold without wheelhouse "
+        "| warm, no change | warm / 1-host warm | one more host | / 1-host cold | rolling update "
         "| index MB (ours / without wheelhouse / baseline) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for size, m in sorted(medians.items()):
         warm_ratio = f"{m['warm'] / one['warm']:.1f}x" if one else "-"
         add_ratio = f"{m['add_one'] / one['cold']:.2f}x" if one else "-"
         lines.append(
-            f"| {size} | {m['baseline']:.1f} | {m['cold']:.1f} | {m['cold'] / m['baseline']:.1f}x | "
+            f"| {size} | {runs[size]} | {m['baseline']:.1f} | {m['cold']:.1f} | "
+            f"{m['cold'] / m['baseline']:.1f}x | "
             f"{m['cold_direct']:.1f} | {m['warm']:.1f} | {warm_ratio} | {m['add_one']:.1f} | {add_ratio} | "
             f"{m['update']:.1f} | {m['cold_bytes'] / 1e6:.1f} / {m['cold_direct_bytes'] / 1e6:.1f} / "
             f"{m['baseline_bytes'] / 1e6:.1f} |"
         )
+    calls = [m for m in medians.values() if "calls_cold" in m]
+    if calls:
+        lines += [
+            "",
+            "Commands deploy.yml sends to a host (Ansible's interpreter discovery not counted): "
+            f"{calls[0]['calls_cold']:.0f} on a fresh host, {calls[0]['calls_warm']:.0f} when nothing "
+            "changed.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -15,7 +15,16 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "docs" / "variables.md"
-ROLES = ["wandb_runtime", "wandb_credentials", "wandb_code", "wandb_sweep", "wandb_agent"]
+PREFLIGHT = REPO / "collections/ansible_collections/sweep_fleet/wandb/plugins/action/preflight.py"
+# The roles in the order the preflight knows them (its ROLE_ORDER: the one list of roles).
+ROLES = list(
+    yaml.safe_load(
+        re.search(r"^ROLE_ORDER = (\(.*?\))$", PREFLIGHT.read_text(), re.M)
+        .group(1)
+        .replace("(", "[")
+        .replace(")", "]")
+    )
+)
 
 
 def text(value) -> str:

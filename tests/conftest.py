@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from fleet import Fleet, build_image
+from fleet.slurm import CLUSTER_UID
 from standin import StandIn
 from support import TEST_API_KEY
 
@@ -77,12 +78,17 @@ def host_image() -> str:
 @pytest.fixture(scope="session")
 def make_fleet(host_image, tmp_path_factory):
     """Factory: ``make_fleet(n)`` brings up n fresh hosts (``offline=True``: on a network
-    with no way out); all are removed at the end."""
+    with no way out; ``shared=True``: a directory they all see at /shared); all are removed
+    at the end."""
     fleets: list[Fleet] = []
 
-    def make(count: int, name: str | None = None, offline: bool = False) -> Fleet:
+    def make(count: int, name: str | None = None, offline: bool = False, shared: bool = False) -> Fleet:
         name = name or f"t{uuid.uuid4().hex[:6]}"
-        fleet = Fleet(name, tmp_path_factory.mktemp(f"fleet-{name}"), offline=offline)
+        state = tmp_path_factory.mktemp(f"fleet-{name}")
+        if shared:  # a directory all hosts see at /shared, writable by the cluster's user
+            (state / "shared").mkdir(mode=0o755)
+            os.chown(state / "shared", CLUSTER_UID, CLUSTER_UID)
+        fleet = Fleet(name, state, offline=offline, shared=state / "shared" if shared else None)
         fleets.append(fleet)
         fleet.up(count, image=host_image)
         return fleet

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -28,6 +29,17 @@ VERSIONS = {
     name: value for name, value in _runtime_defaults().items() if name.startswith("wandb_runtime_") and (
         name.endswith("_version") or name.endswith("_sha256"))
 }  # fmt: skip
+
+
+def fleet_vars(standin, **values) -> dict:
+    """The settings every test deploy starts from (the key, the W&B stand-in, uv from the
+    controller), then ``values``."""
+    return {
+        "wandb_credentials_api_key": TEST_API_KEY,
+        "wandb_credentials_base_url": standin.url,
+        "wandb_runtime_uv_source": "controller",
+        **values,
+    }
 
 
 def ansible_env(**extra: str) -> dict[str, str]:
@@ -125,6 +137,14 @@ def recap(output: str, controller: bool = False) -> dict[str, dict[str, int]]:
             "failed": int(failed),
         }
     return counts
+
+
+def round_trips(output: str) -> collections.Counter:
+    """The commands a run (-vvv output) sent to each host over ssh, by the host's address,
+    but for Ansible's own Python interpreter discovery (one per host and run, unless the
+    inventory sets ansible_python_interpreter)."""
+    sent = re.findall(r"^<([^>]+)> SSH: EXEC (.*)$", output, re.MULTILINE)
+    return collections.Counter(host for host, command in sent if "echo ENDFOUND" not in command)
 
 
 def changed_tasks(output: str, host: str | None = None) -> list[str]:

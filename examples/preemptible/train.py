@@ -23,8 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import wandb
-
 PREEMPTED_EXIT = 143  # what a process killed by SIGTERM would report
 
 stop_requested = False
@@ -34,6 +32,13 @@ def request_stop(signum, frame) -> None:
     """Only note the request: the training loop decides where it is safe to stop."""
     global stop_requested
     stop_requested = True
+
+
+# Before importing wandb, which takes seconds: a stop that comes while the run starts is noted
+# too (the run then saves its epoch 0 and is handed back), rather than killing it unrecorded.
+signal.signal(signal.SIGTERM, request_stop)
+
+import wandb  # noqa: E402
 
 
 def main() -> int:
@@ -48,7 +53,6 @@ def main() -> int:
         help="where checkpoints go; shared storage lets another host resume a preempted run",
     )
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, request_stop)
 
     # resume="allow": a requeued run keeps its id, and continues where it was stopped.
     run = wandb.init(config=vars(args), resume="allow")

@@ -66,9 +66,15 @@ class Site:
     def sh(self, command: str) -> str:
         return self.fleet.ssh(self.host, command).stdout
 
-    def attacks(self, since: str = "") -> dict[str, dict]:
-        """What each run printed (since the host's time ``since``, @EPOCH), by attack."""
-        limit = f"--since {since} " if since else ""
+    def mark(self) -> str:
+        """The host journal's position now: attacks(after=...) reads what comes later. (A
+        time has whole seconds: a line printed in the same second as the mark would count.)"""
+        out = self.sh("sudo journalctl -n 0 --show-cursor --no-pager -o cat")
+        return out.strip().removeprefix("-- cursor: ")
+
+    def attacks(self, after: str = "") -> dict[str, dict]:
+        """What each run printed (after the journal position ``after``), by attack."""
+        limit = f"--after-cursor '{after}' " if after else ""
         out = self.sh(
             f"sudo journalctl {limit}-u 'wandb-agent@*' -o cat --no-pager | grep '^ATTACK ' || true"
         )
@@ -128,12 +134,12 @@ def test_a_run_cannot_touch_the_agent_next_door_nor_the_code_links(site):
 def test_status_and_stop_finish_whatever_a_run_made_of_its_config_file(site):
     """Root reads each running run's config-RUN.yaml: a FIFO would hang it, /dev/zero or an
     alias bomb would exhaust its memory. Each is read as a small regular file or not at all."""
-    since = "@" + site.sh("date +%s").strip()
+    mark = site.mark()
     sweep = site.sweep("config", ["fifo", "zero", "bomb"], wandb_agent_count=3)
     wait_until(
-        lambda: len(site.runs()) == 3 and len(site.attacks(since)) == 3, timeout=180, what="three attacks"
+        lambda: len(site.runs()) == 3 and len(site.attacks(mark)) == 3, timeout=180, what="three attacks"
     )
-    assert all(r == "done" for a in site.attacks(since).values() for r in a.values()), site.attacks(since)
+    assert all(r == "done" for a in site.attacks(mark).values() for r in a.values()), site.attacks(mark)
     running = {r["run_id"] for r in site.standin.records(sweep.id) if r["end"] is None}
     assert len(running) == 3
     started = time.monotonic()
@@ -166,15 +172,15 @@ def test_runs_cannot_reach_the_cloud_metadata_address_unless_allowed(site):
         timeout=30,
         what="the metadata stand-in answering root",
     )
-    since = "@" + site.sh("date +%s").strip()
+    mark = site.mark()
     site.sweep("metadata", ["metadata"])
     assert set(site.unit("1", "IPAddressDeny")["IPAddressDeny"].split()) == {"169.254.0.0/16", "fe80::/10"}
-    results = wait_until(lambda: site.attacks(since).get("metadata"), timeout=120, what="the run's try")
+    results = wait_until(lambda: site.attacks(mark).get("metadata"), timeout=120, what="the run's try")
     assert results["connect"].startswith("refused"), results
     # A host that needs it (its resolver lives there) opens it with wandb_agent_ip_allow.
-    since = "@" + site.sh("date +%s").strip()
+    mark = site.mark()
     site.sweep("metadata-allowed", ["metadata"], wandb_agent_ip_allow=["169.254.169.254"])
     assert site.unit("1", "IPAddressAllow")["IPAddressAllow"] == "169.254.169.254/32"
-    results = wait_until(lambda: site.attacks(since).get("metadata"), timeout=120, what="the run's try")
+    results = wait_until(lambda: site.attacks(mark).get("metadata"), timeout=120, what="the run's try")
     assert results["connect"] == "done" and "HTTP/1.0" in results["answer"], results
     site.sh("sudo systemctl stop metadata-standin")

@@ -8,6 +8,7 @@ joining it, GPU agents. The code modes and the RL scenario get a fleet of their 
 from __future__ import annotations
 
 import collections
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import REPO, TEST_API_KEY, VENV_BIN, changed_tasks, recap, run_playbook, wait_until
+from fleet import gpus
+from support import REPO, TEST_API_KEY, VENV_BIN, changed_tasks, recap, round_trips, run_playbook, wait_until
 
 pytestmark = pytest.mark.fleet
 
@@ -203,6 +205,32 @@ def test_second_deploy_changes_nothing(site):
     assert "is FINISHED: agents were not started" in result.stdout
 
 
+def test_a_deploy_that_changes_nothing_asks_each_host_one_question(site):
+    """The second deploy recorded what it converged; the next one asks each host once (its
+    facts and that record, checked against the host) and ends there. A file changed by hand
+    on one host is drift: that host alone is deployed, the file set back, the record renewed."""
+    hosts = site.fleet.hosts()
+    result = site.deploy("-vvv")
+    why = re.findall(r'^ok: \[(\S+)\] => \{\n\s+"msg": "(.*)"', result.stdout, re.MULTILINE)
+    assert round_trips(result.stdout) == {h.ip: 1 for h in hosts}, (round_trips(result.stdout), why)
+    assert changed_tasks(result.stdout) == []
+    assert "TASK [wandb_runtime" not in result.stdout
+    assert TEST_API_KEY not in result.stdout + result.stderr
+
+    netrc = "/etc/sweep-fleet/netrc"
+    before = site.sh(hosts[0], f"sudo sha256sum {netrc}")
+    site.sh(hosts[0], f"echo 'machine elsewhere' | sudo tee -a {netrc} >/dev/null")
+    result = site.deploy()
+    assert changed_tasks(result.stdout, hosts[0].name) == [
+        "wandb_credentials : Write the key and the connection settings"
+    ]
+    assert f"path {netrc}" in result.stdout
+    assert all(changed_tasks(result.stdout, h.name) == [] for h in hosts[1:])
+    assert site.sh(hosts[0], f"sudo sha256sum {netrc}") == before
+    again = site.deploy("-vvv")
+    assert round_trips(again.stdout) == {h.ip: 1 for h in hosts}, round_trips(again.stdout)
+
+
 # Four more shards for the grown sweep: files the code already has (its extra path).
 MORE_SHARDS = [f"data/shards/part{i}.csv" for i in range(1, 5)]
 
@@ -362,7 +390,12 @@ def test_runs_are_their_agents_own_users_inside_the_unit_and_the_key_stays_hidde
 
 
 def test_one_agent_per_gpu(site):
+    """An explicit list (the GPU hosts' own tests are in test_gpus.py): each agent pinned to its
+    GPUs by UUID, opening only their device nodes, within the sandbox's exposure limit."""
     host = site.fleet.hosts()[0]
+    described = gpus.four()
+    gpus.install(site.fleet, host)
+    gpus.set_gpus(site.fleet, host, described)
     hv = site.inventory / "host_vars"
     hv.mkdir(exist_ok=True)
     (hv / f"{host.name}.yml").write_text(yaml.safe_dump({"wandb_agent_gpus": ["0", "1,2"]}))
@@ -372,19 +405,23 @@ def test_one_agent_per_gpu(site):
     site.deploy("--limit", host.name)
     units = site.units(host)
     assert sorted(units) == ["wandb-agent@1.service", "wandb-agent@2.service"]
-    for index, devices in (("1", "0"), ("2", "1,2")):
+    for index, devices in (("1", [0]), ("2", [1, 2])):
         env = site.sh(
             host,
             f"sudo cat /proc/$(systemctl show -p MainPID --value wandb-agent@{index})/environ"
-            " | tr '\\0' '\\n' | grep ^CUDA_VISIBLE_DEVICES=",
+            " | tr '\\0' '\\n' | grep ^CUDA_",
         )
-        assert env.strip() == f"CUDA_VISIBLE_DEVICES={devices}"
-    # Only the NVIDIA devices may be opened (these test hosts have none; systemd inside a
-    # container cannot enforce it either, so the unit's settings are what is checked here).
-    props = site.sh(host, "systemctl show wandb-agent@1 -p DevicePolicy -p PrivateDevices")
-    assert set(props.split()) == {"DevicePolicy=closed", "PrivateDevices=no"}
-    unit = site.sh(host, "cat /etc/systemd/system/wandb-agent@.service")
-    assert "DeviceAllow=char-nvidia rw" in unit and "DeviceAllow=/dev/nvidiactl rw" in unit
+        assert sorted(env.split()) == [
+            "CUDA_DEVICE_ORDER=PCI_BUS_ID",
+            "CUDA_VISIBLE_DEVICES=" + ",".join(described[d]["uuid"] for d in devices),
+        ]
+    # Only its GPUs' nodes may be opened (systemd inside a container cannot enforce it: the
+    # unit's settings are what is checked here).
+    props = site.sh(host, "systemctl show wandb-agent@2 -p DevicePolicy -p PrivateDevices -p DeviceAllow")
+    assert {"DevicePolicy=closed", "PrivateDevices=no", "DeviceAllow=/dev/nvidia1 rw"} <= set(
+        props.splitlines()
+    )
+    assert "/dev/nvidia0" not in props and "/dev/nvidia3" not in props and "uvm-tools" not in props
     exposure = site.fleet.ssh(
         host, "systemd-analyze security --no-pager --threshold=20 wandb-agent@1", check=False
     )

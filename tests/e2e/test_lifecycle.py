@@ -98,7 +98,7 @@ class Lifecycle:
             found = [self.new_sweep(name, values, epochs, epoch_seconds, seeds)]
         sweep = found[-1]
         self.standin.wait_for(
-            lambda s: len(running_on(s, sweep)) == 3, timeout=90, what="a run on every host"
+            lambda s: len(running_on(s, sweep)) == 3, timeout=180, what="a run on every host"
         )
         return sweep
 
@@ -110,7 +110,7 @@ class Lifecycle:
         the stand-in (not a run that just ended while a new one was handed out)."""
         for _ in range(attempts):
             self.standin.wait_for(
-                lambda s: len(running_on(s, sweep)) == 3, timeout=90, what="a run on every host"
+                lambda s: len(running_on(s, sweep)) == 3, timeout=180, what="a run on every host"
             )
             for host in self.hosts:
                 self.sh(host, "sudo pkill -STOP -f '[l]eaky.py --' || true")
@@ -388,7 +388,9 @@ def test_kill_stop_leaves_no_process_of_the_service_user(site):
 
 
 def test_pause_keeps_agents_idle_resume_continues_cancel_ends_them(site):
-    sweep = site.busy_sweep("pause", values=9, epochs=6, epoch_seconds=1)
+    # 45 runs: more than the hosts can finish between the resume and the cancel, however slow the
+    # cancel's play is (a finished sweep cannot be canceled; W&B refuses it).
+    sweep = site.busy_sweep("pause", values=9, epochs=6, epoch_seconds=1, seeds=5)
     # One host's agent is down (killed, its run never reports again): resume starts it too.
     site.stop_one(site.hosts[1], "kill")
     sweep_play = REPO / "playbooks" / "sweep.yml"
@@ -457,7 +459,7 @@ def test_pause_keeps_agents_idle_resume_continues_cancel_ends_them(site):
 def test_rolling_update_to_a_new_code_ref(site):
     # Enough work that runs are left when the first host comes back with the new code.
     sweep = site.new_sweep("update", values=9, epochs=5, epoch_seconds=1, seeds=2)
-    site.standin.wait_for(lambda s: len(running_on(s, sweep)) == 3, timeout=90, what="a run on every host")
+    site.standin.wait_for(lambda s: len(running_on(s, sweep)) == 3, timeout=180, what="a run on every host")
     v2 = site.new_version("v2")
     began = time.time()
     update = site.play(REPO / "playbooks" / "update.yml", "-e", f"wandb_code_git_version={v2}")
@@ -613,7 +615,8 @@ def test_remove_leaves_nothing_behind(site):
         leftovers = site.sh(
             host,
             "systemctl list-units --all --plain --no-legend 'wandb-agent@*'; "
-            "ls -d /etc/systemd/system/wandb-agent@.service /opt/sweep-fleet /etc/sweep-fleet "
+            "ls -d /etc/systemd/system/wandb-agent@.service /etc/systemd/system/wandb-agent@*.service.d "
+            "/opt/sweep-fleet /etc/sweep-fleet "
             "/var/lib/sweep-fleet /var/cache/sweep-fleet /run/sweep-fleet /usr/local/bin/uv 2>/dev/null; "
             "getent passwd wandb wandb-1; getent group wandb wandb-1; "
             f"ps -eo uid=,args= | awk '$1 == {uids[host.name]}'; true",

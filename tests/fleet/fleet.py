@@ -24,6 +24,7 @@ LABEL = "sweep-fleet.fleet"
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 LOGIN_USER = "ops"
+SHARED_MOUNT = "/shared"
 
 # Command -> Debian package that provides it.
 TOOLS = {
@@ -163,10 +164,13 @@ class Fleet:
 
     State (SSH key, known_hosts, inventory) lives in ``state_dir``. An ``offline`` fleet's
     network is internal: its hosts reach this machine and each other, nothing outside
-    (no package index, no Debian mirror).
+    (no package index, no Debian mirror). ``shared`` is a directory of this machine that
+    every host sees at SHARED_MOUNT (a cluster's shared filesystem).
     """
 
-    def __init__(self, name: str, state_dir: Path | str, offline: bool = False):
+    def __init__(
+        self, name: str, state_dir: Path | str, offline: bool = False, shared: Path | str | None = None
+    ):
         if not name.replace("-", "").isalnum():
             raise FleetError(f"fleet name must be letters, digits and dashes (got {name!r})")
         self.name = name
@@ -174,6 +178,7 @@ class Fleet:
         self.network = f"sweep-fleet-{name}"
         self.prefix = f"sf-{name}-"
         self.offline = offline
+        self.shared = Path(shared).resolve() if shared else None
 
     # -- paths -------------------------------------------------------------
     @property
@@ -264,6 +269,7 @@ class Fleet:
             "/tmp",
             "--volume",
             f"{self.key_file}.pub:/home/{LOGIN_USER}/.ssh/authorized_keys:ro",
+            *(["--volume", f"{self.shared}:{SHARED_MOUNT}"] if self.shared else []),
             image,
         )
 

@@ -97,7 +97,7 @@ def replace_config(kind: str, results: dict) -> None:
 
 def metadata(results: dict) -> None:
     def connect() -> None:
-        with socket.create_connection(("169.254.169.254", 80), timeout=5) as sock:
+        with socket.create_connection(("169.254.169.254", 80), timeout=20) as sock:
             sock.sendall(b"GET /latest/meta-data/ HTTP/1.0\r\n\r\n")
             results["answer"] = sock.recv(100).decode(errors="replace")
 

@@ -493,3 +493,44 @@ def test_rotated_logs_beyond_the_newest_are_pruned_and_links_left(tmp_path):
     )
     assert outside.read_text() == "not ours"
     assert launcher.prune_logs(str(tmp_path / "missing"), keep=3) == []
+
+
+# -- SLURM array tasks ----------------------------------------------------------------------
+@pytest.fixture
+def scontrol(tmp_path, monkeypatch):
+    """A recording scontrol on PATH, and the environment SLURM gives array task 7_2."""
+    calls = tmp_path / "scontrol.calls"
+    fake = tmp_path / "bin" / "scontrol"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "7")  # task 2's own id: here also the array's
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("state", "restarts", "requeued"),
+    [("RUNNING", 0, ["requeue 7_2"]), ("RUNNING", 3, []), ("FINISHED", 0, []), ("CANCELED", 1, [])],
+)
+def test_a_slurm_task_is_requeued_alone_while_the_sweep_has_work_and_the_limit_allows(
+    scontrol, monkeypatch, state, restarts, requeued
+):
+    monkeypatch.setenv("SLURM_RESTART_COUNT", str(restarts))
+    monkeypatch.setattr(launcher, "read_state", lambda sweep: state)
+    assert launcher.requeue("e/p/s1", 3, "the time limit is near") == 0
+    calls = scontrol.read_text().splitlines() if scontrol.exists() else []
+    # Never the array's id alone: that would requeue every task, runs mid-save included.
+    assert calls == requeued
+
+
+def test_signals_the_job_script_noted_before_the_handlers_are_read_back(tmp_path):
+    noted = tmp_path / ".sweep-fleet-signal"
+    assert launcher.signals_noted(str(noted)) == []
+    noted.write_text("USR1\nKILL\nHUP\n" + "x" * 10000 + "\nINT\n")  # read up to 4 KiB
+    assert launcher.signals_noted(str(noted)) == ["USR1", "HUP"]
+    noted.unlink()
+    noted.mkdir()  # not a file: nothing
+    assert launcher.signals_noted(str(noted)) == []

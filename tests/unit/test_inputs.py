@@ -264,6 +264,9 @@ def test_rules_skip_what_an_entry_point_does_not_use():
     assert (
         inputs.problems(["wandb_code"], {"wandb_code_dest": "/opt/sweep-fleet/code"}, FakeController()) == []
     )
+    # status.yml on a SLURM login node: the directory and the job's name only.
+    slurm_status = {"wandb_slurm_dir": "/shared/sf", "wandb_slurm_job_name": "sweep-fleet"}
+    assert inputs.problems(["wandb_slurm"], slurm_status, FakeController()) == []
 
 
 @pytest.mark.parametrize(
@@ -403,3 +406,88 @@ def test_the_windows_python_range_starts_at_the_pinned_wandbs_requires_python():
     first, last = inputs.WINDOWS_PYTHON_MINORS[0], inputs.WINDOWS_PYTHON_MINORS[-1]
     readme = " ".join((REPO / "README.md").read_text().split())
     assert f"The host needs Python 3.{first} to 3.{last} installed" in readme, "the README says the range"
+
+
+SLURM_GOOD = {
+    "wandb_slurm_dir": "/shared/alice/sweep fleet",  # spaces in the path
+    "wandb_slurm_agents": 12,
+    "wandb_slurm_job_name": "beauty-score",
+    "wandb_slurm_partition": "gpu",
+    "wandb_slurm_account": "",
+    "wandb_slurm_qos": "",
+    "wandb_slurm_time_limit": "2-00:00:00",
+    "wandb_slurm_gres": "gpu:1",
+    "wandb_slurm_cpus_per_task": 4,
+    "wandb_slurm_mem": "32G",
+    "wandb_slurm_extra_options": ["--constraint=a100"],
+    "wandb_slurm_setup": ["module load cuda/12.4"],
+    "wandb_slurm_signal_seconds": 300,
+    "wandb_slurm_term_timeout": 120,
+    "wandb_slurm_max_requeues": 20,
+}
+
+
+def slurm_problems(**change):
+    return inputs.problems(["wandb_slurm"], {**SLURM_GOOD, **change}, CONTROLLER)
+
+
+@pytest.mark.parametrize("limit", ["2-00:00:00", "120", "90:30", "12:00:00", "1-12", "unlimited", ""])
+def test_slurm_inputs_that_sbatch_takes_pass(limit):
+    assert slurm_problems(wandb_slurm_time_limit=limit) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"wandb_slurm_dir": ""},
+            "wandb_slurm_dir is empty: give the absolute path of a directory on the shared",
+        ),
+        ({"wandb_slurm_dir": "sweep-fleet"}, "wandb_slurm_dir must be an absolute path"),
+        ({"wandb_slurm_dir": "/shared/../etc"}, "wandb_slurm_dir must be an absolute path without .."),
+        ({"wandb_slurm_agents": 0}, "wandb_slurm_agents must be 1 to 10000"),
+        ({"wandb_slurm_job_name": "my sweep"}, "wandb_slurm_job_name must be 1 to 64 letters"),
+        ({"wandb_slurm_time_limit": "2 days"}, "wandb_slurm_time_limit '2 days' is not a SLURM time"),
+        ({"wandb_slurm_partition": "gpu --uid=0"}, "wandb_slurm_partition must be one word"),
+        (
+            {"wandb_slurm_signal_seconds": 60},
+            "wandb_slurm_signal_seconds (60) must exceed wandb_slurm_term_timeout",
+        ),
+        ({"wandb_slurm_max_requeues": -1}, "wandb_slurm_max_requeues must be 0 or more"),
+        ({"wandb_slurm_extra_options": ["constraint=a100"]}, "each entry is one sbatch option"),
+        (
+            {"wandb_slurm_setup": ["module load a\nrm -rf ~"]},
+            "wandb_slurm_setup: give one shell line per entry",
+        ),
+    ],
+)
+def test_each_slurm_rule_names_the_variable_and_the_fix(change, message):
+    found = slurm_problems(**change)
+    assert any(message in p for p in found), found
+
+
+LINUX = {"system": "Linux", "os_family": "Debian", "service_mgr": "systemd"}
+
+
+@pytest.mark.parametrize(
+    ("facts", "stdout", "message"),
+    [
+        (LINUX, "2000\n/usr/bin/sbatch\n/usr/bin/squeue\n/usr/bin/scancel\n/usr/bin/scontrol", None),
+        # A login node need not run systemd: its agents are SLURM's jobs.
+        ({**LINUX, "service_mgr": "openrc"}, "2000\n/usr/bin/sbatch", None),
+        (LINUX, "0\n/usr/bin/sbatch", "the login user is root: SLURM jobs run as the user who submits"),
+        (
+            LINUX,
+            "2000\nmissing sbatch\n/usr/bin/squeue\nmissing scontrol",
+            "not on the login user's PATH: sbatch, scontrol",
+        ),
+        (
+            {"system": "Win32NT", "os_family": "Windows"},
+            "",
+            "a SLURM login node runs Linux (this one runs Win32NT)",
+        ),
+    ],
+)
+def test_a_slurm_login_node_is_checked_for_its_user_and_slurms_commands(facts, stdout, message):
+    found = inputs.slurm_login_problem(facts, {"rc": 0, "stdout": stdout})
+    assert found == message if message is None else message in found

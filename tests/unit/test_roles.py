@@ -13,7 +13,14 @@ ROLES = sorted(p.name for p in (REPO / "roles").iterdir() if (p / "meta" / "argu
 
 
 def test_all_roles_are_checked():
-    assert ROLES == ["wandb_agent", "wandb_code", "wandb_credentials", "wandb_runtime", "wandb_sweep"]
+    assert ROLES == [
+        "wandb_agent",
+        "wandb_code",
+        "wandb_credentials",
+        "wandb_runtime",
+        "wandb_slurm",
+        "wandb_sweep",
+    ]
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -25,6 +25,8 @@ from support import REPO, TEST_API_KEY, run_playbook
 
 pytestmark = pytest.mark.integration
 PLUGINS = REPO / "tests" / "windows" / "connection_plugins"
+# The GPUs the fake host's nvidia-smi.exe reports (fake_windows.GPUS).
+FAKE_GPUS = [{"uuid": f"GPU-{n}e4a7c21-5d3b-4f10-9c6e-0a1b2c3d4e5{n}"} for n in range(3)]
 HOME = r"C:\ProgramData\sweep-fleet"
 FRESH_PATHS = [r"C:\ProgramData", r"C:\Program Files\Python312\python.exe"]
 
@@ -143,7 +145,10 @@ def calls_of(calls: list[dict], module: str) -> list[dict]:
 
 @pytest.mark.parametrize(
     ("agents", "expected"),
-    [({"wandb_agent_count": 1}, ["1"]), ({"wandb_agent_gpus": ["0", "1,2"]}, ["1", "2"])],
+    [
+        ({"wandb_agent_count": 1}, ["1"]),
+        ({"wandb_agent_gpus": ["0", "1,2"], "wandb_agent_gpu_share": "polite"}, ["1", "2"]),
+    ],
     ids=["one agent", "two agents with GPUs"],
 )
 def test_deploy_asks_the_windows_host_for_services_as_designed(windows, agents, expected):
@@ -163,6 +168,7 @@ def test_deploy_asks_the_windows_host_for_services_as_designed(windows, agents, 
         if c["module"].startswith(("ansible.windows.win_", "community.windows."))
         and c["module"] not in reads
         and "sys.version_info" not in str(c["args"].get("argv"))  # the preflight's read
+        and "nvidia-smi.exe" not in str(c["args"].get("argv"))  # and its read of the GPUs
     )
     assert first["module"] == "ansible.windows.win_powershell", first
     assert first["args"]["parameters"] == {"Path": r"C:\ProgramData\sweep-fleet"}
@@ -186,7 +192,8 @@ def test_deploy_asks_the_windows_host_for_services_as_designed(windows, agents, 
         assert rf'--env-file "C:\ProgramData\sweep-fleet\credentials\agent-{number}.env"' in arguments
         assert rf'--log-dir "C:\ProgramData\sweep-fleet\agents\{number}\logs" --keep-logs 5' in arguments
         assert "--sweep" not in arguments  # it comes from the settings file
-        assert arguments.endswith(" --max-consecutive-failures 5 --min-free-mb 1024")
+        polite = " --gpu-share polite --gpu-busy-mib 0" if agents.get("wandb_agent_gpu_share") else ""
+        assert arguments.endswith(" --max-consecutive-failures 5 --min-free-mb 1024" + polite)
         assert mine[("Parameters", "AppDirectory")] == rf"C:\ProgramData\sweep-fleet\agents\{number}\work"
         environment = dict(v.split("=", 1) for v in mine[("Parameters", "AppEnvironmentExtra")])
         assert environment["NETRC"] == r"C:\ProgramData\sweep-fleet\credentials\netrc"
@@ -258,7 +265,10 @@ def test_deploy_asks_the_windows_host_for_services_as_designed(windows, agents, 
     assert with_proxy_password == [rf"{credentials}\wandb.env"]  # read by the launcher, not NSSM
     for number, gpus in zip(expected, agents.get("wandb_agent_gpus", [None] * len(expected)), strict=True):
         settings = sent[rf"{credentials}\agent-{number}.env"]
-        assert (f"CUDA_VISIBLE_DEVICES={gpus}" in settings) == (gpus is not None)
+        # Pinned by UUID (the fake host's nvidia-smi.exe reports its GPUs), in bus order.
+        uuids = ",".join(FAKE_GPUS[int(i)]["uuid"] for i in gpus.split(",")) if gpus else None
+        assert (f"CUDA_VISIBLE_DEVICES={uuids}\n" in settings) == (gpus is not None)
+        assert ("CUDA_DEVICE_ORDER=PCI_BUS_ID" in settings) == (gpus is not None)
         assert "SWEEP_FLEET_START_DELAY=" in settings
     assert f'SWEEP_FLEET_SWEEP="{windows.sweep}"' in sent[rf"{credentials}\sweep.env"]
     # The code goes from the controller, into the root-written tree.

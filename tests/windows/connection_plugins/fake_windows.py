@@ -12,7 +12,9 @@ The host has the paths and services named in the JSON file SWEEP_FLEET_FAKE_WIND
 Python installed, nothing of sweep-fleet). Optionally, "files" ({path: text}) holds files'
 contents, which win_copy compares by checksum as the module does; "registry"
 ({"KEY\\NAME": data}) the values win_regedit compares; "service_settings" ({name: {option:
-value}}) what win_service compares for a service defined earlier. What is not named there
+value}}) what win_service compares for a service defined earlier; "gpus" the GPUs that
+``nvidia-smi.exe -q -x`` reports (as tests/programs/nvidia_smi.py takes them; a fresh host
+has the three of GPUS; [] answers as a PC without NVIDIA's driver). What is not named there
 differs, and is changed. Check mode creates nothing, so they stay as they
 are for the whole run, and the modules' own refusals are answered from them: win_acl and
 win_acl_inheritance on a missing path, a grant to the virtual account of a missing service,
@@ -31,6 +33,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import yaml
@@ -66,7 +69,15 @@ FACTS = {
 }
 # What the wheelhouse's probe prints on a Windows host with Python 3.12 installed.
 PROBE = {"system": "Windows", "machine": "AMD64", "python": "3.12", "libc": ["", ""]}
-FRESH = {"paths": ["C:\\ProgramData", r"C:\Program Files\Python312\python.exe"], "services": {}}
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "programs"))
+import nvidia_smi  # noqa: E402  (the tests' stand-in nvidia-smi, whose report this host gives)
+
+GPUS = [
+    {"uuid": f"GPU-{n}e4a7c21-5d3b-4f10-9c6e-0a1b2c3d4e5{n}", "bus_id": f"00000000:0{n + 1}:00.0",
+     "minor": -1, "memory_total": 24576, "util": 0}
+    for n in range(3)
+]  # fmt: skip
+FRESH = {"paths": ["C:\\ProgramData", r"C:\Program Files\Python312\python.exe"], "services": {}, "gpus": GPUS}
 
 
 def host_state() -> dict:
@@ -81,7 +92,7 @@ def host_state() -> dict:
     settings = {k.lower(): v for k, v in state.get("service_settings", {}).items()}
     return {
         "paths": paths | set(files), "files": files, "services": services, "python": python,
-        "registry": registry, "service_settings": settings,
+        "registry": registry, "service_settings": settings, "gpus": state.get("gpus", GPUS),
     }  # fmt: skip
 
 
@@ -266,6 +277,11 @@ class Connection(ConnectionBase):
             return {"changed": False, "examined": 0, "matched": 0, "files": []}
         if short == "win_command":
             argv = own.get("argv") or []
+            if argv[:1] == ["nvidia-smi.exe"]:
+                if not state["gpus"]:
+                    return {"failed": True, "rc": 2, "msg": "The system cannot find the file specified"}
+                report = nvidia_smi.report(state["gpus"], [])
+                return {"changed": True, "rc": 0, "stdout": report.replace("\n", "\r\n"), "stderr": ""}
             if len(argv) == 3 and argv[1] == "-c" and _norm(argv[0]) not in state["paths"]:
                 return {"failed": True, "rc": 2, "msg": "The system cannot find the file specified"}
             if len(argv) == 3 and argv[1] == "-c" and argv[2].startswith("import sys; print('%d.%d'"):

@@ -35,7 +35,12 @@ from ansible_collections.sweep_fleet.wandb.plugins.module_utils.pypi_index impor
 
 ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
 # The playbooks' own variables (documented in the repository's playbooks/vars/argument_specs.yml).
-ROLE_ORDER = ("wandb_runtime", "wandb_credentials", "wandb_code", "wandb_sweep", "wandb_agent")
+ROLE_ORDER = ("wandb_runtime", "wandb_credentials", "wandb_code", "wandb_sweep", "wandb_agent", "wandb_slurm")
+# The inventory group of SLURM login nodes: their agents are a job array (the wandb_slurm role).
+SLURM_GROUP = "slurm_login"
+# A deploy converges these roles; it leaves a record of that in the runtime's state directory.
+DEPLOY_ROLES = ("wandb_runtime", "wandb_credentials", "wandb_code", "wandb_agent")
+RECORD_NAME = "deploy-record.json"
 PLAYBOOK_VARIABLES = ("sweep_fleet_hosts", "sweep_fleet_serial")
 TYPE_WORDS = {
     "str": "text",
@@ -106,7 +111,11 @@ class ActionModule(ActionBase):
             runs_agents = bool(
                 {"wandb_agent", "wandb_agent:start"} & {str(r) for r in args.get("roles") or []}
             )
-            problems = [inputs.platform_problem(facts, values, runs_agents=runs_agents)]
+            if SLURM_GROUP in (task_vars.get("group_names") or []):
+                probe = args.get("slurm_probe") if isinstance(args.get("slurm_probe"), dict) else {}
+                problems = [inputs.slurm_login_problem(facts, probe)]
+            else:
+                problems = [inputs.platform_problem(facts, values, runs_agents=runs_agents)]
             if args.get("sweep_command"):
                 problems.append(inputs.command_problem(list(args["sweep_command"]), facts))
             if isinstance(args.get("windows_python"), dict) and "rc" in args["windows_python"]:
@@ -118,6 +127,21 @@ class ActionModule(ActionBase):
                         str(probe.get("stdout") or ""),
                     )
                 )
+            if isinstance(args.get("gpu_probe"), dict) and not args["gpu_probe"].get("skipped"):
+                gpu = self._values(inputs.GPU_VARIABLES, task_vars)
+                try:  # its type was checked with the inputs; -e gives it as text
+                    per_agent = max(int(gpu["wandb_agent_gpus_per_agent"] or 1), 1)
+                except (TypeError, ValueError):
+                    per_agent = 1
+                plan, problem = inputs.gpu_plan(
+                    gpu["wandb_agent_gpus"],
+                    per_agent,
+                    gpu["wandb_agent_gpus_missing"],
+                    args["gpu_probe"],
+                )
+                problems.append(problem)
+                # The roles pin each agent to these GPUs (playbooks/preflight.yml read them).
+                result["ansible_facts"] = {"wandb_agent_gpu_plan": plan}
             result.update(changed=False, problems=[p for p in problems if p], index_checks=[])
             return self._finish(result, bool(args.get("collect")))
         entries = dict(str(r).partition(":")[::2] for r in args.get("roles") or [])
@@ -125,8 +149,18 @@ class ActionModule(ActionBase):
         if unknown:
             raise AnsibleError(f"preflight: unknown roles {unknown} (known: {', '.join(ROLE_ORDER)})")
         entries = {role: entry or "main" for role, entry in entries.items()}
+        if SLURM_GROUP not in (task_vars.get("group_names") or []):
+            entries.pop("wandb_slurm", None)  # its inputs matter for login nodes only
         problems, checks, command = self._check(entries, list(args.get("require") or []), task_vars)
         result.update(changed=False, problems=problems, index_checks=checks, sweep_command=command)
+        if entries.get("wandb_agent") in ("main", "start"):  # GPUs the hosts tell
+            result["gpus_wanted"] = bool(
+                self._values(("wandb_agent_gpus",), task_vars).get("wandb_agent_gpus")
+            )
+        if all(entries.get(role) == "main" for role in DEPLOY_ROLES):  # a deploy: its record
+            state_dir = self._values(("wandb_runtime_state_dir",), task_vars).get("wandb_runtime_state_dir")
+            if state_dir:
+                result["record"] = os.path.join(str(state_dir), RECORD_NAME)
         if "wandb_runtime" in entries:  # Windows hosts' Python, whose version the hosts tell
             result["windows_python"] = self._values(("wandb_runtime_windows_python",), task_vars).get(
                 "wandb_runtime_windows_python"

@@ -4,7 +4,24 @@
 
 from __future__ import annotations
 
-COLUMNS = ("HOST", "AGENT", "STATE", "SINCE", "RUN", "PARAMETERS", "ENDED", "LAST ERROR")
+COLUMNS = ("HOST", "AGENT", "STATE", "SINCE", "RUN", "PARAMETERS", "GPUS", "ENDED", "LAST ERROR")
+
+
+def _gib(mib) -> str:
+    mib = int(mib or 0)
+    return f"{mib / 1024:.0f}" if mib >= 10 * 1024 or mib == 0 else f"{mib / 1024:.1f}"
+
+
+def _gpus(gpus) -> str:
+    """Each GPU as INDEX:UTIL% USED/TOTAL GiB."""
+    return (
+        ", ".join(
+            f"{g.get('index')}:{g.get('util', 0)}% "
+            f"{_gib(g.get('memory_used'))}/{_gib(g.get('memory_total'))} GiB"
+            for g in gpus or []
+        )
+        or "-"
+    )
 
 
 def _params(params) -> str:
@@ -28,10 +45,21 @@ def fleet_status_table(report: dict) -> str:
                 (
                     agent.get("host", "?") if first else "",
                     agent.get("instance", "?") if first else "",
-                    f"{agent.get('active_state', '?')}/{agent.get('sub_state', '?')}" if first else "",
+                    (
+                        (
+                            f"waiting: {agent['waiting']}"
+                            if not run
+                            else f"last run, then waiting: {agent['waiting']}"
+                        )
+                        if agent.get("waiting")
+                        else f"{agent.get('active_state', '?')}/{agent.get('sub_state', '?')}"
+                    )
+                    if first
+                    else "",
                     _since(agent.get("since")) if first else "",
                     run.get("id") or "-",
                     _params(run.get("params")) if run else "-",
+                    _gpus(agent.get("gpus")) if first else "",
                     str(agent.get("runs_ended", 0)) if first else "",
                     (agent.get("last_error") or "-") if first else "",
                 )
@@ -44,6 +72,12 @@ def fleet_status_table(report: dict) -> str:
     ]
     if not rows:
         lines.append("(no agents)")
+    for orphan in report.get("gpu_orphans") or []:
+        lines.append(
+            f"{orphan.get('host', '?')}: GPU {orphan.get('gpu')} memory held by pid {orphan.get('pid')} of "
+            f"{orphan.get('user')} ({orphan.get('size') or str(orphan.get('memory')) + ' MiB'}), "
+            f"no agent's and no logged-in user's: {orphan.get('command') or '?'}"
+        )
     sweep = report.get("sweep") or {}
     if sweep.get("error"):  # W&B cannot be reached: the agents above are what is known
         lines += ["", f"sweep {sweep.get('path') or '?'}: UNREACHABLE ({sweep['error']})"]

@@ -278,7 +278,7 @@ def link_code(code: str, work: str, uid: int = -1, extra: dict[str, str] | None 
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 st = None
-            if st is not None and stat.S_ISLNK(st.st_mode) and st.st_uid == 0:
+            if st is not None and stat.S_ISLNK(st.st_mode) and st.st_uid in (0, os.geteuid()):
                 if os.readlink(name, dir_fd=fd) == target:
                     continue
             elif st is not None and not stat.S_ISLNK(st.st_mode):
@@ -406,3 +406,129 @@ def runs_of(agent: int, among: list[int] | None = None) -> list[int]:
         if fields and int(fields[2]) == pid and int(fields[3]) != pid:
             runs.append(pid)
     return runs
+
+
+# -- GPUs ----------------------------------------------------------------------------------
+# What `nvidia-smi -q -x` prints (the NVML XML report, nvsmi_device DTD): per <gpu>, its
+# PCI bus id (the id= attribute), <minor_number> (/dev/nvidiaN), <uuid>, utilization,
+# framebuffer memory and the compute processes. nvidia-smi numbers the GPUs in PCI bus order
+# (its index, and CUDA's with CUDA_DEVICE_ORDER=PCI_BUS_ID), which is the report's order.
+NVIDIA_SMI_XML = ("nvidia-smi", "-q", "-x")
+NVIDIA_SMI_LIMIT = 4 * 1024 * 1024
+GPU_UUID_RE = re.compile(r"^GPU-[0-9a-fA-F-]{8,64}$")
+BUS_ID_RE = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")  # domain:bus:device.function
+
+
+def _number(text: str | None) -> int:
+    """The leading integer of an XML value ("81920 MiB", "35 %"), 0 when there is none."""
+    match = re.match(r"\s*(\d+)", text or "")
+    return int(match.group(1)) if match else 0
+
+
+def parse_gpus(xml_text: str) -> list[dict]:
+    """The GPUs of an ``nvidia-smi -q -x`` report, in its (PCI bus) order: index, uuid,
+    bus_id, minor (-1 when not known), util (%), memory_used and memory_total (MiB), and
+    processes (pid, memory MiB, type). Raises ValueError for what is not such a report."""
+    import xml.etree.ElementTree as ET  # only when there are GPUs to read
+
+    if len(xml_text) > NVIDIA_SMI_LIMIT or "<!ENTITY" in xml_text:
+        raise ValueError("not an nvidia-smi report")
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError as err:
+        raise ValueError(f"not an nvidia-smi report: {err}") from None
+    if root.tag != "nvidia_smi_log":
+        raise ValueError("not an nvidia-smi report")
+    gpus = []
+    for index, gpu in enumerate(root.findall("gpu")):
+        uuid = (gpu.findtext("uuid") or "").strip()
+        if not GPU_UUID_RE.match(uuid):
+            raise ValueError(f"GPU {index} has no UUID in the nvidia-smi report")
+        minor = (gpu.findtext("minor_number") or "").strip()
+        bus_id = (gpu.get("id") or gpu.findtext("pci/pci_bus_id") or "").strip().lower()
+        if not BUS_ID_RE.match(bus_id):
+            raise ValueError(f"GPU {index} has no PCI bus id in the nvidia-smi report")
+        processes = []
+        for proc in gpu.findall("processes/process_info"):
+            pid = _number(proc.findtext("pid"))
+            if pid > 0:
+                processes.append(
+                    {
+                        "pid": pid,
+                        "memory": _number(proc.findtext("used_memory")),
+                        "type": (proc.findtext("type") or "").strip(),
+                    }
+                )
+        gpus.append(
+            {
+                "index": index,
+                "uuid": uuid,
+                "bus_id": bus_id,
+                "minor": int(minor) if minor.isdigit() else -1,
+                "util": _number(gpu.findtext("utilization/gpu_util")),
+                "memory_used": _number(gpu.findtext("fb_memory_usage/used")),
+                "memory_total": _number(gpu.findtext("fb_memory_usage/total")),
+                "processes": processes,
+            }
+        )
+    return gpus
+
+
+def read_gpus(timeout: float = 30) -> list[dict] | None:
+    """This host's GPUs from ``nvidia-smi -q -x`` (None: no nvidia-smi, or it failed)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            NVIDIA_SMI_XML,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    try:
+        return parse_gpus(done.stdout)
+    except ValueError:
+        return None
+
+
+def gib(mib: int) -> str:
+    return f"{mib / 1024:.0f} GiB" if mib >= 10 * 1024 else f"{mib / 1024:.1f} GiB"
+
+
+def gpu_busy(gpus: list[dict], uuids: list[str], mine, busy_mib: int = 0) -> str | None:
+    """Why the GPUs ``uuids`` are not free for a new run, or None: a compute process that
+    ``mine(pid)`` does not claim is on one of them, or (``busy_mib`` > 0) the memory others
+    hold there reaches busy_mib. Names the GPU by its index, the process and its memory."""
+    wanted = {u.lower() for u in uuids}
+    for gpu in gpus:
+        if gpu["uuid"].lower() not in wanted:
+            continue
+        others = [p for p in gpu["processes"] if not mine(p["pid"])]
+        if others:
+            biggest = max(others, key=lambda p: p["memory"])
+            return f"GPU {gpu['index']} busy, pid {biggest['pid']}, {gib(biggest['memory'])}"
+        if busy_mib > 0:
+            held = gpu["memory_used"] - sum(p["memory"] for p in gpu["processes"])
+            if held >= busy_mib:
+                return f"GPU {gpu['index']} busy, {gib(held)} held outside this agent"
+    return None
+
+
+def cgroup_of(pid: int | str) -> str:
+    """The process's cgroup (v2) path, empty when it cannot be read (another user's process
+    under ProtectProc=invisible, or one that has ended)."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as handle:
+            text = handle.read(4096)
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        if line.startswith("0::"):
+            return line[3:]
+    return ""

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import parse_gpus
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.pypi_index import redacted
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.requirements import file_problems
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.sweep_config import sweep_config_problems
@@ -504,15 +505,94 @@ def deploy_rules(values: Values, config) -> Iterator[str]:
 
 
 # -- wandb_agent -----------------------------------------------------------------------
+GPUS_AUTO = "auto"
+# What gpu_plan() reads besides the host's nvidia-smi report.
+GPU_VARIABLES = ("wandb_agent_gpus", "wandb_agent_gpus_per_agent", "wandb_agent_gpus_missing")
+
+
+def gpu_plan(wanted, per_agent: int, when_none: str, probe: dict | None) -> tuple[list, str | None]:
+    """The GPUs of each agent of a host: a list with one entry per agent, each a list of the
+    GPUs it is pinned to (index, uuid, bus_id, minor), or [] for CPU agents (wandb_agent_count),
+    and why that cannot be (None: it can).
+
+    ``wanted`` is wandb_agent_gpus (auto, or a list of entries of indexes or UUIDs joined by
+    commas); ``probe`` the host's answer to ``nvidia-smi -q -x`` (rc, stdout). GPUs go to
+    agents in PCI bus order, which a reboot does not change (nvidia-smi's index can)."""
+    if not wanted:
+        return [], None
+    gpus: list[dict] = []
+    why = "nvidia-smi is not there"
+    probe = probe or {}
+    if probe.get("rc") == 0:
+        try:
+            gpus = parse_gpus(str(probe.get("stdout") or ""))
+            why = "nvidia-smi lists none"
+        except ValueError as err:
+            why = f"nvidia-smi's report cannot be read ({err})"
+    elif probe.get("rc") not in (None, 127) or probe.get("msg"):
+        said = str(probe.get("stderr") or probe.get("stdout") or probe.get("msg") or "").strip()
+        why = f"nvidia-smi failed: {(said.splitlines() or ['exit ' + str(probe.get('rc'))])[0][:200]}"
+    if not gpus:
+        if wanted == GPUS_AUTO and when_none == "cpu":
+            return [], None
+        return [], (
+            f"wandb_agent_gpus is {wanted if wanted == GPUS_AUTO else 'a list'} but this host has no "
+            f"NVIDIA GPU ({why}): set wandb_agent_gpus: [] for CPU agents on it"
+            + (
+                ", or wandb_agent_gpus_missing: cpu to run CPU agents where auto finds none"
+                if wanted == GPUS_AUTO
+                else ""
+            )
+        )
+    gpus = sorted(gpus, key=lambda g: g["bus_id"])
+    fields = ("index", "uuid", "bus_id", "minor")
+    if wanted == GPUS_AUTO:
+        if len(gpus) % per_agent:
+            return [], (
+                f"wandb_agent_gpus_per_agent is {per_agent} but this host has {len(gpus)} GPUs: set it to a "
+                f"number that divides {len(gpus)} for this host, or list the GPUs in wandb_agent_gpus"
+            )
+        chosen = [gpus[i : i + per_agent] for i in range(0, len(gpus), per_agent)]
+    else:
+        by_id = {str(g["index"]): g for g in gpus} | {g["uuid"].lower(): g for g in gpus}
+        chosen, absent = [], []
+        for entry in wanted:
+            devices = [d.strip() for d in str(entry).split(",")]
+            absent += [d for d in devices if d.lower() not in by_id]
+            chosen.append([by_id[d.lower()] for d in devices if d.lower() in by_id])
+        if absent:
+            have = ", ".join(f"{g['index']} ({g['uuid']})" for g in sorted(gpus, key=lambda g: g["index"]))
+            return [], (
+                f"wandb_agent_gpus lists GPU {', '.join(absent)}, which this host does not have (nvidia-smi "
+                f"lists {have}): name GPUs it has, or set wandb_agent_gpus: auto"
+            )
+    return [[{k: g[k] for k in fields} for g in agent] for agent in chosen], None
+
+
 def agent_rules(values: Values) -> Iterator[str]:
     gpus = values["wandb_agent_gpus"]
     count = values["wandb_agent_count"]
+    if isinstance(gpus, str) and gpus != GPUS_AUTO:
+        yield (
+            f"wandb_agent_gpus is {gpus!r}: give auto (one agent per GPU the host has, read at "
+            'deploy) or a list of GPU ids, such as [0, 1] or ["0,1", "2,3"]'
+        )
+    elif not isinstance(gpus, (str, list)) and gpus not in (None, MISSING):
+        yield f"wandb_agent_gpus must be auto or a list of GPU ids (got {type(gpus).__name__})"
+    yield from _at_least(values, "wandb_agent_gpus_per_agent", 1, "GPU")
+    yield from _at_least(values, "wandb_agent_gpu_busy_mib", 0, "MiB (0: any other process)")
     if isinstance(gpus, list) and gpus:
         if len(gpus) > 64:
             yield f"wandb_agent_gpus lists {len(gpus)} agents: at most 64 per host"
         seen: dict[str, int] = {}
         for entry in gpus:
             devices = str(entry).split(",")
+            if any(d.strip().lower() in ("all", "none", GPUS_AUTO) for d in devices):
+                yield (
+                    f"wandb_agent_gpus has {entry!r}: an entry names GPUs by index or UUID, such as 0 or "
+                    '"0,1"; for every GPU of the host, one agent each, set wandb_agent_gpus: auto'
+                )
+                continue
             if not all(GPU.match(d.strip()) for d in devices):
                 yield (
                     f"wandb_agent_gpus has {entry!r}: each entry is a GPU index or UUID, or several "
@@ -591,12 +671,74 @@ def playbook_rules(values: Values) -> Iterator[str]:
         )
 
 
+# sbatch --time: minutes, minutes:seconds, hours:minutes:seconds, days-hours,
+# days-hours:minutes, days-hours:minutes:seconds, or unlimited (sbatch(1)).
+SLURM_TIME = re.compile(r"^(\d+(:\d+){0,2}|\d+-\d+(:\d+){0,2}|unlimited|infinite|UNLIMITED|INFINITE)$")
+SLURM_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
+
+
+def slurm_rules(values: Values) -> Iterator[str]:
+    path = values["wandb_slurm_dir"]
+    if isinstance(path, str):
+        if not path:
+            yield (
+                "wandb_slurm_dir is empty: give the absolute path of a directory on the shared filesystem "
+                "that every compute node sees at the same path, e.g. /shared/$USER/sweep-fleet"
+            )
+        elif not path.startswith("/") or "\n" in path or "/../" in f"{path}/":
+            yield f"wandb_slurm_dir must be an absolute path without .. (got {path!r})"
+    agents = values["wandb_slurm_agents"]
+    if isinstance(agents, int) and not 1 <= agents <= 10000:
+        yield f"wandb_slurm_agents must be 1 to 10000 array tasks (got {agents})"
+    name = values["wandb_slurm_job_name"]
+    if isinstance(name, str) and not SLURM_NAME.match(name):
+        yield f"wandb_slurm_job_name must be 1 to 64 letters, digits, _ . + - (got {name!r})"
+    limit = values["wandb_slurm_time_limit"]
+    if isinstance(limit, str) and limit and not SLURM_TIME.match(limit):
+        yield (
+            f"wandb_slurm_time_limit {limit!r} is not a SLURM time: use minutes (120), hours:minutes:seconds "
+            "(02:00:00) or days-hours:minutes:seconds (2-00:00:00)"
+        )
+    for name in (
+        "wandb_slurm_partition",
+        "wandb_slurm_account",
+        "wandb_slurm_qos",
+        "wandb_slurm_gres",
+        "wandb_slurm_mem",
+    ):
+        value = values[name]
+        if isinstance(value, str) and (any(c.isspace() for c in value) or value.startswith("-")):
+            yield f"{name} must be one word, as sbatch takes it (got {value!r})"
+    signal_at, term = values["wandb_slurm_signal_seconds"], values["wandb_slurm_term_timeout"]
+    if isinstance(term, int) and term < 1:
+        yield f"wandb_slurm_term_timeout must be at least 1 second (got {term})"
+    if isinstance(signal_at, int) and isinstance(term, int) and signal_at <= term:
+        yield (
+            f"wandb_slurm_signal_seconds ({signal_at}) must exceed wandb_slurm_term_timeout ({term}): the "
+            "preempted run needs that time before the limit; raise the first or lower the second"
+        )
+    requeues = values["wandb_slurm_max_requeues"]
+    if isinstance(requeues, int) and requeues < 0:
+        yield f"wandb_slurm_max_requeues must be 0 or more (got {requeues})"
+    options, setup = values["wandb_slurm_extra_options"], values["wandb_slurm_setup"]
+    for option in options if isinstance(options, list) else []:
+        if not str(option).startswith("-") or "\n" in str(option):
+            yield (
+                f"wandb_slurm_extra_options has {option!r}: each entry is one sbatch option, such as "
+                "--constraint=a100"
+            )
+    for line in setup if isinstance(setup, list) else []:
+        if "\n" in str(line):
+            yield "wandb_slurm_setup: give one shell line per entry"
+
+
 RULES: dict[str, Callable[[Values], Iterator[str]]] = {
     "wandb_runtime": runtime_rules,
     "wandb_credentials": credentials_rules,
     "wandb_code": code_rules,
     "wandb_sweep": sweep_rules,
     "wandb_agent": agent_rules,
+    "wandb_slurm": slurm_rules,
     "playbook": playbook_rules,
 }
 
@@ -625,6 +767,29 @@ WINDOWS_VARIABLES = (
 
 # What the platform check reads besides the facts.
 PLATFORM_VARIABLES = (*WINDOWS_VARIABLES, "wandb_agent_ip_allow")
+
+
+def slurm_login_problem(facts: dict, probe: dict) -> str | None:
+    """Why a SLURM login node cannot submit the agents, from its facts and its answer to
+    ``id -u`` and ``command -v`` of SLURM's commands (None: it can)."""
+    system = facts.get("system") or facts.get("os_family") or "unknown"
+    if system != "Linux":
+        return f"a SLURM login node runs Linux (this one runs {system}): take it out of the group slurm_login"
+    lines = str(probe.get("stdout") or "").split("\n")
+    if probe.get("rc") != 0 or not lines or not lines[0].strip().isdigit():
+        return "cannot read the login user and SLURM's commands (id -u, command -v sbatch)"
+    if lines[0].strip() == "0":
+        return (
+            "the login user is root: SLURM jobs run as the user who submits them; connect as the "
+            "cluster user who runs the sweep (ansible_user), without become"
+        )
+    missing = [line.split()[1] for line in lines[1:] if line.startswith("missing ")]
+    if missing:
+        return (
+            f"SLURM's commands are not on the login user's PATH: {', '.join(missing)}; install SLURM's "
+            "client (apt-get install slurm-client) or fix the login shell's PATH"
+        )
+    return None
 
 
 def platform_problem(facts: dict, values: dict | None = None, runs_agents: bool = False) -> str | None:

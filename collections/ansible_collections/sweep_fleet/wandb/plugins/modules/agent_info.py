@@ -96,6 +96,25 @@ agents:
     last_error:
       description: The last error line of the unit's journal since it was last started, or an empty string.
       type: str
+    gpus:
+      description:
+        - The agent's GPUs (its C(CUDA_VISIBLE_DEVICES)) as C(nvidia-smi) reports them now
+          (C(index), C(uuid), C(util) in %, C(memory_used) and C(memory_total) in MiB); empty for
+          a CPU agent or a host without C(nvidia-smi).
+      type: list
+      elements: dict
+    waiting:
+      description:
+        - With polite GPU sharing, why the agent takes no new run (V(GPU 1 busy, pid 4242 of
+          alice, 20 GiB)); empty when its GPUs are free or it shares none.
+      type: str
+gpu_orphans:
+  description:
+    - GPU memory held by a process that belongs to no agent and no logged-in user (no session
+      of its owner), with C(pid), C(user), C(gpu) (index), C(memory) (MiB) and C(command).
+  type: list
+  elements: dict
+  returned: always
 user_processes:
   description: Every process of the agents' users on the host (C(pid), C(user), C(unit), C(command)).
   type: list
@@ -114,8 +133,12 @@ from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host impor
     RUN_ID_RE,
     agent_instances,
     agent_of,
+    cgroup_of,
     env_file_values,
+    gib,
+    gpu_busy,
     pids,
+    read_gpus,
     run_config,
     runs_of,
     started_runs,
@@ -242,6 +265,89 @@ def run_entries(main_pid: int, among: list[int], wandb_dir: str, sweep_id: str) 
     return runs
 
 
+AGENT_CGROUP_RE = re.compile(r"/wandb-agent@([^/]+)\.service(/|$)")
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _owner(pid: int) -> int:
+    """The process's user id, -1 when it has ended."""
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return -1
+
+
+def _command(pid: int) -> str:
+    """The process's command line, as one line of at most 200 characters."""
+    text = (_read(f"/proc/{pid}/cmdline", "rb") or b"").replace(b"\0", b" ").decode(errors="replace")
+    return text.strip()[:200]
+
+
+def logged_in_uids(sessions_dir: str = "/run/systemd/sessions") -> set[int]:
+    """The users with a login session (systemd-logind's session files name their UID)."""
+    uids = set()
+    try:
+        names = os.listdir(sessions_dir)
+    except OSError:
+        return uids
+    for name in names:
+        text = _read(os.path.join(sessions_dir, name)) or ""
+        match = re.search(r"^UID=(\d+)$", text, re.MULTILINE)
+        if match:
+            uids.add(int(match.group(1)))
+    return uids
+
+
+def gpu_report(gpus: list[dict], agents: list[dict], sessions: set[int]) -> list[dict]:
+    """Fill each agent's ``gpus`` and ``waiting`` from nvidia-smi's ``gpus``; return the
+    orphans: GPU processes of no agent's unit whose owner has no login session."""
+    unit_of = {}
+    for gpu in gpus:
+        for proc in gpu["processes"]:
+            match = AGENT_CGROUP_RE.search(cgroup_of(proc["pid"]))
+            unit_of[proc["pid"]] = match.group(1) if match else None
+    for agent in agents:
+        uuids = [u.lower() for u in agent.pop("_uuids", [])]
+        agent["gpus"] = [
+            {k: g[k] for k in ("index", "uuid", "util", "memory_used", "memory_total")}
+            for g in gpus
+            if g["uuid"].lower() in uuids
+        ]
+        agent["waiting"] = ""
+        if agent.pop("_polite", False) and uuids:
+            busy = gpu_busy(
+                gpus, uuids, lambda pid, i=agent["instance"]: unit_of.get(pid) == i, agent.pop("_busy_mib", 0)
+            )
+            if busy:  # the process's owner, which only root can tell, goes after its pid
+                agent["waiting"] = re.sub(
+                    r"pid (\d+)", lambda m: f"pid {m.group(1)} of {_user(_owner(int(m.group(1))))}", busy
+                )
+        agent.pop("_busy_mib", None)
+    orphans = []
+    for gpu in gpus:
+        for proc in gpu["processes"]:
+            owner = _owner(proc["pid"])
+            if unit_of.get(proc["pid"]) is not None or owner < 0 or owner in sessions:
+                continue
+            orphans.append(
+                {
+                    "pid": proc["pid"],
+                    "user": _user(owner),
+                    "gpu": gpu["index"],
+                    "memory": proc["memory"],
+                    "size": gib(proc["memory"]),
+                    "command": _command(proc["pid"]),
+                }
+            )
+    return orphans
+
+
 def agent_users(base: str) -> dict[int, str]:
     """The agents' users: BASE-N, and BASE (the one user of versions before 0.5.0), by uid."""
     pattern = re.compile(re.escape(base) + r"(-[0-9]+)?")
@@ -291,21 +397,31 @@ def main() -> None:
                 "last_error": host.last_error(unit, p["journal_lines"], props.get("InvocationID") or ""),
             }
         )
+        # Its GPUs (root's settings file) and whether it shares them politely (its launcher's
+        # command line), for the GPU report below.
+        instance_env = os.path.join(os.path.dirname(p["env_file"]), f"agent-{instance}.env")
+        visible = _env_value(instance_env, "CUDA_VISIBLE_DEVICES")
+        agents[-1]["_uuids"] = [u.strip() for u in visible.split(",") if u.strip().startswith("GPU-")]
+        launcher = (_read(f"/proc/{main_pid}/cmdline", "rb") or b"").split(b"\0") if main_pid else []
+        if b"--gpu-share" in launcher and b"polite" in launcher:
+            agents[-1]["_polite"] = True
+            mib = (
+                launcher[launcher.index(b"--gpu-busy-mib") + 1]
+                if b"--gpu-busy-mib" in launcher[:-1]
+                else b"0"
+            )
+            agents[-1]["_busy_mib"] = int(mib) if mib.isdigit() else 0
+    gpus = read_gpus() if any(a.get("_uuids") for a in agents) or os.path.exists("/dev/nvidiactl") else None
+    orphans = gpu_report(gpus or [], agents, logged_in_uids())
     users = agent_users(p["user"])
     processes = []
     for pid in every:
-        try:
-            owner = os.stat(f"/proc/{pid}").st_uid
-        except OSError:
-            continue
+        owner = _owner(pid)
         if owner in users:
-            command = (
-                (_read(f"/proc/{pid}/cmdline", "rb") or b"").replace(b"\0", b" ").decode(errors="replace")
-            )
             processes.append(
-                {"pid": pid, "user": users[owner], "unit": _unit_of(pid), "command": command.strip()[:200]}
+                {"pid": pid, "user": users[owner], "unit": _unit_of(pid), "command": _command(pid)}
             )
-    module.exit_json(changed=False, sweep=sweep, agents=agents, user_processes=processes)
+    module.exit_json(changed=False, sweep=sweep, agents=agents, user_processes=processes, gpu_orphans=orphans)
 
 
 if __name__ == "__main__":

@@ -216,6 +216,9 @@ def run(module: AnsibleModule) -> dict:
         result.update(changed=True, stopped=extras)
         if not module.check_mode:
             systemd.run("disable", "--now", *(unit(i) for i in extras))
+            # One that had failed (its GPU gone, say) would stay listed as failed, and be found
+            # again by the next run: forget that state too.
+            systemd.run("reset-failed", *(unit(i) for i in extras), check=False)
             for instance in extras:
                 path = p["env_file"].format(instance=instance)
                 if os.path.exists(path):

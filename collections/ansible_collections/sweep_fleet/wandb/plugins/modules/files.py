@@ -159,6 +159,11 @@ changed_paths:
   type: list
   elements: str
   returned: always
+paths:
+  description: Every directory and file of the call (deploy.yml records them, see host_state).
+  type: list
+  elements: str
+  returned: always
 """
 
 import contextlib  # noqa: E402
@@ -406,19 +411,22 @@ def main() -> None:
                 msg=f"{item['path']}: template, src, each and secret are handled by the action "
                 "plugin; call the module through it (sweep_fleet.wandb.files)"
             )
-    changed = []
+    changed, paths = [], []
     diffs = [] if module._diff else None
     for item in module.params["directories"]:
         for path in item["paths"] or [item["path"]]:
+            paths.append(path)
             if converge_directory(module, {**item, "path": path}):
                 changed.append(path)
     for item in module.params["files"]:
+        paths.append(item["path"])
         if converge_file(module, item, diffs):
             changed.append(item["path"])
     for item in module.params["private_files"]:
+        paths.append(item["path"])
         if converge_file(module, item, None):
             changed.append(item["path"])
-    result = {"changed": bool(changed), "changed_paths": changed}
+    result = {"changed": bool(changed), "changed_paths": changed, "paths": paths}
     if diffs:
         result["diff"] = diffs
     module.exit_json(**result)

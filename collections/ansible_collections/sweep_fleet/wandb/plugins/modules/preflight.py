@@ -52,6 +52,13 @@ options:
         for its version (the registered result of running it, with C(rc) and C(stdout)); one that
         does not run, or is outside the versions the agents can use, is a problem.
     type: dict
+  gpu_probe:
+    description:
+      - With O(platform), the host's answer to C(nvidia-smi -q -x) (the registered result, with
+        C(rc) and C(stdout)), for hosts whose agents use GPUs (C(wandb_agent_gpus)). A GPU the
+        list names that the host does not have, or no GPU at all, is a problem; else each
+        agent's GPUs become the host's fact C(wandb_agent_gpu_plan).
+    type: dict
   collect:
     description: Return the problems instead of failing (for O(report) to gather them).
     type: bool
@@ -99,8 +106,20 @@ sweep_command:
   type: list
   elements: str
   returned: when O(roles) renders a sweep config
+gpus_wanted:
+  description: Whether the host's agents use GPUs, so that its GPUs are read (O(platform) then checks them).
+  type: bool
+  returned: when O(roles) names the agent role
+ansible_facts:
+  description: With O(gpu_probe), C(wandb_agent_gpu_plan), each agent's GPUs (index, uuid, bus_id, minor).
+  type: dict
+  returned: when O(gpu_probe) is given
 windows_python:
   description: The C(wandb_runtime_windows_python) a Windows host is asked for its version.
   type: str
   returned: when O(roles) names the runtime role
+record:
+  description: Where a deploy keeps the host's record of what it converged (M(sweep_fleet.wandb.host_state)).
+  type: str
+  returned: when O(roles) names the runtime, credentials, code and agent roles' main entry points
 """

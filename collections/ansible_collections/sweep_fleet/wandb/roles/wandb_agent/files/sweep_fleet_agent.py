@@ -4,6 +4,7 @@ NSSM service wandb-agent-N on Windows).
 sweep-fleet-agent run [--sweep ENTITY/PROJECT/ID] --code DIR [--term-timeout S] [--start-delay S]
                       [--count N] [--max-consecutive-failures N] [--min-free-mb N]
                       [--env-file FILE ...] [--stop-file FILE] [--code-stamp FILE]
+                      [--slurm [--max-requeues N] [--signal-file FILE]]
 sweep-fleet-agent state [--sweep ENTITY/PROJECT/ID] [--env-file FILE ...]
 
 ``run`` waits its start delay, asks W&B for the sweep's state (a finished or cancelled sweep:
@@ -22,6 +23,25 @@ On Linux the working directory already shows the code: root links it there (the
   run.mark_preempting() and exit (W&B then requeues it); runs still alive are killed with
   their process group. What is left (grandchildren holding GPU memory) is killed with the
   unit's cgroup by systemd once this process exits.
+
+GPU agents are pinned to their GPUs by UUID; the launcher does not start the agent when a GPU
+is no longer at the /dev/nvidiaN the deploy allowed (exit 78: run deploy.yml again). With
+--gpu-share polite (a shared workstation) the agent takes a new run only while no process
+outside this unit computes on its GPUs (nvidia-smi, every few seconds): when one appears,
+the agent takes no new run (as in a drain), its running run finishes, and the launcher
+waits until the GPUs are free, then starts the agent again. Nothing is killed.
+
+As a SLURM array task (--slurm; started by the job script of the wandb_slurm role, whose
+shell hands on the signals that ``scancel --batch`` and ``--signal=B:...`` send it, and
+notes them in --signal-file, read once the handlers are set), it links the code into the
+task's working directory itself (the job's user owns both), and:
+
+* SIGUSR1 (SLURM's notice before the time limit): a preempt; then, while the sweep has
+  work, the task is requeued (``scontrol requeue``), at most --max-requeues times
+  ($SLURM_RESTART_COUNT); a new task of the job starts on a new allocation.
+* SIGHUP (the deploy moved the fleet to a new sweep): a drain, then the task is requeued
+  too, and starts on the new sweep.env.
+* SIGINT (stop.yml's drain) and SIGTERM (stop.yml's preempt, scancel) end the task.
 
 It runs as the agent's own user, inside the unit's sandbox; the key comes from the unit's
 credential ($NETRC), and is never sent on to where a redirect points. Standard library
@@ -92,10 +112,12 @@ EXIT_FAILING = 79
 # RestartForceExitStatus; NSSM restarts any exit but 0, 78 and 79), on the new settings.
 EXIT_FOLLOW = 75
 DISK_CHECK_SECONDS = 10
+GPU_CHECK_SECONDS = 5  # polite GPU sharing: how often the agent's GPUs are looked at
 REDIRECT_WAIT = 30.0  # Windows: seconds for the venv's redirector to start the interpreter
 LINK_SKIP = host.LINK_SKIP
 COPIES = ".sweep-fleet-copies.json"  # Windows: the code files copied in, by sha256
 STOP_MODES = ("drain", "preempt", "kill", "follow")
+SIGUSR1 = getattr(signal, "SIGUSR1", None)  # SLURM's notice before the time limit
 PRUNE_SECONDS = 300  # Windows: how often rotated logs are pruned while the agent runs
 ROTATED_LOG = re.compile(r"^agent-\d{8}T\d{6}(\.\d+)?\.log$")  # NSSM's name for a rotated agent.log
 
@@ -394,6 +416,65 @@ class Supervisor:
         self._agent_pid: int | None = None  # Windows: the agent behind the venv's redirector
         self.logs: tuple[str, int] | None = None  # Windows: (log dir, rotated logs to keep)
         self._last_check: dict[str, float] = {}  # periodic checks: when each last ran
+        self.requeue_asked = False  # SLURM: the time limit is near (SIGUSR1)
+        self.user_stop = False  # SIGINT or SIGTERM: a stop, never followed by a requeue
+        # Polite GPU sharing: the agent's GPUs (UUIDs), the memory others may hold there, and
+        # why the agent waits (it took no new run, its running one went on).
+        self.polite_gpus: list[str] = []
+        self.gpu_busy_mib = 0
+        self.gpu_wait: str | None = None
+        self._cgroup = ""
+
+    def share_gpus(self, uuids: list[str], busy_mib: int) -> None:
+        """Take a new run only while no process outside this unit computes on ``uuids``."""
+        self.polite_gpus = uuids
+        self.gpu_busy_mib = busy_mib
+        self._cgroup = host.cgroup_of("self")
+
+    def gpus_busy(self) -> str | None:
+        """Why the agent's GPUs are not free for a new run (None: they are, or no report)."""
+        gpus = host.read_gpus()
+        if gpus is None:
+            return None
+        return host.gpu_busy(gpus, self.polite_gpus, self.mine, self.gpu_busy_mib)
+
+    def mine(self, pid: int) -> bool:
+        """Whether a process is this unit's: in its cgroup (where systemd puts all that the
+        agent starts), or, without a cgroup of its own to tell (cgroup v1), the launcher's
+        descendant; on Windows, in its job object. Another user's process is hidden from the
+        agent (ProtectProc=invisible): not its own."""
+        if WINDOWS:
+            return self.job is not None and pid in self.job.pids()
+        if self._cgroup not in ("", "/"):
+            return host.cgroup_of(pid) == self._cgroup
+        me, seen = os.getpid(), 0
+        while pid > 1 and seen < 64:
+            fields = host.stat_fields(pid)
+            if fields is None:
+                return False
+            pid, seen = int(fields[1]), seen + 1
+            if pid == me:
+                return True
+        return False
+
+    def _watch_gpus(self) -> None:
+        if not self.polite_gpus or self.gpu_wait or self.draining or self.stop_asked:
+            return
+        if not self._due("gpus", GPU_CHECK_SECONDS):
+            return
+        busy = self.gpus_busy()
+        if busy:
+            self.gpu_wait = busy
+            log(f"waiting: {busy}: the running run finishes; no new run until the GPU is free")
+            self._no_new_run()
+
+    def again(self) -> None:
+        """Ready to start the agent again (after a wait for the GPUs)."""
+        self.agent = None
+        self.gpu_wait = None
+        self._sent_sigint = False
+        self._signalled.clear()
+        self._kill_at = None
 
     def _due(self, check: str, every: float) -> bool:
         """Whether the periodic ``check`` runs now: at once the first time, then every
@@ -411,6 +492,10 @@ class Supervisor:
         removed = prune_logs(*self.logs)
         if removed:
             log(f"removed {len(removed)} rotated logs beyond the newest {self.logs[1]}")
+
+    def relink_when(self, code: Path, work: Path, stamp: str) -> None:
+        """Windows: link ``code`` into ``work`` again whenever ``stamp`` changes."""
+        self.relink = (code, work, stamp)
 
     def _watch_code(self) -> None:
         first = "code" not in self._last_check
@@ -467,10 +552,15 @@ class Supervisor:
             self.ask(self.requested() or "preempt")
         elif signum == signal.SIGINT:
             self.drain_asked = True
+            self.user_stop = True
         elif signum == signal.SIGHUP:
             self.ask("follow")
+        elif signum == SIGUSR1:  # SLURM: the time limit is near
+            self.requeue_asked = True
+            self.stop_asked = True
         else:
             self.stop_asked = True
+            self.user_stop = True
 
     def start(self) -> None:
         if WINDOWS:
@@ -526,6 +616,7 @@ class Supervisor:
         self._watch_code()
         self._prune_logs()
         self._watch_disk()
+        self._watch_gpus()
         if WINDOWS and not (self.drain_asked or self.stop_asked) and self.requested() in ("drain", "follow"):
             self.ask(self.requested() or "drain")
         if self.kill_asked and self.agent is not None:
@@ -572,14 +663,109 @@ class Supervisor:
             time.sleep(0.2)
 
 
+def gpus_moved(expected: str, gpus: list[dict] | None) -> str | None:
+    """Why the agent's GPUs are not where the deploy allowed them (``expected``: its
+    SWEEP_FLEET_GPUS, UUID=MINOR,...), or None. Its unit may open only those /dev/nvidiaN: a
+    GPU that moved (hardware added, removed or failed) needs the deploy to run again."""
+    if not expected or gpus is None:
+        return None
+    by_uuid = {g["uuid"].lower(): g for g in gpus}
+    for pair in expected.split(","):
+        uuid, _sep, minor = pair.strip().partition("=")
+        if not minor.lstrip("-").isdigit() or int(minor) < 0:
+            continue
+        gpu = by_uuid.get(uuid.lower())
+        if gpu is None:
+            return f"GPU {uuid} is not visible to this agent (gone, or moved from /dev/nvidia{minor})"
+        if gpu["minor"] >= 0 and gpu["minor"] != int(minor):
+            return f"GPU {uuid} is /dev/nvidia{gpu['minor']} now, not /dev/nvidia{minor} as at the deploy"
+    return None
+
+
+def wait_for_gpus(supervisor: Supervisor, stopping, wait=pause) -> bool:
+    """Polite sharing: wait until the agent's GPUs are free; False when a stop came first."""
+    shown = None
+    while not stopping():
+        busy = supervisor.gpus_busy()
+        if not busy:
+            if shown:
+                log("the GPUs are free again: taking runs")
+            return True
+        if busy != shown:
+            log(f"waiting: {busy}: no new run until the GPU is free")
+            shown = busy
+        wait(GPU_CHECK_SECONDS, stopping)
+    return False
+
+
+def signals_noted(path: str) -> list[str]:
+    """SLURM: the signals the job script received and noted in ``path`` (one name per line)."""
+    try:
+        with open(path, "rb") as handle:  # the job's user writes it; read a few lines at most
+            text = handle.read(4096).decode("ascii", "replace")
+    except OSError:
+        return []
+    return [name for name in text.split() if name in ("USR1", "INT", "TERM", "HUP")]
+
+
+def requeue(sweep: str, max_requeues: int | None, why: str) -> int:
+    """SLURM: requeue this array task (a new start on a new allocation) while the sweep
+    has work and (unless ``max_requeues`` is None) the task was requeued fewer than
+    ``max_requeues`` times."""
+    # This task alone: an array task's own SLURM_JOB_ID may also be the array's id, and
+    # requeueing that requeues every task of the array.
+    job = os.environ.get("SLURM_JOB_ID", "")
+    if os.environ.get("SLURM_ARRAY_TASK_ID"):
+        job = f"{os.environ.get('SLURM_ARRAY_JOB_ID', '')}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    try:
+        state = read_state(sweep)
+    except SweepStateError as err:
+        state = ""
+        log(f"{err}: requeueing anyway")
+    if state in ENDED_STATES:
+        log(f"sweep {sweep} is {state.lower()}: the task is done")
+        return 0
+    if max_requeues is not None and restarts >= max_requeues:
+        log(f"{why}: task already requeued {restarts} times (wandb_slurm_max_requeues): not again")
+        return 0
+    proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        log(f"{why}: scontrol requeue {job} failed: {proc.stderr.strip()}")
+        return 1
+    log(f"{why}: job {job} requeued (requeue {restarts + 1})")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    code, supervisor = supervise(args)
+    if args.slurm and supervisor.user_stop:
+        return code
+    if args.slurm and supervisor.requeue_asked:
+        return requeue(args.sweep, args.max_requeues, "the time limit is near")
+    if args.slurm and code == EXIT_FOLLOW:
+        return requeue(args.sweep, None, "the fleet moved to a new sweep")
+    return code
+
+
+def supervise(args: argparse.Namespace) -> tuple[int, Supervisor]:
+    """Start the agent and supervise it until it ends; its exit code, and how it was asked
+    to stop."""
     supervisor = Supervisor([], args.term_timeout, args.stop_file, args.min_free_mb)
+    return _supervise(args, supervisor), supervisor
+
+
+def _supervise(args: argparse.Namespace, supervisor: Supervisor) -> int:
     signal.signal(signal.SIGINT, supervisor.on_signal)
     signal.signal(signal.SIGTERM, supervisor.on_signal)
     if WINDOWS:  # pragma: no cover
         signal.signal(signal.SIGBREAK, supervisor.on_signal)
     else:
         signal.signal(signal.SIGHUP, supervisor.on_signal)
+    if args.slurm:
+        signal.signal(SIGUSR1, supervisor.on_signal)
+        for name in signals_noted(args.signal_file):  # those that came before the handlers
+            supervisor.on_signal(getattr(signal, f"SIG{name}"), None)
 
     def moved() -> int | None:
         """Exit 75 when the deploy moved the agent to a new sweep (it is started again)."""
@@ -593,7 +779,15 @@ def run(args: argparse.Namespace) -> int:
 
     pause(args.start_delay, stopping)
     work = Path.cwd()
-    if WINDOWS:  # on Linux root has linked it (agent_units)
+    if args.slurm:  # the job's user owns the working directory and the code
+        try:
+            changed = host.link_code(args.code, str(work), extra={host.VENV_LINK: sys.prefix})
+        except OSError as err:
+            log(f"cannot link the code {args.code} into {work}: {err}")
+            return EXIT_CONFIG
+        if changed:
+            log(f"code linked into {work}: {' '.join(changed)}")
+    elif WINDOWS:  # on Linux root has linked it (agent_units)
         try:
             changed = link_code(Path(args.code), work, venv=sys.prefix)
         except OSError as err:
@@ -621,6 +815,15 @@ def run(args: argparse.Namespace) -> int:
     if full:
         log(f"error: {full}: not starting the agent; {DISK_FIX}")
         return EXIT_FAILING
+    pinned = os.environ.get("SWEEP_FLEET_GPUS", "")
+    if pinned and not WINDOWS and not args.slurm:
+        moved_gpu = gpus_moved(pinned, host.read_gpus())
+        if moved_gpu:
+            log(f"error: {moved_gpu}: not starting the agent; run deploy.yml again")
+            return EXIT_CONFIG
+    if args.gpu_share == "polite":
+        uuids = [u for u in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if u.strip()]
+        supervisor.share_gpus(uuids, args.gpu_busy_mib)
 
     scripts = os.path.dirname(sys.executable)
     # On Windows the venv's python.exe itself (uv's wandb.exe would be one more process in
@@ -636,11 +839,17 @@ def run(args: argparse.Namespace) -> int:
         command += ["--max-consecutive-failed-runs", str(args.max_consecutive_failures)]
     supervisor.argv = [*command, args.sweep]
     if args.code_stamp:
-        supervisor.relink = (Path(args.code), work, args.code_stamp)
+        supervisor.relink_when(Path(args.code), work, args.code_stamp)
     if args.log_dir:
         supervisor.logs = (args.log_dir, args.keep_logs)
-    supervisor.start()
-    code = supervisor.wait()
+    while True:
+        if supervisor.polite_gpus and not wait_for_gpus(supervisor, stopping):
+            break
+        supervisor.start()
+        code = supervisor.wait()
+        if not (supervisor.gpu_wait and not stopping()):
+            break
+        supervisor.again()  # it drained for another user's process: wait, then start again
     if stopping():
         return moved() or 0
     if supervisor.disk_full:
@@ -691,6 +900,18 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--code-stamp", default="", help="link the code again whenever this file changes")
     p_run.add_argument("--log-dir", default="", help="Windows: where NSSM rotates the agent's log")
     p_run.add_argument("--keep-logs", type=int, default=5, help="rotated logs kept in --log-dir")
+    p_run.add_argument(
+        "--gpu-share",
+        choices=("exclusive", "polite"),
+        default="exclusive",
+        help="polite: take a new run only while no other process computes on this agent's GPUs",
+    )
+    p_run.add_argument(
+        "--gpu-busy-mib", type=int, default=0, help="polite: others' memory that makes a GPU busy"
+    )
+    p_run.add_argument("--slurm", action="store_true", help="run as a SLURM array task")
+    p_run.add_argument("--max-requeues", type=int, default=0, help="SLURM: requeues of the task at most")
+    p_run.add_argument("--signal-file", default="", help="SLURM: where the job script notes its signals")
     p_state = sub.add_parser("state", help="print the sweep's state")
     p_state.add_argument("--sweep", help="ENTITY/PROJECT/ID (default: $SWEEP_FLEET_SWEEP)")
     for sub_parser in (p_run, p_state):
