@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -30,6 +31,16 @@ def run(check: bool = False, **args) -> dict:
     return json.loads(out.getvalue())
 
 
+SITE = Path("venv", "lib", "python3.11", "site-packages")
+
+
+def rewrite_in_place(path: Path, text: str) -> None:
+    """Change a file's bytes, keeping its size and modification time."""
+    st = path.stat()
+    path.write_text(path.read_text().replace("sha256=a", text))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 @pytest.fixture
 def host(tmp_path):
     """A deployed host in miniature: a config file, a code tree with a cache, a venv tree."""
@@ -42,9 +53,14 @@ def host(tmp_path):
     (code / "pkg" / "__pycache__" / "m.pyc").write_bytes(b"\0")
     (tmp_path / "venv" / "bin").mkdir(parents=True)
     (tmp_path / "venv" / "bin" / "python").write_bytes(b"\x7fELF")
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    (site / "pkg").mkdir(parents=True)
+    (site / "pkg" / "__init__.py").write_text("x = 1\n")
+    (site / "pkg-1.0.dist-info").mkdir()
+    (site / "pkg-1.0.dist-info" / "RECORD").write_text("pkg/__init__.py,sha256=a,6\n")
     spec = {
         "paths": [str(tmp_path / "etc"), str(tmp_path / "etc" / "netrc")],
-        "trees": [{"path": str(code), "content": True}, {"path": str(tmp_path / "venv"), "content": False}],
+        "trees": [{"path": str(code), "content": True}, {"path": str(tmp_path / "venv"), "packages": True}],
         "users": ["root"],
         "groups": ["root"],
     }
@@ -77,6 +93,14 @@ def test_a_host_as_recorded_has_no_drift_and_its_record_is_roots_alone(host):
         (lambda r: (r / "code" / "new.py").write_text(""), "tree {root}/code"),
         (lambda r: os.utime(r / "venv" / "bin" / "python", (1, 1)), "tree {root}/venv"),
         (lambda r: (r / "venv" / "bin" / "python").unlink(), "tree {root}/venv"),
+        # Same size and time, other hashes: a distribution's metadata is read for its content.
+        (
+            lambda r: rewrite_in_place(r / SITE / "pkg-1.0.dist-info" / "RECORD", "sha256=b"),
+            "tree {root}/venv",
+        ),
+        (lambda r: shutil.rmtree(r / SITE / "pkg-1.0.dist-info"), "tree {root}/venv"),
+        (lambda r: shutil.rmtree(r / SITE / "pkg"), "tree {root}/venv"),
+        (lambda r: (r / SITE / "other.pth").write_text("/tmp\n"), "tree {root}/venv"),
     ],
     ids=[
         "file-edited",
@@ -86,12 +110,25 @@ def test_a_host_as_recorded_has_no_drift_and_its_record_is_roots_alone(host):
         "code-added",
         "venv-touched",
         "venv-file-gone",
+        "venv-package-upgraded",
+        "venv-package-uninstalled",
+        "venv-package-directory-gone",
+        "venv-path-file-added",
     ],
 )
 def test_a_change_on_the_host_is_drift_named_by_its_path(host, change, drift):
     root, record = host
     change(root)
     assert read(record)["drift"] == [drift.format(root=root)]
+
+
+def test_a_venv_is_seen_as_its_installer_sees_it_not_file_by_file(host):
+    """An edit inside an installed package is what ``uv pip install`` neither sees nor
+    repairs: the record does not read the packages' files (a venv has thousands)."""
+    root, record = host
+    (root / SITE / "pkg" / "__init__.py").write_text("x = 2\n")
+    (root / SITE / "pkg" / "new.py").write_text("")
+    assert read(record)["drift"] == []
 
 
 def test_an_account_or_a_unit_that_is_not_as_recorded_is_drift(tmp_path):

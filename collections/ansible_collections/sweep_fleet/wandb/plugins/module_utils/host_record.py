@@ -83,9 +83,36 @@ def path_seen(path: str) -> str:
         os.close(dir_fd)
 
 
-def tree_seen(path: str, content: bool) -> str:
+def _venv_descends(rel: str) -> bool:
+    """Whether a venv's walk enters the directory ``rel`` (``/lib/python3.12``): bin/, the
+    lib/ path to site-packages and each installed distribution's ``.dist-info``."""
+    parts = rel.split("/")[1:]
+    if len(parts) == 1:
+        return parts[0] in ("bin", "lib")
+    if parts[0] != "lib":
+        return False
+    if len(parts) == 2:
+        return parts[1].startswith("python")
+    if parts[2] != "site-packages":
+        return False
+    return len(parts) == 3 or (len(parts) == 4 and parts[3].endswith(".dist-info"))
+
+
+def _venv_content(rel: str) -> bool:
+    """A venv's files read for their content: site-packages' own (``.pth``) and the
+    installed distributions' metadata (RECORD lists each installed file's hash)."""
+    parts = rel.split("/")[1:]
+    return len(parts) >= 3 and parts[0] == "lib" and parts[2] == "site-packages"
+
+
+def tree_seen(path: str, content: bool, packages: bool = False) -> str:
     """One hash of every entry below ``path`` (names, types, modes, owners and, with
-    ``content``, the files' content; else their sizes and modification times)."""
+    ``content``, the files' content; else their sizes and modification times).
+
+    With ``packages``, ``path`` is a venv seen as its installer sees it: its top level,
+    bin/, site-packages' entries and every installed distribution's metadata (by content),
+    not the files of the packages themselves (what ``uv pip install`` neither reads nor
+    repairs), so that a venv of thousands of files costs a few hundred reads."""
     try:
         top = open_dir(os.path.normpath(path))
     except (FileNotFoundError, NotADirectoryError):
@@ -107,9 +134,10 @@ def tree_seen(path: str, content: bool) -> str:
                     if count > TREE_LIMIT:
                         return "too large"
                     st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    line = f"{rel}/{name}\t{_file_seen(fd, name, st, content)}\n"
+                    reads = _venv_content(rel) if packages else content
+                    line = f"{rel}/{name}\t{_file_seen(fd, name, st, reads)}\n"
                     digest.update(line.encode("utf-8", "surrogateescape"))
-                    if stat.S_ISDIR(st.st_mode):
+                    if stat.S_ISDIR(st.st_mode) and (not packages or _venv_descends(f"{rel}/{name}")):
                         child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
                         stack.append((f"{rel}/{name}", child))
             finally:
@@ -150,7 +178,9 @@ def observe(spec: dict, units: dict[str, str] | None = None) -> dict[str, str]:
     for path in spec.get("paths") or []:
         seen[f"path {path}"] = path_seen(path)
     for tree in spec.get("trees") or []:
-        seen[f"tree {tree['path']}"] = tree_seen(tree["path"], bool(tree.get("content")))
+        seen[f"tree {tree['path']}"] = tree_seen(
+            tree["path"], bool(tree.get("content")), packages=bool(tree.get("packages"))
+        )
     for name in spec.get("users") or []:
         try:
             entry = pwd.getpwnam(name)

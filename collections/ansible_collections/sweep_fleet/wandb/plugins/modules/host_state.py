@@ -45,7 +45,9 @@ options:
     description:
       - With O(state=present), what the record lists, as C(paths) (files and directories),
         C(trees) (a list of C(path) and C(content), directories compared entry by entry, files by
-        content when C(content) is true, else by size and time), C(users), C(groups), and
+        content when C(content) is true, else by size and time; with C(packages) true, a venv as
+        its installer sees it, bin/ and each installed distribution's metadata by content, not
+        the packages' own files), C(users), C(groups), and
         C(units) (each unit's wanted state as two words, enabled and running, such as V(yes yes)).
     type: dict
     default: {}
