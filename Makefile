@@ -65,11 +65,13 @@ image: bootstrap root-check
 	python -m fleet image
 
 # Two pytest workers, each taking whole test files (a file's tests share one fleet); the
-# host image is built first so that the workers do not both build it.
+# host image is built first (while the linters run) so that the workers do not both build it.
 test: bootstrap root-check
-	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory lint && \
-	python -m fleet image && \
+	@start=$$(date +%s); mkdir -p .cache; \
+	python -m fleet image > .cache/image.log 2>&1 & image=$$!; \
+	$(MAKE) --no-print-directory lint; linted=$$?; \
+	wait $$image; built=$$?; cat .cache/image.log; \
+	[ $$linted -eq 0 ] && [ $$built -eq 0 ] && \
 	pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20 $(PYTEST_ARGS) && \
 	echo "make test: passed in $$(( $$(date +%s) - start ))s"
 
