@@ -28,6 +28,8 @@ import time
 LOG_PREFIX = "sweep-fleet-agent: "
 # An agent's unit: wandb-agent@INSTANCE.service.
 UNIT_RE = re.compile(r"^wandb-agent@(.+)\.service$")
+# A unit's ActiveState while it runs or is about to (systemctl(1)).
+RUNNING_STATES = ("active", "activating", "reloading")
 
 
 def env_file_values(text: str) -> dict[str, str]:
@@ -47,6 +49,21 @@ def env_file_values(text: str) -> dict[str, str]:
             value = value[1:-1]
         values[name.strip()] = value
     return values
+
+
+def unit_properties(shown: str) -> dict[str, dict[str, str]]:
+    """``systemctl show --property=Id,...`` output for several units, by each unit's Id."""
+    units: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for line in [*shown.splitlines(), ""]:
+        if not line.strip():
+            if current.get("Id"):
+                units[current["Id"]] = current
+            current = {}
+            continue
+        key, _sep, value = line.partition("=")
+        current[key] = value
+    return units
 
 
 def agent_instances(listed_units: str) -> set[str]:

@@ -24,7 +24,12 @@ import pwd
 import stat
 import subprocess
 
-from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import UnsafePath, open_dir
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (
+    RUNNING_STATES,
+    UnsafePath,
+    open_dir,
+    unit_properties,
+)
 
 RECORD_LIMIT = 4 * 1024 * 1024
 # Files up to this size are compared by content; larger ones by size and modification time.
@@ -34,7 +39,6 @@ TREE_LIMIT = 200_000
 # Python writes these next to the sources it imports: not part of what is deployed.
 TREE_SKIP = {"__pycache__"}
 _NOFOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-RUNNING = {"active", "activating", "reloading"}
 
 
 def _parent(path: str) -> tuple[int, str]:
@@ -160,13 +164,13 @@ def units_seen(names: list[str]) -> dict[str, str]:
         text=True,
         check=False,
     )
+    shown = unit_properties(proc.stdout) if proc.returncode == 0 else {}
     seen = dict.fromkeys(names, "unknown")
-    blocks = proc.stdout.strip().split("\n\n") if proc.returncode == 0 else []
-    for name, block in zip(names, blocks, strict=False):
-        props = dict(line.partition("=")[::2] for line in block.splitlines())
-        enabled = "yes" if props.get("UnitFileState") in ("enabled", "enabled-runtime") else "no"
-        running = "yes" if props.get("ActiveState") in RUNNING else "no"
-        seen[name] = f"{enabled} {running}"
+    for name in names:
+        if name in shown:
+            enabled = "yes" if shown[name].get("UnitFileState") in ("enabled", "enabled-runtime") else "no"
+            running = "yes" if shown[name].get("ActiveState") in RUNNING_STATES else "no"
+            seen[name] = f"{enabled} {running}"
     return seen
 
 

@@ -144,11 +144,13 @@ import pwd  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (  # noqa: E402
+    RUNNING_STATES,
     UNIT_RE,
     VENV_LINK,
     adopt,
     agent_instances,
     link_code,
+    unit_properties,
 )
 
 
@@ -177,19 +179,11 @@ class Systemd:
         if not instances:
             return {}
         out = self.run("show", *(unit(i) for i in instances), "--property=Id,ActiveState,UnitFileState")
-        states, current = {}, {}
-        for line in [*out.splitlines(), ""]:
-            if not line.strip():
-                match = UNIT_RE.match(current.get("Id", ""))
-                if match:
-                    states[match.group(1)] = (
-                        current.get("ActiveState", ""),
-                        current.get("UnitFileState", ""),
-                    )
-                current = {}
-                continue
-            key, _sep, value = line.partition("=")
-            current[key] = value
+        states = {}
+        for unit_id, props in unit_properties(out).items():
+            match = UNIT_RE.match(unit_id)
+            if match:
+                states[match.group(1)] = (props.get("ActiveState", ""), props.get("UnitFileState", ""))
         return states
 
 
@@ -226,7 +220,7 @@ def run(module: AnsibleModule) -> dict:
     if not os.path.exists("/etc/systemd/system/wandb-agent@.service") and module.check_mode:
         return {**result, "changed": True, "started": wanted if p["start"] else []}
     before = systemd.states(wanted)
-    running = [i for i in wanted if before.get(i, ("", ""))[0] in ("active", "activating", "reloading")]
+    running = [i for i in wanted if before.get(i, ("", ""))[0] in RUNNING_STATES]
     enabled = [i for i in wanted if before.get(i, ("", ""))[1] == "enabled"]
     if p["enabled"] and len(enabled) < len(wanted):
         result["changed"] = True
