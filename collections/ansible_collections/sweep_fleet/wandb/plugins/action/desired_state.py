@@ -24,12 +24,12 @@ from pathlib import Path
 from ansible.errors import AnsibleError
 from ansible_collections.sweep_fleet.wandb.plugins.action.preflight import ROLE_ORDER, SLURM_GROUP
 from ansible_collections.sweep_fleet.wandb.plugins.action.preflight import ActionModule as PreflightAction
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.host_record import TREE_LIMIT
 
 COLLECTION = Path(__file__).resolve().parents[2]
 # The facts the sweep role sets, which the agents follow.
 SWEEP_FACTS = ("wandb_sweep_path", "wandb_sweep_state", "wandb_sweep_predecessor", "wandb_sweep_url")
 GIT_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-TREE_LIMIT = 200_000
 
 
 def tree_digest(path: str, content: bool = False) -> str:
