@@ -67,10 +67,8 @@ class ActionModule(ActionBase):
         except (ValueError, IndexError, KeyError) as err:
             raise AnsibleActionFail(f"{interpreter} on the host printed no platform: {err}") from err
 
-    def run(self, tmp=None, task_vars=None):
-        task_vars = task_vars or {}
-        result = super().run(tmp, task_vars)
-        args = self._task.args
+    def _build(self, args: dict, task_vars: dict) -> tuple[Path, Target]:
+        """The host's wheelhouse on the controller (made, or found in the cache)."""
         python = str(args.get("python") or "/usr/bin/python3")
         probe = self._probe(python, task_vars)
         try:
@@ -102,6 +100,13 @@ class ActionModule(ActionBase):
             index = str(args.get("index_url") or "")
             message = str(err).replace(index, redacted(index)) if index else str(err)  # a token stays hidden
             raise AnsibleActionFail(f"wheelhouse: {message}") from err
+        return archive, target
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super().run(tmp, task_vars)
+        args = self._task.args
+        archive, target = self._build(args, task_vars)
         copy_task = self._task.copy()
         # On Windows the file takes the ACL of its directory (administrators and SYSTEM only).
         copy_task.args = {"src": str(archive), "dest": str(args["dest"])}

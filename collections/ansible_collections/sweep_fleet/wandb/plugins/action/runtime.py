@@ -1,0 +1,75 @@
+# Copyright: sweep-fleet developers
+# Apache License 2.0
+"""The runtime module, with the wheelhouse made and uv read on the controller, and each sent
+only to a host whose copy differs (see plugins/modules/runtime.py)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from ansible.errors import AnsibleActionFail, AnsibleError
+from ansible_collections.sweep_fleet.wandb.plugins.action.wheelhouse import ActionModule as WheelhouseAction
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ActionModule(WheelhouseAction):
+    TRANSFERS_FILES = True
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super(WheelhouseAction, self).run(tmp, task_vars)
+        args = dict(self._task.args)
+        sources = {}  # dest on the host: the file on the controller
+        copies = []
+        wheelhouse = args.pop("wheelhouse", None)
+        if wheelhouse:
+            archive, target = self._build(wheelhouse, task_vars)
+            sources[str(wheelhouse["dest"])] = str(archive)
+            copies.append({"dest": str(wheelhouse["dest"]), "mode": "0600"})
+            result["platform"] = target.key
+        uv_copy = args.pop("uv_copy", None)
+        if uv_copy:
+            dest = str(uv_copy.get("dest") or "/usr/local/bin/uv")
+            try:
+                sources[dest] = self._loader.get_real_file(self._find_needle("files", str(uv_copy["src"])))
+            except (AnsibleError, KeyError) as err:
+                raise AnsibleActionFail(f"uv_copy: cannot find uv on the controller: {err}") from err
+            copies.append({"dest": dest, "mode": "0755"})
+        try:
+            for item in copies:
+                item["sha256"] = _sha256(sources[item["dest"]])
+        except OSError as err:
+            raise AnsibleActionFail(f"cannot read {err.filename} on the controller: {err.strerror}") from err
+        args["copies"] = copies
+        done = self._execute_module("sweep_fleet.wandb.runtime", module_args=args, task_vars=task_vars)
+        needs = done.get("needs_staged") or []
+        if needs and not done.get("failed"):
+            # Only the files this host lacks are sent; then it converges with them.
+            remote_tmp = self._make_tmp_path()
+            try:
+                staged = []
+                for number, item in enumerate(copies):
+                    if item["dest"] in needs:
+                        item["staged"] = self._connection._shell.join_path(remote_tmp, f"file{number}")
+                        self._transfer_file(sources[item["dest"]], item["staged"])
+                        staged.append(item["staged"])
+                self._fixup_perms2([remote_tmp, *staged])
+                done = self._execute_module(
+                    "sweep_fleet.wandb.runtime", module_args=args, task_vars=task_vars
+                )
+            finally:
+                self._remove_tmp_path(remote_tmp)
+            if done.get("needs_staged") and not done.get("failed"):
+                raise AnsibleActionFail(
+                    f"the host did not take the files sent to it: {', '.join(done['needs_staged'])}"
+                )
+            done["sent"] = needs
+        result.update(done)
+        return result
