@@ -605,9 +605,7 @@ def test_an_interrupted_deploy_is_converged_by_the_next_without_a_second_sweep(s
         )
         seen.append(site.sh(fresh, files))
         # 4: as the agents' units and settings are written.
-        interrupted(
-            site, lambda out: "TASK [wandb_agent : Write the agents' files]" in out, "the units being written"
-        )
+        interrupted(site, lambda out: "TASK [wandb_agent : Run the agents]" in out, "the units being written")
         seen.append(site.sh(fresh, files))
         again = site.play("deploy.yml")
         assert len(mine(site.standin)) == 1, site.standin.sweep_summary()  # never a second sweep

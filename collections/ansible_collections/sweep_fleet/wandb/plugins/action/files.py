@@ -39,10 +39,8 @@ class ActionModule(ActionBase):
         with open(self._loader.get_real_file(path), encoding="utf-8") as handle:
             return handle.read()
 
-    def run(self, tmp=None, task_vars=None):
-        task_vars = task_vars or {}
-        result = super().run(tmp, task_vars)
-        args = self._task.args
+    def _files_args(self, args: dict, task_vars: dict) -> dict:
+        """The files module's arguments: each expanded, templates rendered, files read."""
         directories = []
         for entry in args.get("directories") or []:
             entry = dict(entry)
@@ -80,7 +78,12 @@ class ActionModule(ActionBase):
             except (AnsibleError, OSError) as err:
                 raise AnsibleActionFail(f"{item.get('path')}: {err}") from err
             (secrets if item.pop("secret", False) else files).append(item)
-        module_args = {"directories": directories, "files": files, "private_files": secrets}
+        return {"directories": directories, "files": files, "private_files": secrets}
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super().run(tmp, task_vars)
+        module_args = self._files_args(self._task.args, task_vars)
         result.update(
             self._execute_module(
                 module_name="sweep_fleet.wandb.files", module_args=module_args, task_vars=task_vars
