@@ -194,3 +194,13 @@ def test_the_controllers_tree_digest_follows_names_modes_sizes_and_times_not_cac
     os.chmod(tmp_path / "a.py", 0o600)
     assert tree_digest(str(tmp_path)) != touched
     assert tree_digest(str(tmp_path / "missing")) == "missing"
+
+
+def test_the_read_says_which_commands_the_host_has(tmp_path, monkeypatch):
+    """The code role's tools are looked for in the same call (no command of their own)."""
+    tool = tmp_path / "rsync"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    commands = run(commands=["rsync", "git"])["ansible_facts"]["sweep_fleet_commands"]
+    assert commands == {"rsync": str(tool), "git": ""}

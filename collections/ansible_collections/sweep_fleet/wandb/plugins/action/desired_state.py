@@ -90,7 +90,11 @@ class ActionModule(PreflightAction):
             "values": values,
             "host": task_vars.get("inventory_hostname"),
             "groups": sorted(task_vars.get("group_names") or []),
-            "facts": task_vars.get("ansible_facts") or {},
+            # Not which commands the host has: a deploy that needs one installs it, one that
+            # changes nothing does not need it.
+            "facts": {
+                k: v for k, v in (task_vars.get("ansible_facts") or {}).items() if k != "sweep_fleet_commands"
+            },
             "collection": tree_digest(str(COLLECTION), content=True),
             "playbook": {
                 base: tree_digest(os.path.join(base, sub), content=True)

@@ -33,6 +33,14 @@ options:
     description: With O(state=read), also run C(nvidia-smi -q -x) and return its report as RV(gpus).
     type: bool
     default: false
+  commands:
+    description:
+      - With O(state=read), the commands to look for on the host (its C(PATH)); the fact
+        C(sweep_fleet_commands) maps each to its path, or to an empty string when missing.
+    type: list
+    elements: str
+    default: []
+    version_added: "0.11.0"
   record:
     description: The record's path. Empty reads no record.
     type: str
@@ -68,7 +76,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 ansible_facts:
-  description: The facts of C(setup) for the subsets platform, distribution, service_mgr and dns.
+  description:
+    - The facts of C(setup) for the subsets platform, distribution, service_mgr and dns, and
+      C(sweep_fleet_commands) (see O(commands)).
   returned: state is read
   type: dict
 gpus:
@@ -93,6 +103,7 @@ record:
 """
 
 import os  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
@@ -143,6 +154,7 @@ def main() -> None:
         argument_spec={
             "state": {"type": "str", "choices": ["read", "present", "absent"], "default": "read"},
             "gpus": {"type": "bool", "default": False},
+            "commands": {"type": "list", "elements": "str", "default": []},
             "record": {"type": "str", "default": ""},
             "digest": {"type": "str", "default": ""},
             "spec": {"type": "dict", "default": {}},
@@ -155,6 +167,9 @@ def main() -> None:
         module.fail_json(msg=f"record: {path!r} is not an absolute path")
     if params["state"] == "read":
         result: dict = {"changed": False, "ansible_facts": facts(module)}
+        result["ansible_facts"]["sweep_fleet_commands"] = {
+            name: shutil.which(name) or "" for name in params["commands"]
+        }
         if params["gpus"]:
             result["gpus"] = gpus(module)
         if path:
