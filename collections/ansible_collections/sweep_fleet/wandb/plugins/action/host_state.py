@@ -6,7 +6,10 @@ ansible.windows.setup, and no record (see plugins/modules/host_state.py)."""
 from __future__ import annotations
 
 from ansible.plugins.action import ActionBase
-from ansible_collections.sweep_fleet.wandb.plugins.modules.host_state import FACT_SUBSETS
+from ansible_collections.sweep_fleet.wandb.plugins.modules.host_state import (
+    FACT_SUBSETS,
+    WINDOWS_PYTHON_VERSION,
+)
 
 
 class ActionModule(ActionBase):
@@ -32,4 +35,24 @@ class ActionModule(ActionBase):
                 "ansible.windows.setup", module_args={"gather_subset": FACT_SUBSETS}, task_vars=task_vars
             )
         )
+        if result.get("failed"):
+            return result
+        # The agents' Python and the GPUs, read in check mode too (whatever they answer is
+        # for the preflight to judge).
+        check_mode, self._task.check_mode = self._task.check_mode, False
+        try:
+            if args.get("windows_python"):
+                result["windows_python"] = self._read(
+                    [str(args["windows_python"]), "-c", WINDOWS_PYTHON_VERSION], task_vars
+                )
+            if args.get("gpus"):
+                result["gpus"] = self._read(["nvidia-smi.exe", "-q", "-x"], task_vars)
+        finally:
+            self._task.check_mode = check_mode
         return result
+
+    def _read(self, argv: list[str], task_vars: dict) -> dict:
+        done = self._execute_module(
+            "ansible.windows.win_command", module_args={"argv": argv}, task_vars=task_vars
+        )
+        return {key: done[key] for key in ("rc", "stdout", "stderr", "msg") if key in done}

@@ -141,7 +141,10 @@ class ActionModule(ActionBase):
                 )
                 problems.append(problem)
                 # The roles pin each agent to these GPUs (playbooks/preflight.yml read them).
-                result["ansible_facts"] = {"wandb_agent_gpu_plan": plan}
+                result.setdefault("ansible_facts", {})["wandb_agent_gpu_plan"] = plan
+            # The roles skip their own input check (the same one) for the rest of the run; a
+            # problem stops the run at the report that follows.
+            result.setdefault("ansible_facts", {})["sweep_fleet_checked"] = True
             result.update(changed=False, problems=[p for p in problems if p], index_checks=[])
             return self._finish(result, bool(args.get("collect")))
         entries = dict(str(r).partition(":")[::2] for r in args.get("roles") or [])

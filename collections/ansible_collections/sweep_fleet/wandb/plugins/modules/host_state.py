@@ -41,6 +41,20 @@ options:
     elements: str
     default: []
     version_added: "0.11.0"
+  slurm:
+    description:
+      - With O(state=read), read what a SLURM login node needs (the login user's id and
+        where SLURM's commands are) and return it as RV(slurm_probe).
+    type: bool
+    default: false
+    version_added: "0.11.0"
+  windows_python:
+    description:
+      - Windows hosts, with O(state=read) - the Python the agents run with, asked for its
+        version (RV(windows_python)). Not used on Linux hosts.
+    type: str
+    default: ""
+    version_added: "0.11.0"
   record:
     description: The record's path. Empty reads no record.
     type: str
@@ -81,6 +95,16 @@ ansible_facts:
       C(sweep_fleet_commands) (see O(commands)).
   returned: state is read
   type: dict
+slurm_probe:
+  description:
+    - The login user's id, then for each of sbatch, squeue, scancel and scontrol its path or
+      C(missing NAME), one per line in its C(stdout) (C(rc) 0).
+  returned: state is read and slurm is true
+  type: dict
+windows_python:
+  description: Windows hosts - C(win_command)'s result for the Python's version (rc, stdout).
+  returned: state is read, on Windows hosts, and windows_python is given
+  type: dict
 gpus:
   description: C(nvidia-smi -q -x)'s exit status (127 when it is not installed) and output.
   returned: state is read and gpus is true
@@ -107,20 +131,35 @@ import shutil  # noqa: E402
 import subprocess  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.facts import ansible_collector, default_collectors  # noqa: E402
+from ansible.module_utils.facts import ansible_collector  # noqa: E402
 from ansible.module_utils.facts.namespace import PrefixFactNamespace  # noqa: E402
+from ansible.module_utils.facts.system.distribution import DistributionFactCollector  # noqa: E402
+from ansible.module_utils.facts.system.dns import DnsFactCollector  # noqa: E402
+from ansible.module_utils.facts.system.platform import PlatformFactCollector  # noqa: E402
+from ansible.module_utils.facts.system.service_mgr import ServiceMgrFactCollector  # noqa: E402
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils import host_record  # noqa: E402
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (  # noqa: E402
     NVIDIA_SMI_LIMIT,
 )
 
 FACT_SUBSETS = ["!all", "!min", "platform", "distribution", "service_mgr", "dns"]
+# What a login node submits the agents with.
+SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol")
+# Asked of a Windows host's Python (see plugins/action/host_state.py).
+WINDOWS_PYTHON_VERSION = "import sys; print('%d.%d' % sys.version_info[:2])"
 
 
 def facts(module: AnsibleModule) -> dict:
     """The same facts ansible.builtin.setup gathers for FACT_SUBSETS."""
     collector = ansible_collector.get_ansible_collector(
-        all_collector_classes=default_collectors.collectors,
+        # Only the collectors of these subsets: the module (sent to every host, every run)
+        # carries and imports none of the others.
+        all_collector_classes=[
+            PlatformFactCollector,
+            DistributionFactCollector,
+            ServiceMgrFactCollector,
+            DnsFactCollector,
+        ],
         namespace=PrefixFactNamespace(namespace_name="ansible", prefix="ansible_"),
         filter_spec=[],
         gather_subset=FACT_SUBSETS,
@@ -155,6 +194,8 @@ def main() -> None:
             "state": {"type": "str", "choices": ["read", "present", "absent"], "default": "read"},
             "gpus": {"type": "bool", "default": False},
             "commands": {"type": "list", "elements": "str", "default": []},
+            "slurm": {"type": "bool", "default": False},
+            "windows_python": {"type": "str", "default": ""},
             "record": {"type": "str", "default": ""},
             "digest": {"type": "str", "default": ""},
             "spec": {"type": "dict", "default": {}},
@@ -172,6 +213,9 @@ def main() -> None:
         }
         if params["gpus"]:
             result["gpus"] = gpus(module)
+        if params["slurm"]:
+            lines = [str(os.getuid())] + [shutil.which(name) or f"missing {name}" for name in SLURM_COMMANDS]
+            result["slurm_probe"] = {"rc": 0, "stdout": "\n".join(lines)}
         if path:
             result["record"] = host_record.verify(path)
         module.exit_json(**result)

@@ -111,9 +111,12 @@ gpus_wanted:
   type: bool
   returned: when O(roles) names the agent role
 ansible_facts:
-  description: With O(gpu_probe), C(wandb_agent_gpu_plan), each agent's GPUs (index, uuid, bus_id, minor).
+  description:
+    - With O(platform), C(sweep_fleet_checked) (true - the roles then skip their own input
+      check, the same one) and, with O(gpu_probe), C(wandb_agent_gpu_plan), each agent's
+      GPUs (index, uuid, bus_id, minor).
   type: dict
-  returned: when O(gpu_probe) is given
+  returned: with O(platform)
 windows_python:
   description: The C(wandb_runtime_windows_python) a Windows host is asked for its version.
   type: str
