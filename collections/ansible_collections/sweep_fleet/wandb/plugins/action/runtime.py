@@ -20,7 +20,9 @@ def _sha256(path: str) -> str:
 
 
 class ActionModule(WheelhouseAction):
-    TRANSFERS_FILES = True
+    # A host whose copies are current is sent nothing: no temporary directory is made unless
+    # one is (see below), which saves two commands per host.
+    TRANSFERS_FILES = False
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
@@ -48,12 +50,12 @@ class ActionModule(WheelhouseAction):
         except OSError as err:
             raise AnsibleActionFail(f"cannot read {err.filename} on the controller: {err.strerror}") from err
         args["copies"] = copies
-        done = self._execute_module("sweep_fleet.wandb.runtime", module_args=args, task_vars=task_vars)
-        needs = done.get("needs_staged") or []
-        if needs and not done.get("failed"):
-            # Only the files this host lacks are sent; then it converges with them.
-            remote_tmp = self._make_tmp_path()
-            try:
+        try:
+            done = self._execute_module("sweep_fleet.wandb.runtime", module_args=args, task_vars=task_vars)
+            needs = done.get("needs_staged") or []
+            if needs and not done.get("failed"):
+                # Only the files this host lacks are sent; then it converges with them.
+                remote_tmp = self._connection._shell.tmpdir or self._make_tmp_path()
                 staged = []
                 for number, item in enumerate(copies):
                     if item["dest"] in needs:
@@ -64,12 +66,13 @@ class ActionModule(WheelhouseAction):
                 done = self._execute_module(
                     "sweep_fleet.wandb.runtime", module_args=args, task_vars=task_vars
                 )
-            finally:
-                self._remove_tmp_path(remote_tmp)
-            if done.get("needs_staged") and not done.get("failed"):
-                raise AnsibleActionFail(
-                    f"the host did not take the files sent to it: {', '.join(done['needs_staged'])}"
-                )
-            done["sent"] = needs
+                if done.get("needs_staged") and not done.get("failed"):
+                    raise AnsibleActionFail(
+                        f"the host did not take the files sent to it: {', '.join(done['needs_staged'])}"
+                    )
+                done["sent"] = needs
+        finally:
+            # The temporary directory, when one was made (files sent, or no pipelining).
+            self._remove_tmp_path(self._connection._shell.tmpdir)
         result.update(done)
         return result
