@@ -162,18 +162,27 @@ def test_the_twelve_shards_run_once_each_as_a_job_array_and_leave_squeue_empty(c
     assert submitted, result.stdout[-3000:]
     job = submitted.group(1)
     sweep = sweep_named(cluster, "beauty-score-shards")
-    # Every task runs; the key is on no command line and in no job's environment.
-    wait_until(lambda: len([t for t in cluster.squeue() if t[1] == "RUNNING"]) == 3, timeout=90, interval=1)
-    shown = cluster.sh(f"scontrol show job {job}; ps -eo args")
-    shown += "".join(
-        cluster.sh(
-            "for p in $(pgrep -u researcher -f sweep-fleet-agent); do "
-            "tr '\\0' '\\n' < /proc/$p/environ; done",
-            n,
+
+    # Every task runs; the key is on no command line and in no job's environment. A task is
+    # RUNNING for SLURM from its batch script's start: its launcher (the agent's parent, with
+    # the script's environment) starts a moment later, so the test waits for the launchers.
+    def launchers() -> list[str]:
+        """The environment of each task's launcher on the compute nodes, one entry each."""
+        found = "".join(
+            cluster.sh(
+                "for p in $(pgrep -u researcher -f '[s]weep-fleet-agent run'); do "
+                "tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null; echo; echo '<end>'; done",
+                n,
+            )
+            for n in cluster.nodes
         )
-        for n in cluster.nodes
-    )
-    assert "NETRC=" in shown and TEST_API_KEY not in shown
+        return [env for env in found.split("<end>") if env.strip()]
+
+    wait_until(lambda: len([t for t in cluster.squeue() if t[1] == "RUNNING"]) == 3, timeout=90, interval=1)
+    wait_until(lambda: len(launchers()) == 3, timeout=90, interval=1, what="the three tasks' launchers")
+    envs = launchers()
+    shown = cluster.sh(f"scontrol show job {job}; ps -eo args") + "".join(envs)
+    assert all("NETRC=" in env for env in envs) and TEST_API_KEY not in shown
     cluster.wait_done(sweep, timeout=300)
     print(f"12 shards through SLURM (3 tasks on 2 nodes): {time.monotonic() - started:.1f}s, job {job}")
 
