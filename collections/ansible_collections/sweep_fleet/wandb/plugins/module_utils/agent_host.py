@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import hashlib
 import os
 import re
 import stat
@@ -89,6 +90,14 @@ RUN_FILE_LIMIT = 256 * 1024
 # Symbolic links followed on the way to a directory, at most (as the kernel's 40).
 MAX_LINKS = 40
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+
+
+def fd_sha256(fd: int) -> str:
+    """The sha256 of what is left to read from the open descriptor ``fd``."""
+    digest = hashlib.sha256()
+    while chunk := os.read(fd, 1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 class UnsafePath(OSError):

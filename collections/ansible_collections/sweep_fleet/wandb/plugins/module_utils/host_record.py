@@ -27,6 +27,7 @@ import subprocess
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (
     RUNNING_STATES,
     UnsafePath,
+    fd_sha256,
     open_dir,
     unit_properties,
 )
@@ -62,10 +63,7 @@ def _file_seen(dir_fd: int, name: str, st: os.stat_result, content: bool) -> str
         opened = os.fstat(fd)
         if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
             return f"f {head} replaced"
-        digest = hashlib.sha256()
-        while chunk := os.read(fd, 1 << 20):
-            digest.update(chunk)
-        return f"f {head} {st.st_size} {digest.hexdigest()}"
+        return f"f {head} {st.st_size} {fd_sha256(fd)}"
     finally:
         os.close(fd)
 

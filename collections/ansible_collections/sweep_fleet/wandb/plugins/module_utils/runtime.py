@@ -8,11 +8,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import stat
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils import accounts, files, uv_binary, venv
-from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import UnsafePath, open_dir
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import fd_sha256
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.step import run_step
 
 ARGUMENT_SPEC = {
@@ -48,15 +49,8 @@ ARGUMENT_SPEC = {
     "settings": {"type": "dict", "default": {}},
 }
 
-_NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _CHUNK = 1024 * 1024
-
-
-def _sha256(fd: int) -> str:
-    digest = hashlib.sha256()
-    while chunk := os.read(fd, _CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
+_ROOT = 0  # the files' owner and group
 
 
 def copy_file(module: AnsibleModule, p: dict) -> dict:
@@ -65,16 +59,13 @@ def copy_file(module: AnsibleModule, p: dict) -> dict:
     plugin to send the file."""
     mode = int(p["mode"], 8)
     dest = os.path.normpath(p["dest"])
-    try:
-        parent = open_dir(os.path.dirname(dest), create=not module.check_mode)
-    except FileNotFoundError:
+    parent = files._parent(module, dest, create=True)
+    if parent is None:
         return {"changed": True, "sha256": p["sha256"]}  # check mode: the directory is made first
-    except (UnsafePath, NotADirectoryError) as err:
-        module.fail_json(msg=f"{dest}: refused: {err}")
     try:
         name = os.path.basename(dest)
         try:
-            fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=parent)
+            fd = os.open(name, os.O_RDONLY | files._NOFOLLOW, dir_fd=parent)
         except FileNotFoundError:
             fd = None
         except OSError as err:
@@ -84,12 +75,11 @@ def copy_file(module: AnsibleModule, p: dict) -> dict:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
                     module.fail_json(msg=f"{dest} exists and is not a regular file")
-                if _sha256(fd) == p["sha256"]:
-                    if (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, mode):
+                if fd_sha256(fd) == p["sha256"]:
+                    if not files._needs_meta(st, _ROOT, _ROOT, mode):
                         return {"changed": False, "sha256": p["sha256"]}
                     if not module.check_mode:
-                        os.fchown(fd, 0, 0)
-                        os.fchmod(fd, mode)
+                        files._set_meta(fd, _ROOT, _ROOT, mode)
                     return {"changed": True, "sha256": p["sha256"]}
             finally:
                 os.close(fd)
@@ -105,15 +95,15 @@ def copy_file(module: AnsibleModule, p: dict) -> dict:
 
 def _install_staged(module: AnsibleModule, p: dict, parent: int, name: str, mode: int) -> None:
     try:
-        source = os.open(p["staged"], os.O_RDONLY | _NOFOLLOW)
+        source = os.open(p["staged"], os.O_RDONLY | files._NOFOLLOW)
     except OSError as err:
         module.fail_json(msg=f"{p['dest']}: the file sent to the host cannot be read: {err.strerror}")
-    temp = f".{name}.sweep-fleet-{os.getpid()}"
+    temp = f".sweep-fleet-{secrets.token_hex(8)}"  # as the files module names its own
     try:
         if not stat.S_ISREG(os.fstat(source).st_mode):
             module.fail_json(msg=f"{p['dest']}: the file sent to the host is not a regular file")
         digest = hashlib.sha256()
-        out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o700, dir_fd=parent)
+        out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | files._NOFOLLOW, 0o700, dir_fd=parent)
         try:
             while chunk := os.read(source, _CHUNK):
                 digest.update(chunk)
@@ -123,8 +113,7 @@ def _install_staged(module: AnsibleModule, p: dict, parent: int, name: str, mode
                     msg=f"{p['dest']}: the file sent to the host has sha256 {digest.hexdigest()}, "
                     f"not the controller's {p['sha256']}: not installed"
                 )
-            os.fchown(out, 0, 0)
-            os.fchmod(out, mode)
+            files._set_meta(out, _ROOT, _ROOT, mode)
             os.fsync(out)
         finally:
             os.close(out)
