@@ -178,11 +178,13 @@ class ActionModule(ActionBase):
 
     # -- the inputs of one host ------------------------------------------------------
     def _role_files(self, role: str) -> tuple[dict, dict]:
-        specs = self._loader.load_from_file(str(ROLES_DIR / role / "meta" / "argument_specs.yml"))
+        # Parsed once per task and never copied (unsafe: the loader's cache itself), so these
+        # are read, never changed.
+        specs = self._loader.load_from_file(str(ROLES_DIR / role / "meta" / "argument_specs.yml"), unsafe=True)
         # The roles' own defaults are templates, as Ansible takes them when a play has the role
         # (a playbook that does not list a role must still see them rendered).
         defaults_file = str(ROLES_DIR / role / "defaults" / "main.yml")
-        defaults = self._loader.load_from_file(defaults_file, trusted_as_template=True) or {}
+        defaults = self._loader.load_from_file(defaults_file, unsafe=True, trusted_as_template=True) or {}
         return specs["argument_specs"], defaults
 
     def _values(self, names: tuple[str, ...], task_vars: dict) -> dict:
