@@ -68,9 +68,9 @@ class Site:
         )
         (self.inventory / "group_vars" / "fleet.yml").write_text("---\n" + encrypted + plain)
 
-    def deploy(self, *args: str, check: bool = True):
+    def deploy(self, *args: str, check: bool = True, playbook: str = "deploy.yml"):
         return run_playbook(
-            REPO / "deploy.yml",
+            REPO / playbook,
             self.inventory / "hosts.ini",
             "--vault-password-file",
             str(self.vault_password),
@@ -227,6 +227,30 @@ def test_a_deploy_that_changes_nothing_asks_each_host_one_question(site):
     assert f"path {netrc}" in result.stdout
     assert all(changed_tasks(result.stdout, h.name) == [] for h in hosts[1:])
     assert site.sh(hosts[0], f"sudo sha256sum {netrc}") == before
+    again = site.deploy("-vvv")
+    assert round_trips(again.stdout) == {h.ip: 1 for h in hosts}, round_trips(again.stdout)
+
+
+def test_an_update_drains_and_converges_only_the_hosts_that_differ(site):
+    """update.yml compares each host with its record as deploy.yml does, before any drain: a
+    host that matches keeps its agents untouched (the one question, nothing more); the one
+    with a file changed by hand alone is drained, converged and recorded again."""
+    hosts = site.fleet.hosts()
+    netrc = "/etc/sweep-fleet/netrc"
+    before = site.sh(hosts[1], f"sudo sha256sum {netrc}")
+    site.sh(hosts[1], f"echo 'machine elsewhere' | sudo tee -a {netrc} >/dev/null")
+    result = site.deploy("-vvv", playbook="playbooks/update.yml")
+    trips = round_trips(result.stdout)
+    assert {h.ip: trips[h.ip] for h in hosts if h != hosts[1]} == {h.ip: 1 for h in hosts if h != hosts[1]}, (
+        trips
+    )
+    assert all(changed_tasks(result.stdout, h.name) == [] for h in hosts if h != hosts[1])
+    changed = changed_tasks(result.stdout, hosts[1].name)
+    assert "wandb_agent : Keep the agents stopped at boot" in changed, changed  # the drain
+    assert "wandb_credentials : Write the key and the connection settings" in changed, changed
+    assert result.stdout.count("TASK [wandb_sweep : Find the sweep (or create it) and set its state]") == 1
+    assert site.sh(hosts[1], f"sudo sha256sum {netrc}") == before
+    assert TEST_API_KEY not in result.stdout + result.stderr
     again = site.deploy("-vvv")
     assert round_trips(again.stdout) == {h.ip: 1 for h in hosts}, round_trips(again.stdout)
 

@@ -96,11 +96,7 @@ class ActionModule(PreflightAction):
                 k: v for k, v in (task_vars.get("ansible_facts") or {}).items() if k != "sweep_fleet_commands"
             },
             "collection": tree_digest(str(COLLECTION), content=True),
-            "playbook": {
-                base: tree_digest(os.path.join(base, sub), content=True)
-                for base in self._playbook_dirs(task_vars)
-                for sub in ("templates", "files")
-            },
+            "playbook": self._playbook_files(task_vars),
             "controller": self._controller_files(values),
         }
         blob = json.dumps(inputs, sort_keys=True, default=str).encode()
@@ -132,6 +128,18 @@ class ActionModule(PreflightAction):
         if task_vars.get("playbook_dir"):
             dirs.add(os.path.realpath(task_vars["playbook_dir"]))
         return sorted(dirs | {os.path.dirname(d) for d in dirs})
+
+    def _playbook_files(self, task_vars: dict) -> dict:
+        """The templates and files next to the playbook that Ansible finds before the roles'
+        own. Only those that exist: deploy.yml (at the top) and playbooks/update.yml search
+        different directories, and the same files must give the same digest."""
+        found = {}
+        for base in self._playbook_dirs(task_vars):
+            for sub in ("templates", "files"):
+                path = os.path.join(base, sub)
+                if os.path.lexists(path):
+                    found[path] = tree_digest(path, content=True)
+        return found
 
     def _controller_files(self, values: dict) -> dict:
         """The controller's files a deploy copies to the host."""

@@ -180,7 +180,8 @@ class ActionModule(ActionBase):
     def _role_files(self, role: str) -> tuple[dict, dict]:
         # Parsed once per task and never copied (unsafe: the loader's cache itself), so these
         # are read, never changed.
-        specs = self._loader.load_from_file(str(ROLES_DIR / role / "meta" / "argument_specs.yml"), unsafe=True)
+        specs_file = str(ROLES_DIR / role / "meta" / "argument_specs.yml")
+        specs = self._loader.load_from_file(specs_file, unsafe=True)
         # The roles' own defaults are templates, as Ansible takes them when a play has the role
         # (a playbook that does not list a role must still see them rendered).
         defaults_file = str(ROLES_DIR / role / "defaults" / "main.yml")
