@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -93,13 +94,13 @@ class Run:
     def write_inventory(self) -> Path:
         return self.fleet.write_inventory(self.inventory / "hosts.ini")
 
-    def play(self, playbook: str, *args: str, profile: Path | None = None) -> float:
+    def play(self, playbook: str, *args: str, profile: Path | None = None, every_task: bool = False) -> float:
         # The controller's downloads (the wheelhouse) are counted too.
         env = ansible_env(HTTPS_PROXY=f"http://{self.proxy.url_host}")
-        if profile:
+        if profile or every_task:
             env |= {
                 "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
-                "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "40",
+                "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all" if every_task else "40",
             }
         started = time.monotonic()
         proc = subprocess.run(
@@ -145,6 +146,18 @@ class Run:
         self.fleet.down()
 
 
+# The rolling update's tasks that wait for the agents' runs (the drain itself): the update's
+# target is a multiple of a warm run plus these.
+DRAIN_TASKS = ("wandb_agent : Wait for the running runs to finish", "wandb_agent : Stop the agents (running")
+TASK_TIME_RE = re.compile(r"^(.*?) -+ (\d+\.\d+)s$", re.MULTILINE)
+
+
+def drain_seconds(output: str) -> float:
+    """The seconds the drain tasks took, over every host (profile_tasks' recap of each batch)."""
+    recap = output[output.find("TASKS RECAP") :]
+    return sum(float(took) for name, took in TASK_TIME_RE.findall(recap) if name.startswith(DRAIN_TASKS))
+
+
 def measure(size: int, image: str, root: Path, profile: bool, count_calls: bool = False) -> dict:
     out: dict = {}
     run = Run(size, image, root)
@@ -170,7 +183,8 @@ def measure(size: int, image: str, root: Path, profile: bool, count_calls: bool 
         run.write_inventory()
         out["add_one"] = run.play("deploy.yml", "--limit", new.name)
         (run.code / "CHANGED").write_text(f"{time.time()}\n")
-        out["update"] = run.play("playbooks/update.yml")
+        out["update"] = run.play("playbooks/update.yml", every_task=True)
+        out["drains"] = drain_seconds(run.last_output)
         if count_calls:  # commands sent to one more fresh host, cold then warm (not timed)
             (new,) = run.fleet.add(1, image=image)
             run.write_inventory()
@@ -226,8 +240,8 @@ def table(medians: dict, stamp: str, runs: dict) -> str:
         "",
         "| hosts | runs | baseline script | deploy.yml cold | ratio | cold without wheelhouse "
         "| warm, no change | warm / 1-host warm | one more host | / 1-host cold | rolling update "
-        "| index MB (ours / without wheelhouse / baseline) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| of it drains | (update - drains) / warm | index MB (ours / without wheelhouse / baseline) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for size, m in sorted(medians.items()):
         warm_ratio = f"{m['warm'] / one['warm']:.1f}x" if one else "-"
@@ -236,7 +250,9 @@ def table(medians: dict, stamp: str, runs: dict) -> str:
             f"| {size} | {runs[size]} | {m['baseline']:.1f} | {m['cold']:.1f} | "
             f"{m['cold'] / m['baseline']:.1f}x | "
             f"{m['cold_direct']:.1f} | {m['warm']:.1f} | {warm_ratio} | {m['add_one']:.1f} | {add_ratio} | "
-            f"{m['update']:.1f} | {m['cold_bytes'] / 1e6:.1f} / {m['cold_direct_bytes'] / 1e6:.1f} / "
+            f"{m['update']:.1f} | {m.get('drains', 0):.1f} | "
+            f"{(m['update'] - m.get('drains', 0)) / m['warm']:.1f}x | "
+            f"{m['cold_bytes'] / 1e6:.1f} / {m['cold_direct_bytes'] / 1e6:.1f} / "
             f"{m['baseline_bytes'] / 1e6:.1f} |"
         )
     calls = [m for m in medians.values() if "calls_cold" in m]
