@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -131,3 +132,45 @@ def test_the_controllers_tools_pin_what_the_hosts_get():
         )
         (locked,) = [h for w, h in wheels.items() if w.startswith(name)]
         assert locked == sha256, arch
+
+
+def _imports(tasks: list, base: Path) -> list[dict]:
+    """Every import_role in a list of tasks, through blocks and imported task files."""
+    found = []
+    for task in tasks or []:
+        for key in ("block", "rescue", "always"):
+            found += _imports(task.get(key), base)
+        if "ansible.builtin.import_role" in task:
+            found.append(task["ansible.builtin.import_role"])
+        if "ansible.builtin.import_tasks" in task:
+            found += _imports(yaml.safe_load((base / task["ansible.builtin.import_tasks"]).read_text()), base)
+    return found
+
+
+@pytest.mark.parametrize("playbook", sorted(p.name for p in (REPO / "playbooks").glob("*.yml")))
+def test_a_role_imported_unchecked_had_its_arguments_checked_by_the_preflight(playbook):
+    """rolespec_validate: false leaves out a role's own check of its arguments: only where the
+    playbook's preflight checked every option of that entry point (the same specs) before."""
+    plays = yaml.safe_load((REPO / "playbooks" / playbook).read_text())
+    checks = [
+        str(entry)
+        for play in plays
+        if play.get("ansible.builtin.import_playbook") == "preflight.yml"
+        for entry in play["vars"]["sweep_fleet_checks"]
+    ]
+    unchecked = [
+        role
+        for play in plays
+        for role in _imports(play.get("pre_tasks", []) + play.get("tasks", []), REPO / "playbooks")
+        if role.get("rolespec_validate") is False
+    ]
+    for role in unchecked:
+        entry = role.get("tasks_from", "main")
+        specs = yaml.safe_load((REPO / "roles" / role["name"] / "meta" / "argument_specs.yml").read_text())
+        wanted = specs["argument_specs"][entry]["options"]
+        checked: dict = {}
+        for name in checks:
+            checked_role, _, checked_entry = name.partition(":")
+            if checked_role == role["name"]:
+                checked |= specs["argument_specs"][checked_entry or "main"]["options"]
+        assert {k: checked.get(k) for k in wanted} == wanted, (playbook, role, checks)
