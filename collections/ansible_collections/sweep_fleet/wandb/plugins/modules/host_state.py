@@ -10,9 +10,10 @@ module: host_state
 short_description: One question to a host - its platform, its GPUs and its record of the last deploy
 description:
   - With O(state=read) (every playbook's preflight), reads in one call what the playbooks need
-    to know of a host - the facts C(setup) would gather for C(gather_subset=[platform,
-    distribution, service_mgr, dns]), with O(gpus) the report of C(nvidia-smi -q -x), and with
-    O(record) the record of the last deploy, checked against the host.
+    to know of a host - the facts the roles read, named as C(setup) names them (system,
+    machine, architecture, kernel, distribution, distribution_version, os_family, service_mgr
+    and dns), with O(gpus) the report of C(nvidia-smi -q -x), and with O(record) the record of
+    the last deploy, checked against the host.
   - The record lists what the deploy converged (files, directory trees, accounts, the agents'
     units and the state each unit was left in). Each is read again as it is now; what differs
     is returned in RV(record). The controller compares its digest of the desired state
@@ -91,8 +92,9 @@ EXAMPLES = r"""
 RETURN = r"""
 ansible_facts:
   description:
-    - The facts of C(setup) for the subsets platform, distribution, service_mgr and dns, and
-      C(sweep_fleet_commands) (see O(commands)).
+    - The facts the roles read (see the description), and C(sweep_fleet_commands) (see O(commands)).
+      Windows hosts - those of C(ansible.windows.setup) for the subsets platform, distribution,
+      service_mgr and dns.
   returned: state is read
   type: dict
 slurm_probe:
@@ -131,42 +133,17 @@ import shutil  # noqa: E402
 import subprocess  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.facts import ansible_collector  # noqa: E402
-from ansible.module_utils.facts.namespace import PrefixFactNamespace  # noqa: E402
-from ansible.module_utils.facts.system.distribution import DistributionFactCollector  # noqa: E402
-from ansible.module_utils.facts.system.dns import DnsFactCollector  # noqa: E402
-from ansible.module_utils.facts.system.platform import PlatformFactCollector  # noqa: E402
-from ansible.module_utils.facts.system.service_mgr import ServiceMgrFactCollector  # noqa: E402
-from ansible_collections.sweep_fleet.wandb.plugins.module_utils import host_record  # noqa: E402
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils import host_facts, host_record  # noqa: E402
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (  # noqa: E402
     NVIDIA_SMI_LIMIT,
 )
 
+# Windows hosts: the subsets of ansible.windows.setup (plugins/action/host_state.py).
 FACT_SUBSETS = ["!all", "!min", "platform", "distribution", "service_mgr", "dns"]
 # What a login node submits the agents with.
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol")
 # Asked of a Windows host's Python (see plugins/action/host_state.py).
 WINDOWS_PYTHON_VERSION = "import sys; print('%d.%d' % sys.version_info[:2])"
-
-
-def facts(module: AnsibleModule) -> dict:
-    """The same facts ansible.builtin.setup gathers for FACT_SUBSETS."""
-    collector = ansible_collector.get_ansible_collector(
-        # Only the collectors of these subsets: the module (sent to every host, every run)
-        # carries and imports none of the others.
-        all_collector_classes=[
-            PlatformFactCollector,
-            DistributionFactCollector,
-            ServiceMgrFactCollector,
-            DnsFactCollector,
-        ],
-        namespace=PrefixFactNamespace(namespace_name="ansible", prefix="ansible_"),
-        filter_spec=[],
-        gather_subset=FACT_SUBSETS,
-        gather_timeout=10,
-        minimal_gather_subset=frozenset(),
-    )
-    return collector.collect(module=module)
 
 
 def gpus(module: AnsibleModule) -> dict:
@@ -207,7 +184,7 @@ def main() -> None:
     if path and not os.path.isabs(path):
         module.fail_json(msg=f"record: {path!r} is not an absolute path")
     if params["state"] == "read":
-        result: dict = {"changed": False, "ansible_facts": facts(module)}
+        result: dict = {"changed": False, "ansible_facts": host_facts.facts()}
         result["ansible_facts"]["sweep_fleet_commands"] = {
             name: shutil.which(name) or "" for name in params["commands"]
         }
