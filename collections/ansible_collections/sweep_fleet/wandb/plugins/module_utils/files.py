@@ -12,6 +12,7 @@ import os
 import pwd
 import secrets
 import stat
+from collections.abc import Callable
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (
@@ -169,27 +170,37 @@ def converge_file(module: AnsibleModule, item: dict, diffs: list | None) -> bool
                     return True
             finally:
                 os.close(fd)
-        # Written next to its place under a name no one can guess, then renamed over it.
-        temp = f".sweep-fleet-{secrets.token_hex(8)}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=parent)
-        try:
-            try:
-                with os.fdopen(fd, "wb", closefd=False) as handle:
-                    handle.write(content)
-                    handle.flush()
-                _set_meta(fd, uid, gid, mode)
-                os.fsync(fd)  # whole on disk before the rename: a crash leaves old or new
-            finally:
-                os.close(fd)
-            os.rename(temp, name, src_dir_fd=parent, dst_dir_fd=parent)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp, dir_fd=parent)
-            raise
+
+        def write(fd: int) -> None:
+            with os.fdopen(fd, "wb", closefd=False) as handle:
+                handle.write(content)
+
+        replace(parent, name, write, uid, gid, mode)
         return True
     finally:
         if parent is not None:
             os.close(parent)
+
+
+def replace(parent: int, name: str, write: Callable[[int], None], uid: int, gid: int, mode: int) -> None:
+    """Put a new file at ``name`` in the directory open as ``parent``: written by ``write`` (its
+    descriptor) next to its place under a name no one can guess, given its owner and mode,
+    synced, then renamed over it, so that a reader or a crash sees the old file or the whole
+    new one. On any failure (a fail_json in ``write`` too) the temporary file is removed."""
+    temp = f".sweep-fleet-{secrets.token_hex(8)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=parent)
+    try:
+        try:
+            write(fd)
+            _set_meta(fd, uid, gid, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temp, name, src_dir_fd=parent, dst_dir_fd=parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp, dir_fd=parent)
+        raise
 
 
 _META = {

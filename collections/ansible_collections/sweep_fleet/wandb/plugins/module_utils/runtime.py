@@ -5,10 +5,8 @@ directories, uv and the venv, each as the module of the same name does it."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import secrets
 import stat
 
 from ansible.module_utils.basic import AnsibleModule
@@ -98,32 +96,24 @@ def _install_staged(module: AnsibleModule, p: dict, parent: int, name: str, mode
         source = os.open(p["staged"], os.O_RDONLY | files._NOFOLLOW)
     except OSError as err:
         module.fail_json(msg=f"{p['dest']}: the file sent to the host cannot be read: {err.strerror}")
-    temp = f".sweep-fleet-{secrets.token_hex(8)}"  # as the files module names its own
+
+    def copy(out: int) -> None:
+        digest = hashlib.sha256()
+        while chunk := os.read(source, _CHUNK):
+            digest.update(chunk)
+            os.write(out, chunk)
+        if digest.hexdigest() != p["sha256"]:
+            module.fail_json(
+                msg=f"{p['dest']}: the file sent to the host has sha256 {digest.hexdigest()}, "
+                f"not the controller's {p['sha256']}: not installed"
+            )
+
     try:
         if not stat.S_ISREG(os.fstat(source).st_mode):
             module.fail_json(msg=f"{p['dest']}: the file sent to the host is not a regular file")
-        digest = hashlib.sha256()
-        out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | files._NOFOLLOW, 0o700, dir_fd=parent)
-        try:
-            while chunk := os.read(source, _CHUNK):
-                digest.update(chunk)
-                os.write(out, chunk)
-            if digest.hexdigest() != p["sha256"]:
-                module.fail_json(
-                    msg=f"{p['dest']}: the file sent to the host has sha256 {digest.hexdigest()}, "
-                    f"not the controller's {p['sha256']}: not installed"
-                )
-            files._set_meta(out, _ROOT, _ROOT, mode)
-            os.fsync(out)
-        finally:
-            os.close(out)
-        os.rename(temp, name, src_dir_fd=parent, dst_dir_fd=parent)
-        temp = ""
+        files.replace(parent, name, copy, _ROOT, _ROOT, mode)
     finally:
         os.close(source)
-        if temp:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp, dir_fd=parent)
 
 
 def run(module: AnsibleModule) -> dict:
