@@ -140,7 +140,7 @@ def facts() -> dict:
     else:
         out["distribution"] = {"Darwin": "MacOSX"}.get(system, system)
         out["distribution_version"] = platform.mac_ver()[0] if system == "Darwin" else platform.release()
-        out["os_family"] = {"Darwin": "Darwin"}.get(system, system)
+        out["os_family"] = system
     out["service_mgr"] = service_mgr(system)
     out["dns"] = dns()
     return {f"ansible_{key}": value for key, value in out.items()}
