@@ -3,11 +3,15 @@
 For each fleet size N (BENCH_SIZES, default 1,3,6,12,24), BENCH_REPS times (default 3; sizes
 above 12 BENCH_BIG_REPS times, default 1):
 
-* baseline: bench/baseline.sh on N fresh hosts (the same installs and unit, parallel ssh);
-* cold: deploy.yml on N fresh hosts, with the wheelhouse (its controller cache empty);
-  warm: deploy.yml again, nothing changed;
-* cold, direct: deploy.yml on N fresh hosts with wandb_runtime_wheelhouse=false (the
-  default: each host downloads from the index itself), to weigh the wheelhouse;
+* floor: bench/floor.yml on N fresh hosts, three times (their median): Ansible's own cost
+  for the tasks of a warm deploy, none doing any work (one module call per host);
+* baseline: bench/baseline.sh on the same hosts (the same installs and unit, parallel ssh);
+* cold: deploy.yml on N fresh hosts with the defaults (wandb_runtime_wheelhouse=false: each
+  host downloads from the index itself);
+* cold, wheelhouse: deploy.yml on N fresh hosts with the wheelhouse (its controller cache
+  empty), to weigh it; then, once an agent of each host has reported to the stand-in (the
+  agents' start no longer shares the cores), warm: deploy.yml again, nothing changed, three
+  times (their median);
 * add one: a host more in the inventory, deploy.yml --limit to it;
 * update: a change to the code, playbooks/update.yml (rolling, one host at a time);
 * calls (the smallest N, once): the commands deploy.yml sends to one more fresh host, cold
@@ -46,6 +50,8 @@ RESULTS = REPO / "bench" / "results"
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "1,3,6,12,24").split(",")]
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 BIG_REPS = int(os.environ.get("BENCH_BIG_REPS", "1"))
+# Warm runs per measurement (their median is the measurement): a few seconds each.
+WARM_REPS = 3
 SHARDS = REPO / "examples" / "shards"
 
 
@@ -85,7 +91,6 @@ class Run:
                     "wandb_sweep_id": sweep.path,
                     "wandb_agent_stagger_seconds": 0,
                     "wandb_runtime_wheelhouse_cache": str(self.root / "wheelhouse"),
-                    "wandb_runtime_wheelhouse": True,
                     **settings,
                 }
             )
@@ -117,6 +122,17 @@ class Run:
         if profile:
             profile.write_text(proc.stdout[proc.stdout.rfind("PLAY RECAP") :])
         return took
+
+    def settle(self, hosts: int) -> None:
+        """Wait until an agent on each of ``hosts`` hosts has sent the stand-in a heartbeat: the
+        agents a deploy started have imported wandb and registered, and no longer compete with
+        the next measurement for the cores they share with the controller (on a real fleet they
+        run on their own machines)."""
+        self.standin.wait_for(
+            lambda s: len({a.host for a in s.agents.values() if a.heartbeats}) >= hosts,
+            timeout=300,
+            what=f"an agent's heartbeat from each of {hosts} hosts",
+        )
 
     def baseline(self) -> float:
         started = time.monotonic()
@@ -162,14 +178,15 @@ def measure(size: int, image: str, root: Path, profile: bool, count_calls: bool 
     out: dict = {}
     run = Run(size, image, root)
     try:
+        out["floor"] = statistics.median(run.play("bench/floor.yml") for _ in range(WARM_REPS))
         out["baseline"] = run.baseline()
         out["baseline_bytes"] = run.proxy.bytes_in
     finally:
         run.down()
-    run = Run(size, image, root, wandb_runtime_wheelhouse=False)
+    run = Run(size, image, root, wandb_runtime_wheelhouse=True)
     try:
-        out["cold_direct"] = run.play("deploy.yml")
-        out["cold_direct_bytes"] = run.proxy.bytes_in
+        out["cold_wheelhouse"] = run.play("deploy.yml")
+        out["cold_wheelhouse_bytes"] = run.proxy.bytes_in
     finally:
         run.down()
     run = Run(size, image, root)
@@ -177,8 +194,10 @@ def measure(size: int, image: str, root: Path, profile: bool, count_calls: bool 
         prof = RESULTS / f"profile-cold-{size}.txt" if profile else None
         out["cold"] = run.play("deploy.yml", profile=prof)
         out["cold_bytes"] = run.proxy.bytes_in
+        run.settle(size)
         prof = RESULTS / f"profile-warm-{size}.txt" if profile else None
-        out["warm"] = run.play("deploy.yml", profile=prof)
+        warm = [run.play("deploy.yml", profile=prof if rep == 0 else None) for rep in range(WARM_REPS)]
+        out["warm"] = statistics.median(warm)
         (new,) = run.fleet.add(1, image=image)
         run.write_inventory()
         out["add_one"] = run.play("deploy.yml", "--limit", new.name)
@@ -238,21 +257,25 @@ def table(medians: dict, stamp: str, runs: dict) -> str:
         f"Medians, {stamp}, on 2 cores shared with the hosts "
         "(seconds; MB fetched from the package index; runs: how many runs each row's medians are of).",
         "",
-        "| hosts | runs | baseline script | deploy.yml cold | ratio | cold without wheelhouse "
-        "| warm, no change | warm / 1-host warm | one more host | / 1-host cold | rolling update "
-        "| of it drains | (update - drains) / warm | index MB (ours / without wheelhouse / baseline) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| hosts | runs | baseline script | deploy.yml cold | ratio | cold, wheelhouse | ratio "
+        "| warm, no change | warm / 1-host warm | Ansible floor | floor / 1-host floor "
+        "| one more host | / 1-host cold | rolling update "
+        "| of it drains | (update - drains) / warm | index MB (cold / wheelhouse / baseline) |",
+        "|" + " --- |" * 17,
     ]
     for size, m in sorted(medians.items()):
         warm_ratio = f"{m['warm'] / one['warm']:.1f}x" if one else "-"
+        floor_ratio = f"{m['floor'] / one['floor']:.1f}x" if one else "-"
         add_ratio = f"{m['add_one'] / one['cold']:.2f}x" if one else "-"
         lines.append(
             f"| {size} | {runs[size]} | {m['baseline']:.1f} | {m['cold']:.1f} | "
-            f"{m['cold'] / m['baseline']:.1f}x | "
-            f"{m['cold_direct']:.1f} | {m['warm']:.1f} | {warm_ratio} | {m['add_one']:.1f} | {add_ratio} | "
+            f"{m['cold'] / m['baseline']:.1f}x | {m['cold_wheelhouse']:.1f} | "
+            f"{m['cold_wheelhouse'] / m['baseline']:.1f}x | "
+            f"{m['warm']:.1f} | {warm_ratio} | {m['floor']:.1f} | {floor_ratio} | "
+            f"{m['add_one']:.1f} | {add_ratio} | "
             f"{m['update']:.1f} | {m.get('drains', 0):.1f} | "
             f"{(m['update'] - m.get('drains', 0)) / m['warm']:.1f}x | "
-            f"{m['cold_bytes'] / 1e6:.1f} / {m['cold_direct_bytes'] / 1e6:.1f} / "
+            f"{m['cold_bytes'] / 1e6:.1f} / {m['cold_wheelhouse_bytes'] / 1e6:.1f} / "
             f"{m['baseline_bytes'] / 1e6:.1f} |"
         )
     calls = [m for m in medians.values() if "calls_cold" in m]
@@ -277,7 +300,7 @@ def plot(medians: dict, path: Path) -> None:
     for key, label in (
         ("baseline", "hand-written script"),
         ("cold", "deploy.yml, fresh hosts"),
-        ("cold_direct", "deploy.yml, fresh hosts, no wheelhouse"),
+        ("cold_wheelhouse", "deploy.yml, fresh hosts, wheelhouse"),
         ("warm", "deploy.yml, no change"),
         ("add_one", "one more host (--limit)"),
         ("update", "rolling update.yml"),
