@@ -127,7 +127,7 @@ class Lifecycle:
         for host in self.hosts:
             self.sh(host, "sudo pkill -CONT -f '[l]eaky.py --' || true")
 
-    def stop_one(self, host, mode: str) -> dict:
+    def stop_one(self, host, mode: str, *args: str) -> dict:
         """stop.yml on one host in the given mode; return its report of the stopped runs."""
         result = self.play(
             REPO / "playbooks" / "stop.yml",
@@ -135,6 +135,7 @@ class Lifecycle:
             f"wandb_agent_stop_mode={mode}",
             "--limit",
             host.name,
+            *args,
             json_output=True,
         )
         return stop_reports(result.json)[host.name]
@@ -366,6 +367,25 @@ def test_preempted_runs_go_to_other_hosts_and_nothing_is_left(site):
     site.standin.wait_for(lambda s: sweep.state == "FINISHED", timeout=180, what="the sweep to finish")
     finished_once(site.standin, sweep)
     assert len([r for r in records(site.standin, sweep) if r["state"] == "preempted"]) == 1
+
+
+def test_a_drain_that_outlasts_its_timeout_preempts_the_runs_left(site):
+    """A run longer than wandb_agent_drain_timeout: the drain waits that long, then the stop
+    preempts the run (W&B marks it preempted: it is requeued) and the host ends stopped."""
+    sweep = site.new_sweep("outlast", values=3, epochs=40, epoch_seconds=1)
+    first = site.hosts[0]
+    victim = site.standin.wait_for(
+        lambda s: next((r for r in running_on(s, sweep).get(first.name, []) if r["online"]), None),
+        timeout=90,
+        what=f"a run on {first.name}",
+    )
+    report = site.stop_one(first, "drain", "-e", "wandb_agent_drain_timeout=3")
+    assert [run["id"] for run in report["preempted"]] == [victim["run_id"]], report
+    assert report["drained"] == [], report
+    assert site.wandb_processes(first) == [], "no run, agent or leaked worker is left"
+    attempts = [r for r in records(site.standin, sweep) if r["run_id"] == victim["run_id"]]
+    assert attempts[0]["agent_host"] == first.name and attempts[0]["state"] == "preempted", attempts
+    site.play(REPO / "playbooks" / "stop.yml", "-e", "wandb_agent_stop_mode=kill")
 
 
 def test_kill_stop_leaves_no_process_of_the_service_user(site):

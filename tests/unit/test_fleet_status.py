@@ -1,4 +1,5 @@
-"""The status table filter and the agent_info module's parsing of the agent's run files."""
+"""The status table filter, and the agent_info module: its parsing of the agent's run files and its
+wait for a drain."""
 
 from __future__ import annotations
 
@@ -172,3 +173,34 @@ def test_started_runs_are_the_agents_config_files_of_the_sweep(tmp_path):
     (tmp_path / "wandb" / "sweep-other" / "config-x.yaml").write_text("")
     assert started_runs(str(tmp_path), "abc") == {"r1": 1000.0, "r2": 1001.0}
     assert started_runs(str(tmp_path), "none") == {}
+
+
+class _Systemctl:
+    """A module whose systemctl answers each SubState query from ``answers`` in turn (the
+    last one for ever after), counting the queries."""
+
+    def __init__(self, *answers: str):
+        self.answers = list(answers)
+        self.queries = 0
+
+    def run_command(self, argv):
+        assert argv[:4] == ["systemctl", "show", "--property=SubState", "--value"], argv
+        self.queries += 1
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return 0, answer, ""
+
+
+def test_wait_drained_returns_once_no_unit_is_running(monkeypatch):
+    monkeypatch.setattr(agent_info.time, "sleep", lambda _s: None)
+    module = _Systemctl("running\ndead\n", "running\ndead\n", "dead\ndead\n", "running\n")
+    agent_info.Host(module).wait_drained(["wandb-agent@1.service", "wandb-agent@2.service"], 60)
+    assert module.queries == 3
+
+
+def test_wait_drained_gives_up_at_its_deadline(monkeypatch):
+    clock = iter(range(0, 1000, 10))  # each look at the clock: ten seconds later
+    monkeypatch.setattr(agent_info.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(agent_info.time, "sleep", lambda _s: None)
+    module = _Systemctl("running\n")
+    agent_info.Host(module).wait_drained(["wandb-agent@1.service"], 30)
+    assert module.queries == 2  # 10 and 20 s after the start; at 30 s the deadline has come

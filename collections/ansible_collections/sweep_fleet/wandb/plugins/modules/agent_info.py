@@ -42,6 +42,15 @@ options:
     description: How many of each unit's last journal lines are searched for an error.
     type: int
     default: 300
+  wait_drained:
+    description:
+      - Seconds to wait, before reading, until no agent's unit is running any more (its
+        C(SubState) is no longer V(running)), looking every quarter of a second; V(0) reads
+        at once. A drain waits with it on the host, so that an agent that ends is seen at
+        once, in one call. RV(drained) tells whether the wait ended that way.
+    type: int
+    default: 0
+    version_added: "0.11.0"
 author:
   - sweep-fleet developers (@sweep-fleet)
 """
@@ -55,6 +64,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+drained:
+  description: Whether no agent's unit was running when the agents were read.
+  type: bool
+  returned: always
 sweep:
   description: The sweep the agents work on (ENTITY/PROJECT/ID), empty when not known.
   type: str
@@ -126,6 +139,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import pwd  # noqa: E402
 import re  # noqa: E402
+import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (  # noqa: E402
@@ -225,6 +239,15 @@ class Host:
             self.systemctl("list-units", "--all", "--plain", "--no-legend", "--type=service", "wandb-agent@*")
         )
         return sorted(names, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
+
+    def wait_drained(self, units: list[str], seconds: int) -> None:
+        """Until none of ``units`` is running (SubState), for at most ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while units and time.monotonic() < deadline:
+            out = self.systemctl("show", "--property=SubState", "--value", "--", *units)
+            if out and "running" not in out.split():
+                return
+            time.sleep(0.25)
 
     def show(self, unit: str) -> dict[str, str]:
         out = self.systemctl("show", unit, *(f"--property={p}" for p in SHOW))
@@ -362,6 +385,7 @@ def main() -> None:
             "state_dir": {"type": "path", "default": "/var/lib/sweep-fleet"},
             "user": {"type": "str", "default": "wandb"},
             "journal_lines": {"type": "int", "default": 300},
+            "wait_drained": {"type": "int", "default": 0},
         },
         supports_check_mode=True,
     )
@@ -375,8 +399,11 @@ def main() -> None:
         or _env_value(os.path.join(os.path.dirname(p["env_file"]), "agent.env"), "SWEEP_FLEET_SWEEP")
     )
     sweep_id = sweep.rsplit("/", 1)[-1] if sweep else ""
+    instances = host.instances()
+    if p["wait_drained"] > 0:
+        host.wait_drained([f"wandb-agent@{instance}.service" for instance in instances], p["wait_drained"])
     agents = []
-    for instance in host.instances():
+    for instance in instances:
         unit = f"wandb-agent@{instance}.service"
         props = host.show(unit)
         main_pid = int(props.get("MainPID") or 0)
@@ -421,7 +448,15 @@ def main() -> None:
             processes.append(
                 {"pid": pid, "user": users[owner], "unit": _unit_of(pid), "command": _command(pid)}
             )
-    module.exit_json(changed=False, sweep=sweep, agents=agents, user_processes=processes, gpu_orphans=orphans)
+    drained = all(a["sub_state"] != "running" for a in agents)
+    module.exit_json(
+        changed=False,
+        drained=drained,
+        sweep=sweep,
+        agents=agents,
+        user_processes=processes,
+        gpu_orphans=orphans,
+    )
 
 
 if __name__ == "__main__":
