@@ -302,6 +302,7 @@ def plot(medians: dict, path: Path) -> None:
         ("cold", "deploy.yml, fresh hosts"),
         ("cold_wheelhouse", "deploy.yml, fresh hosts, wheelhouse"),
         ("warm", "deploy.yml, no change"),
+        ("floor", "Ansible floor (bench/floor.yml)"),
         ("add_one", "one more host (--limit)"),
         ("update", "rolling update.yml"),
     ):
