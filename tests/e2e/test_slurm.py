@@ -288,9 +288,20 @@ def test_a_preempt_stop_hands_the_runs_back_start_resumes_them_and_a_kill_leaves
 
     kill = cluster.play("playbooks/stop.yml", "-e", "wandb_agent_stop_mode=kill")
     assert "all ended" in kill.stdout and cluster.squeue() == []
-    for node in cluster.nodes:
-        left = cluster.sh(f"pgrep -u {CLUSTER_USER} -a python || true", node).strip()
-        assert left == "", f"{node.name} still runs {left}"
+
+    # SLURM drops a killed job from squeue while its processes may still be exiting (under
+    # the full suite's load one was seen as "[python]", its command line already gone): a
+    # process that is left stays, one that exits is gone within seconds.
+    def left() -> dict[str, str]:
+        found = {
+            n.name: cluster.sh(f"pgrep -u {CLUSTER_USER} -a python || true", n).strip() for n in cluster.nodes
+        }
+        return {name: procs for name, procs in found.items() if procs}
+
+    try:
+        cluster.standin.wait_for(lambda _: not left(), timeout=30, interval=1, what="no process of the jobs")
+    except TimeoutError:
+        pytest.fail(f"processes left on the nodes: {left()}")
     print(f"preempted {[r['run_id'] for r in first]}, resumed {sorted(resumed)}")
 
 
