@@ -91,6 +91,15 @@ class Lifecycle:
         (sweep,) = [s for s in self.standin.sweeps.values() if s.config.get("name") == name]
         return sweep
 
+    def online_run(self, sweep, host) -> dict:
+        """A run of ``sweep`` on ``host`` that is online: it has called wandb.init(), after
+        installing its SIGTERM handler."""
+        return self.standin.wait_for(
+            lambda s: next((r for r in running_on(s, sweep).get(host.name, []) if r["online"]), None),
+            timeout=90,
+            what=f"a run on {host.name}",
+        )
+
     def busy_sweep(self, name: str, values: int, epochs: int, epoch_seconds: float, seeds: int = 1):
         """A sweep with a run going on every host: the running one of that name, or a new one."""
         found = [s for s in self.standin.sweeps.values() if s.config.get("name") == name]
@@ -339,12 +348,7 @@ def test_rolling_drain_stop_then_start_completes_the_sweep(site):
 def test_preempted_runs_go_to_other_hosts_and_nothing_is_left(site):
     sweep = site.new_sweep("preempt", values=6, epochs=10, epoch_seconds=1)
     first = site.hosts[0]
-    # Online: the run has called wandb.init(), after installing its SIGTERM handler.
-    victim = site.standin.wait_for(
-        lambda s: next((r for r in running_on(s, sweep).get(first.name, []) if r["online"]), None),
-        timeout=90,
-        what=f"a run on {first.name}",
-    )
+    victim = site.online_run(sweep, first)
     report = site.stop_one(first, "preempt")
     assert [run["id"] for run in report["preempted"]] == [victim["run_id"]]
     assert site.wandb_processes(first) == [], "no run, agent or leaked worker is left"
@@ -374,11 +378,7 @@ def test_a_drain_that_outlasts_its_timeout_preempts_the_runs_left(site):
     preempts the run (W&B marks it preempted: it is requeued) and the host ends stopped."""
     sweep = site.new_sweep("outlast", values=3, epochs=40, epoch_seconds=1)
     first = site.hosts[0]
-    victim = site.standin.wait_for(
-        lambda s: next((r for r in running_on(s, sweep).get(first.name, []) if r["online"]), None),
-        timeout=90,
-        what=f"a run on {first.name}",
-    )
+    victim = site.online_run(sweep, first)
     report = site.stop_one(first, "drain", "-e", "wandb_agent_drain_timeout=3")
     assert [run["id"] for run in report["preempted"]] == [victim["run_id"]], report
     assert report["drained"] == [], report
