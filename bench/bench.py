@@ -6,12 +6,12 @@ above 12 BENCH_BIG_REPS times, default 1):
 * floor: bench/floor.yml on N fresh hosts, three times (their median): Ansible's own cost
   for the tasks of a warm deploy, none doing any work (one module call per host);
 * baseline: bench/baseline.sh on the same hosts (the same installs and unit, parallel ssh);
-* cold: deploy.yml on N fresh hosts with the defaults (wandb_runtime_wheelhouse=false: each
-  host downloads from the index itself);
 * cold, wheelhouse: deploy.yml on N fresh hosts with the wheelhouse (its controller cache
-  empty), to weigh it; then, once an agent of each host has reported to the stand-in (the
-  agents' start no longer shares the cores), warm: deploy.yml again, nothing changed, three
-  times (their median);
+  empty), to weigh it;
+* cold: deploy.yml on N fresh hosts with the defaults (wandb_runtime_wheelhouse=false: each
+  host downloads from the index itself); then, once an agent of each host has reported to
+  the stand-in (the agents' start no longer shares the cores), warm: deploy.yml again on
+  these hosts, nothing changed, three times (their median);
 * add one: a host more in the inventory, deploy.yml --limit to it;
 * update: a change to the code, playbooks/update.yml (rolling, one host at a time);
 * calls (the smallest N, once): the commands deploy.yml sends to one more fresh host, cold

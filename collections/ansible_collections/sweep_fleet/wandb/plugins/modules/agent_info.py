@@ -399,12 +399,11 @@ def main() -> None:
         or _env_value(os.path.join(os.path.dirname(p["env_file"]), "agent.env"), "SWEEP_FLEET_SWEEP")
     )
     sweep_id = sweep.rsplit("/", 1)[-1] if sweep else ""
-    instances = host.instances()
+    units = {instance: f"wandb-agent@{instance}.service" for instance in host.instances()}
     if p["wait_drained"] > 0:
-        host.wait_drained([f"wandb-agent@{instance}.service" for instance in instances], p["wait_drained"])
+        host.wait_drained(list(units.values()), p["wait_drained"])
     agents = []
-    for instance in instances:
-        unit = f"wandb-agent@{instance}.service"
+    for instance, unit in units.items():
         props = host.show(unit)
         main_pid = int(props.get("MainPID") or 0)
         work = os.path.join(p["state_dir"], "runs", instance)
