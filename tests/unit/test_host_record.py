@@ -12,10 +12,18 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from ansible.module_utils.testing import patch_module_args
-from ansible_collections.sweep_fleet.wandb.plugins.action.desired_state import tree_digest
+from ansible_collections.sweep_fleet.wandb.plugins.action.desired_state import (
+    NOT_DEPLOYED,
+    deployed_options,
+    tree_digest,
+)
+from ansible_collections.sweep_fleet.wandb.plugins.action.preflight import ROLE_ORDER
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils import host_record
 from ansible_collections.sweep_fleet.wandb.plugins.modules import host_state
+
+from support import REPO
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the record is root's")
 
@@ -204,3 +212,23 @@ def test_the_read_says_which_commands_the_host_has(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     commands = run(commands=["rsync", "git"])["ansible_facts"]["sweep_fleet_commands"]
     assert commands == {"rsync": str(tool), "git": ""}
+
+
+def test_how_agents_are_stopped_is_not_part_of_the_desired_state():
+    """update.yml -e wandb_agent_stop_mode=preempt (or a drain timeout, a status file) must not
+    make every host differ from its record: none of them is written to a host."""
+    specs = {
+        role: yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml").read_text())[
+            "argument_specs"
+        ]
+        for role in ROLE_ORDER
+    }
+    names = deployed_options(specs)
+    assert not NOT_DEPLOYED & set(names)
+    assert set(specs["wandb_agent"]["main"]["options"]) >= NOT_DEPLOYED  # each name is a real option
+    assert {
+        "wandb_agent_count",
+        "wandb_code_dest",
+        "wandb_runtime_venv",
+        "wandb_credentials_base_url",
+    } <= set(names)

@@ -30,6 +30,16 @@ COLLECTION = Path(__file__).resolve().parents[2]
 # The facts the sweep role sets, which the agents follow.
 SWEEP_FACTS = ("wandb_sweep_path", "wandb_sweep_state", "wandb_sweep_predecessor", "wandb_sweep_url")
 GIT_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+# How a host's agents are stopped and reported: nothing a deploy writes to the host. An
+# update.yml with -e wandb_agent_stop_mode=preempt changes no host's desired state.
+NOT_DEPLOYED = frozenset({"wandb_agent_stop_mode", "wandb_agent_drain_timeout", "wandb_agent_status_file"})
+
+
+def deployed_options(specs: dict[str, dict]) -> list[str]:
+    """The options of the roles' main entry points (``specs``: each role's argument specs)
+    that shape what a deploy leaves on a host."""
+    names = {name for spec in specs.values() for name in spec.get("main", {}).get("options", {})}
+    return sorted(names - NOT_DEPLOYED)
 
 
 def tree_digest(path: str, content: bool = False) -> str:
@@ -76,11 +86,8 @@ class ActionModule(PreflightAction):
         result = super(PreflightAction, self).run(tmp, task_vars)
         recorded = self._task.args.get("recorded") or {}
         result["changed"] = False
-        names: list[str] = []
-        for role in ROLE_ORDER:
-            specs, _defaults = self._role_files(role)
-            names.extend(specs.get("main", {}).get("options", {}))
-        values = self._values(tuple(sorted(set(names)) + list(SWEEP_FACTS)), task_vars)
+        names = deployed_options({role: self._role_files(role)[0] for role in ROLE_ORDER})
+        values = self._values(tuple(names + list(SWEEP_FACTS)), task_vars)
         key = str(values.get("wandb_credentials_api_key") or "")
         why = self._no_record(task_vars, values) or (None if key else "no API key to key the digest with")
         if why:
