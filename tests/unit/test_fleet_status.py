@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from ansible_collections.sweep_fleet.wandb.plugins.filter.fleet_status import fleet_status_table
-from ansible_collections.sweep_fleet.wandb.plugins.modules import agent_info
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils import agent_runs
 
 REPORT = {
     "agents": [
@@ -85,9 +85,9 @@ def test_run_parameters_are_read_without_pyyaml(tmp_path, monkeypatch):
         "epochs:\n  value: 8\nflag:\n  value: true\nname:\n  value: 'a: b'\n"
     )
     expected = {"data_path": "datasets/part1.csv", "lr": 0.01, "epochs": 8, "flag": True, "name": "a: b"}
-    assert agent_info._params(config.read_text()) == expected
+    assert agent_runs._params(config.read_text()) == expected
     monkeypatch.setitem(__import__("sys").modules, "yaml", None)  # a host without PyYAML
-    assert agent_info._params(config.read_text()) == expected
+    assert agent_runs._params(config.read_text()) == expected
 
 
 def test_run_parameters_with_yaml_aliases_are_not_expanded():
@@ -98,15 +98,15 @@ def test_run_parameters_with_yaml_aliases_are_not_expanded():
         for i in range(20)
     )
     bomb += "lr:\n  value: *u\n"
-    assert agent_info._params(bomb) == {}
-    assert agent_info._params("lr:\n  value: &v 0.1\nseed:\n  value: 3\n") == {"lr": 0.1, "seed": 3}
+    assert agent_runs._params(bomb) == {}
+    assert agent_runs._params("lr:\n  value: &v 0.1\nseed:\n  value: 3\n") == {"lr": 0.1, "seed": 3}
 
 
 def test_the_sweep_is_read_from_the_agents_environment_file(tmp_path):
     env = tmp_path / "agent.env"
     env.write_text("# managed\nSWEEP_FLEET_SWEEP=e/p/x1y2\nWANDB_MODE=offline\n")
-    assert agent_info._env_value(str(env), "SWEEP_FLEET_SWEEP") == "e/p/x1y2"
-    assert agent_info._env_value(str(tmp_path / "missing"), "SWEEP_FLEET_SWEEP") == ""
+    assert agent_runs._env_value(str(env), "SWEEP_FLEET_SWEEP") == "e/p/x1y2"
+    assert agent_runs._env_value(str(tmp_path / "missing"), "SWEEP_FLEET_SWEEP") == ""
 
 
 def test_a_sweep_wandb_cannot_tell_is_marked_unreachable_under_the_agents():
@@ -148,7 +148,7 @@ def test_last_error_is_the_launchers_reason_over_later_run_output_and_systemd_li
         "wandb-agent@1.service: Main process exited, code=exited, status=79/n/a\n"
         "wandb-agent@1.service: Failed with result 'exit-code'.\n"
     )
-    host = agent_info.Host(journal)
+    host = agent_runs.Host(journal)
     invocation = "0f" * 16
     assert host.last_error("wandb-agent@1.service", 300, invocation) == (
         "error: disk full: /var/lib/sweep-fleet/runs/1 has 0 MB free"
@@ -191,16 +191,16 @@ class _Systemctl:
 
 
 def test_wait_drained_returns_once_no_unit_is_running(monkeypatch):
-    monkeypatch.setattr(agent_info.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(agent_runs.time, "sleep", lambda _s: None)
     module = _Systemctl("running\ndead\n", "running\ndead\n", "dead\ndead\n", "running\n")
-    agent_info.Host(module).wait_drained(["wandb-agent@1.service", "wandb-agent@2.service"], 60)
+    agent_runs.Host(module).wait_drained(["wandb-agent@1.service", "wandb-agent@2.service"], 60)
     assert module.queries == 3
 
 
 def test_wait_drained_gives_up_at_its_deadline(monkeypatch):
     clock = iter(range(0, 1000, 10))  # each look at the clock: ten seconds later
-    monkeypatch.setattr(agent_info.time, "monotonic", lambda: next(clock))
-    monkeypatch.setattr(agent_info.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(agent_runs.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(agent_runs.time, "sleep", lambda _s: None)
     module = _Systemctl("running\n")
-    agent_info.Host(module).wait_drained(["wandb-agent@1.service"], 30)
+    agent_runs.Host(module).wait_drained(["wandb-agent@1.service"], 30)
     assert module.queries == 2  # 10 and 20 s after the start; at 30 s the deadline has come

@@ -365,6 +365,14 @@ def adopt(work: str, old_uid: int, uid: int, gid: int, max_depth: int = 256) -> 
     return count
 
 
+def agent_users(base: str) -> dict[int, str]:
+    """The agents' users: BASE-N, and BASE (the one user of versions before 0.5.0), by uid."""
+    import pwd  # not on Windows, where the launcher imports this file too
+
+    pattern = re.compile(re.escape(base) + r"(-[0-9]+)?")
+    return {entry.pw_uid: entry.pw_name for entry in pwd.getpwall() if pattern.fullmatch(entry.pw_name)}
+
+
 def stat_fields(pid: int) -> list[str] | None:
     """The fields of /proc/PID/stat after the command name, or None when it is gone."""
     try:

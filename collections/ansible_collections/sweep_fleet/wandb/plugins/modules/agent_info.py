@@ -51,6 +51,14 @@ options:
     type: int
     default: 0
     version_added: "0.11.0"
+  interrupt:
+    description:
+      - Before the wait, ask each agent whose unit is running to take no new run (a drain -
+        C(SIGINT) to the unit's main process, the launcher, which passes it on to the agent
+        once). RV(interrupted) lists the runs each was running then.
+    type: bool
+    default: false
+    version_added: "0.11.0"
 author:
   - sweep-fleet developers (@sweep-fleet)
 """
@@ -128,6 +136,14 @@ gpu_orphans:
   type: list
   elements: dict
   returned: always
+interrupted:
+  description:
+    - With O(interrupt), the units that were asked to take no new run (C(unit)) and the runs
+      each was running when asked (C(runs), as in RV(agents)); empty otherwise.
+  type: list
+  elements: dict
+  returned: always
+  version_added: "0.11.0"
 user_processes:
   description: Every process of the agents' users on the host (C(pid), C(user), C(unit), C(command)).
   type: list
@@ -135,158 +151,30 @@ user_processes:
   returned: always
 """
 
-import json  # noqa: E402
 import os  # noqa: E402
 import pwd  # noqa: E402
 import re  # noqa: E402
-import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import (  # noqa: E402
-    LOG_PREFIX,
-    RUN_ID_RE,
-    agent_instances,
-    agent_of,
+    agent_users,
     cgroup_of,
-    env_file_values,
     gib,
     gpu_busy,
     pids,
     read_gpus,
-    run_config,
-    runs_of,
     started_runs,
 )
-
-ERROR_RE = re.compile(r"error|traceback|exception|failed|killed", re.IGNORECASE)
-SHOW = ("ActiveState", "SubState", "StateChangeTimestamp", "InvocationID", "MainPID", "NRestarts")
-INVOCATION_RE = re.compile(r"^[0-9a-f]{32}$")
-
-
-def _read(path: str, mode: str = "r"):
-    try:
-        with open(path, mode) as handle:
-            return handle.read()
-    except OSError:
-        return None
-
-
-def _environ(pid: int) -> dict[str, str]:
-    raw = _read(f"/proc/{pid}/environ", "rb") or b""
-    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
-
-
-def _unit_of(pid: int) -> str:
-    for line in (_read(f"/proc/{pid}/cgroup") or "").splitlines():
-        match = re.search(r"/(wandb-agent@[^/]+\.service)", line)
-        if match:
-            return match.group(1)
-    return ""
-
-
-def _env_value(path: str, name: str) -> str:
-    return env_file_values(_read(path) or "").get(name, "")
-
-
-def _params(text: str) -> dict:
-    """The run's parameters from the agent's config-RUNID.yaml ({name: {value: V}})."""
-    try:
-        import yaml
-
-        class NoAliases(yaml.SafeLoader):
-            """No aliases: a few lines of them expand into more than any memory (a run wrote this)."""
-
-            def compose_node(self, parent, index):
-                if self.check_event(yaml.AliasEvent):
-                    raise yaml.YAMLError("aliases are not read")
-                return super().compose_node(parent, index)
-
-        data = yaml.load(text, Loader=NoAliases) or {}  # a SafeLoader, without aliases
-        if not isinstance(data, dict):
-            return {}
-        return {k: v.get("value") for k, v in data.items() if isinstance(v, dict) and "value" in v}
-    except ImportError:
-        pass
-    except Exception:  # a half-written or hostile file: report no parameters rather than fail
-        return {}
-    params, name = {}, None
-    for line in text.splitlines():
-        top = re.match(r"^([^\s#][^:]*):\s*$", line)
-        value = re.match(r"^\s+value:\s*(.*)$", line)
-        if top:
-            name = top.group(1).strip().strip("'\"")
-        elif value and name:
-            text = value.group(1).strip()
-            try:  # numbers and booleans as YAML writes them
-                params[name] = json.loads(text.replace("'", '"'))
-            except ValueError:
-                params[name] = text.strip("'\"")
-            name = None
-    return params
-
-
-class Host:
-    def __init__(self, module: AnsibleModule):
-        self.module = module
-
-    def systemctl(self, *args: str) -> str:
-        rc, out, _err = self.module.run_command(["systemctl", *args])
-        return out if rc == 0 else ""
-
-    def instances(self) -> list[str]:
-        names = agent_instances(
-            self.systemctl("list-units", "--all", "--plain", "--no-legend", "--type=service", "wandb-agent@*")
-        )
-        return sorted(names, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
-
-    def wait_drained(self, units: list[str], seconds: int) -> None:
-        """Until none of ``units`` is running (SubState), for at most ``seconds``."""
-        deadline = time.monotonic() + seconds
-        while units and time.monotonic() < deadline:
-            out = self.systemctl("show", "--property=SubState", "--value", "--", *units)
-            if out and "running" not in out.split():
-                return
-            time.sleep(0.25)
-
-    def show(self, unit: str) -> dict[str, str]:
-        out = self.systemctl("show", unit, *(f"--property={p}" for p in SHOW))
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-    def last_error(self, unit: str, lines: int, invocation: str) -> str:
-        """The last error line of the unit's journal since it was last started."""
-        command = ["journalctl", "--lines", str(lines), "--output", "cat", "--no-pager", "--quiet"]
-        # The lines of the unit's last start: its invocation's. (On the test hosts a --since
-        # of the start time, with --lines, left out the newest lines: the launcher's reason.)
-        if INVOCATION_RE.match(invocation):
-            command.append(f"_SYSTEMD_INVOCATION_ID={invocation}")
-        else:
-            command += ["--unit", unit]
-        _rc, out, _err = self.module.run_command(command)
-        # The launcher's own reason (why it stopped) first: the runs' output and systemd's
-        # lines about the unit ("wandb-agent@1.service: Failed with result 'exit-code'.")
-        # may come after it and say less.
-        systemd = (unit if unit.endswith(".service") else unit + ".service") + ": "
-        errors = [line.strip() for line in out.splitlines() if ERROR_RE.search(line)]
-        launcher = [line[len(LOG_PREFIX) :] for line in errors if line.startswith(LOG_PREFIX)]
-        matches = launcher or [line for line in errors if not line.startswith(systemd)]
-        return matches[-1][:300] if matches else ""
-
-
-def run_entries(main_pid: int, among: list[int], wandb_dir: str, sweep_id: str) -> list[dict]:
-    """The runs of the unit whose main process is ``main_pid`` (the launcher). A run's id
-    comes from its environment, its parameters from the agent's file in ``wandb_dir``."""
-    runs = []
-    for pid in runs_of(agent_of(main_pid, among), among):
-        run_id = _environ(pid).get("WANDB_RUN_ID", "")
-        if not RUN_ID_RE.match(run_id):
-            run_id = ""
-        text = run_config(wandb_dir, sweep_id, run_id) if run_id else None
-        runs.append(
-            {"id": run_id, "pid": pid, "params": _params(text.decode(errors="replace")) if text else {}}
-        )
-    return runs
-
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_runs import (  # noqa: E402
+    Host,
+    _env_value,
+    _read,
+    _unit_of,
+    interrupt,
+    run_entries,
+    sweep_of,
+    units_of,
+)
 
 AGENT_CGROUP_RE = re.compile(r"/wandb-agent@([^/]+)\.service(/|$)")
 
@@ -371,12 +259,6 @@ def gpu_report(gpus: list[dict], agents: list[dict], sessions: set[int]) -> list
     return orphans
 
 
-def agent_users(base: str) -> dict[int, str]:
-    """The agents' users: BASE-N, and BASE (the one user of versions before 0.5.0), by uid."""
-    pattern = re.compile(re.escape(base) + r"(-[0-9]+)?")
-    return {entry.pw_uid: entry.pw_name for entry in pwd.getpwall() if pattern.fullmatch(entry.pw_name)}
-
-
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -386,20 +268,19 @@ def main() -> None:
             "user": {"type": "str", "default": "wandb"},
             "journal_lines": {"type": "int", "default": 300},
             "wait_drained": {"type": "int", "default": 0},
+            "interrupt": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
     p = module.params
     host = Host(module)
     every = pids()
-    # Hosts deployed before 0.7.0 name the sweep in agent.env, beside it.
-    sweep = (
-        p["sweep"]
-        or _env_value(p["env_file"], "SWEEP_FLEET_SWEEP")
-        or _env_value(os.path.join(os.path.dirname(p["env_file"]), "agent.env"), "SWEEP_FLEET_SWEEP")
-    )
+    sweep = sweep_of(p["env_file"], p["sweep"])
     sweep_id = sweep.rsplit("/", 1)[-1] if sweep else ""
-    units = {instance: f"wandb-agent@{instance}.service" for instance in host.instances()}
+    units = units_of(host)
+    interrupted = []
+    if p["interrupt"] and not module.check_mode:
+        interrupted = interrupt(host, units, every, p["state_dir"], sweep_id)
     if p["wait_drained"] > 0:
         host.wait_drained(list(units.values()), p["wait_drained"])
     agents = []
@@ -451,6 +332,7 @@ def main() -> None:
     module.exit_json(
         changed=False,
         drained=drained,
+        interrupted=interrupted,
         sweep=sweep,
         agents=agents,
         user_processes=processes,
