@@ -13,14 +13,16 @@ above 12 BENCH_BIG_REPS times, default 1):
   the stand-in (the agents' start no longer shares the cores), warm: deploy.yml again on
   these hosts, nothing changed, three times (their median);
 * add one: a host more in the inventory, deploy.yml --limit to it;
-* update: a change to the code, playbooks/update.yml (rolling, one host at a time);
+* update: a change to the code, playbooks/update.yml (staged on every host at once, then
+  rolling, one host at a time);
 * calls (the smallest N, once): the commands deploy.yml sends to one more fresh host, cold
   and then warm (-vvv; Ansible's interpreter discovery not counted).
 
 Every agent joins one existing, paused sweep of the W&B API stand-in (so no run competes
 for the cores). The hosts, and the controller when it makes the wheelhouse, fetch from the
 package index through a proxy that counts the bytes. Medians, a markdown table, a PNG plot
-and, at the largest N, profile_tasks output of a cold and a warm deploy go to bench/results/.
+and, at the largest N, profile_tasks output of a cold and a warm deploy and of the update go
+to bench/results/.
 """
 
 from __future__ import annotations
@@ -162,16 +164,20 @@ class Run:
         self.fleet.down()
 
 
-# The rolling update's tasks that wait for the agents' runs (the drain itself): the update's
-# target is a multiple of a warm run plus these.
+# The rolling update's waits for the agents' runs (the drain itself): the update's target is a
+# multiple of a warm run plus these. A staged host's drain is in its rollout (the report's
+# drain_seconds: until its agents were stopped); a host deployed in full is drained by tasks.
 DRAIN_TASKS = ("wandb_agent : Wait for the running runs to finish", "wandb_agent : Stop the agents (running")
 TASK_TIME_RE = re.compile(r"^(.*?) -+ (\d+\.\d+)s$", re.MULTILINE)
+ROLLOUT_DRAIN_RE = re.compile(r"^\s+drain_seconds: '?(\d+(?:\.\d+)?)'?$", re.MULTILINE)
 
 
 def drain_seconds(output: str) -> float:
-    """The seconds the drain tasks took, over every host (profile_tasks' recap of each batch)."""
+    """The seconds the drains took, over every host (the rollouts' reports, and profile_tasks'
+    recap of each batch for the drain tasks)."""
     recap = output[output.find("TASKS RECAP") :]
-    return sum(float(took) for name, took in TASK_TIME_RE.findall(recap) if name.startswith(DRAIN_TASKS))
+    tasks = sum(float(took) for name, took in TASK_TIME_RE.findall(recap) if name.startswith(DRAIN_TASKS))
+    return tasks + sum(float(took) for took in ROLLOUT_DRAIN_RE.findall(output))
 
 
 def measure(size: int, image: str, root: Path, profile: bool, count_calls: bool = False) -> dict:
@@ -202,7 +208,8 @@ def measure(size: int, image: str, root: Path, profile: bool, count_calls: bool 
         run.write_inventory()
         out["add_one"] = run.play("deploy.yml", "--limit", new.name)
         (run.code / "CHANGED").write_text(f"{time.time()}\n")
-        out["update"] = run.play("playbooks/update.yml", every_task=True)
+        prof = RESULTS / f"profile-update-{size}.txt" if profile else None
+        out["update"] = run.play("playbooks/update.yml", profile=prof, every_task=True)
         out["drains"] = drain_seconds(run.last_output)
         if count_calls:  # commands sent to one more fresh host, cold then warm (not timed)
             (new,) = run.fleet.add(1, image=image)

@@ -246,11 +246,61 @@ def test_an_update_drains_and_converges_only_the_hosts_that_differ(site):
     )
     assert all(changed_tasks(result.stdout, h.name) == [] for h in hosts if h != hosts[1])
     changed = changed_tasks(result.stdout, hosts[1].name)
-    assert "wandb_agent : Keep the agents stopped at boot" in changed, changed  # the drain
+    # The drain, with the switch to the update staged while the agents ran.
+    assert "wandb_agent : Drain the agents and switch the host to the staged update" in changed, changed
     assert "wandb_credentials : Write the key and the connection settings" in changed, changed
     assert result.stdout.count("TASK [wandb_sweep : Find the sweep (or create it) and set its state]") == 1
     assert site.sh(hosts[1], f"sudo sha256sum {netrc}") == before
     assert TEST_API_KEY not in result.stdout + result.stderr
+    again = site.deploy("-vvv")
+    assert round_trips(again.stdout) == {h.ip: 1 for h in hosts}, round_trips(again.stdout)
+
+
+def test_an_update_in_kill_mode_deploys_the_host_in_full_after_the_kill(site):
+    """A kill is not staged (nothing is left running to wait for): the host is killed, then
+    deployed in full and recorded, as before staging existed."""
+    hosts = site.fleet.hosts()
+    netrc = "/etc/sweep-fleet/netrc"
+    before = site.sh(hosts[2], f"sudo sha256sum {netrc}")
+    site.sh(hosts[2], f"echo 'machine elsewhere' | sudo tee -a {netrc} >/dev/null")
+    result = site.deploy("-e", "wandb_agent_stop_mode=kill", playbook="playbooks/update.yml")
+    # How agents are stopped is not part of a host's desired state: the others stay as they are.
+    assert all(changed_tasks(result.stdout, h.name) == [] for h in hosts if h != hosts[2])
+    changed = changed_tasks(result.stdout, hosts[2].name)
+    assert "wandb_agent : Kill every process of the agents" in changed, changed
+    assert "wandb_credentials : Write the key and the connection settings" in changed, changed
+    assert "wandb_agent : Drain the agents and switch the host to the staged update" not in changed, changed
+    assert site.sh(hosts[2], f"sudo sha256sum {netrc}") == before
+    again = site.deploy("-vvv")
+    assert round_trips(again.stdout) == {h.ip: 1 for h in hosts}, round_trips(again.stdout)
+
+
+def test_a_rollout_that_finds_a_process_left_switches_nothing_and_the_next_update_does(site):
+    """The switch stops the agents, then waits for every process of their users to end: one
+    that is left (started outside the agents' units) fails the host before its code is
+    switched - the staged code stays beside the code, no record claims the update - and the
+    update stops there. Once the process is gone, the next update switches the host."""
+    hosts = site.fleet.hosts()
+    host, netrc = hosts[0], "/etc/sweep-fleet/netrc"
+    code_dir = "sudo stat -c %i /opt/sweep-fleet/code"
+    inode = site.sh(host, code_dir)
+    site.sh(host, f"echo 'machine elsewhere' | sudo tee -a {netrc} >/dev/null")
+    site.sh(host, "sudo systemd-run --unit=left-behind --uid=wandb-1 sleep 600")
+    try:
+        failed = site.deploy(playbook="playbooks/update.yml", check=False)
+        assert failed.returncode != 0
+        assert "these processes of the agents' users are left" in failed.stdout, failed.stdout[-3000:]
+        assert site.sh(host, code_dir) == inode, "the code was switched"
+        assert site.sh(host, "sudo test -d /opt/sweep-fleet/.code.staged && echo staged").strip() == "staged"
+        record = "/var/lib/sweep-fleet/deploy-record.json"
+        assert site.sh(host, f"sudo test -e {record} || echo none").strip() == "none"
+    finally:
+        site.sh(host, "sudo systemctl stop left-behind")
+    result = site.deploy(playbook="playbooks/update.yml")
+    changed = changed_tasks(result.stdout, host.name)
+    assert "wandb_agent : Drain the agents and switch the host to the staged update" in changed, changed
+    assert site.sh(host, code_dir) != inode
+    assert site.sh(host, "sudo ls -a /opt/sweep-fleet").split().count(".code.staged") == 0
     again = site.deploy("-vvv")
     assert round_trips(again.stdout) == {h.ip: 1 for h in hosts}, round_trips(again.stdout)
 

@@ -135,15 +135,18 @@ def test_the_controllers_tools_pin_what_the_hosts_get():
 
 
 def _imports(tasks: list, base: Path) -> list[dict]:
-    """Every import_role in a list of tasks, through blocks and imported task files."""
+    """Every import_role in a list of tasks, through blocks and imported or included task files
+    (each found beside the file that names it)."""
     found = []
     for task in tasks or []:
         for key in ("block", "rescue", "always"):
             found += _imports(task.get(key), base)
         if "ansible.builtin.import_role" in task:
             found.append(task["ansible.builtin.import_role"])
-        if "ansible.builtin.import_tasks" in task:
-            found += _imports(yaml.safe_load((base / task["ansible.builtin.import_tasks"]).read_text()), base)
+        for key in ("ansible.builtin.import_tasks", "ansible.builtin.include_tasks"):
+            if key in task:
+                path = base / task[key]
+                found += _imports(yaml.safe_load(path.read_text()), path.parent)
     return found
 
 

@@ -67,6 +67,8 @@ def run(module: AnsibleModule) -> dict:
         "moved_aside": [],
         "adopted": [],
     }
+    if p["hold"]:
+        return result
     if p["reload"]:
         result["changed"] = True
         if not module.check_mode:
@@ -177,6 +179,7 @@ ARGUMENT_SPEC = {
     "enabled": {"type": "bool", "default": True},
     "start": {"type": "bool", "default": True},
     "reload": {"type": "bool", "default": False},
+    "hold": {"type": "bool", "default": False},
     "restart": {"type": "list", "elements": "str", "default": []},
     "follow": {"type": "list", "elements": "str", "default": []},
     "env_file": {"type": "str", "default": "/etc/sweep-fleet/agent-{instance}.env"},

@@ -46,6 +46,13 @@ options:
     description: Reload systemd's units first.
     type: bool
     default: false
+  hold:
+    description:
+      - Leave every unit as it is (a staged rolling update writes the agents' files while they
+        run; M(sweep_fleet.wandb.rollout) converges the units once they are stopped).
+    type: bool
+    default: false
+    version_added: "0.11.0"
   restart:
     description: Instances to restart if they were running before this call.
     type: list

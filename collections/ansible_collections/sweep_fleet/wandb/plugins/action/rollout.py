@@ -1,0 +1,59 @@
+# Copyright: sweep-fleet developers
+# Apache License 2.0
+"""rollout: the drain and the switch in calls of the rollout module of at most a minute each
+(one call when the agents end within it; see plugins/modules/rollout.py)."""
+
+from __future__ import annotations
+
+import math
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+# The longest one call to the host waits (no SSH session held for the whole drain).
+CALL_SECONDS = 60
+REQUIRED = ("user", "code", "units", "record")
+
+
+def drain_calls(timeout: int) -> list[int]:
+    """The waits of the drain's calls: ``timeout`` seconds in calls of at most CALL_SECONDS."""
+    calls = max(math.ceil(timeout / CALL_SECONDS), 1)
+    return [math.ceil(timeout / calls)] * calls
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super().run(tmp, task_vars)
+        args = dict(self._task.args)
+        for name in REQUIRED:
+            if name not in args:
+                raise AnsibleActionFail(f"rollout: {name} is required")
+        drain = args.get("mode", "drain") == "drain"
+        waits = drain_calls(int(args.get("drain_timeout", 900))) if drain else [0]
+        interrupted: list[dict] = []
+        waited = 0.0
+        for number, wait in enumerate(waits):
+            call = {
+                **args,
+                "interrupt": drain and number == 0,
+                "wait": wait,
+                "final": number == len(waits) - 1,
+            }
+            done = self._execute_module(
+                module_name="sweep_fleet.wandb.rollout", module_args=call, task_vars=task_vars
+            )
+            interrupted += done.pop("interrupted", [])
+            waited += done.pop("drain_seconds", 0)
+            if done.get("failed") or done.get("done"):
+                break
+        result.update(done)
+        left = result.pop("left", [])
+        left_ids = {run["id"] for run in left}
+        result["drained"] = [run for unit in interrupted for run in unit["runs"] if run["id"] not in left_ids]
+        result["preempted"] = left
+        result["drain_seconds"] = round(waited, 2)
+        result.pop("done", None)
+        return result
