@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import math
 
-from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 # The longest one call to the host waits (no SSH session held for the whole drain).
 CALL_SECONDS = 60
-REQUIRED = ("user", "code", "units", "record")
 
 
 def drain_calls(timeout: int) -> list[int]:
@@ -28,9 +26,6 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
-        for name in REQUIRED:
-            if name not in args:
-                raise AnsibleActionFail(f"rollout: {name} is required")
         drain = args.get("mode", "drain") == "drain"
         waits = drain_calls(int(args.get("drain_timeout", 900))) if drain else [0]
         interrupted: list[dict] = []

@@ -104,12 +104,18 @@ class Host:
         )
         return sorted(names, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
 
+    def drained(self, units: list[str]) -> bool:
+        """Whether none of ``units`` is running (SubState); not when systemd does not answer."""
+        if not units:
+            return True
+        out = self.systemctl("show", "--property=SubState", "--value", "--", *units)
+        return bool(out) and "running" not in out.split()
+
     def wait_drained(self, units: list[str], seconds: int) -> None:
         """Until none of ``units`` is running (SubState), for at most ``seconds``."""
         deadline = time.monotonic() + seconds
         while units and time.monotonic() < deadline:
-            out = self.systemctl("show", "--property=SubState", "--value", "--", *units)
-            if out and "running" not in out.split():
+            if self.drained(units):
                 return
             time.sleep(0.25)
 
@@ -191,9 +197,25 @@ def interrupt(
     return asked
 
 
-def drained(host: Host, units: dict[str, str]) -> bool:
-    """Whether no agent's unit is running."""
-    if not units:
-        return True
-    out = host.systemctl("show", "--property=SubState", "--value", "--", *units.values())
-    return "running" not in out.split()
+def _owner(pid: int) -> int:
+    """The process's user id, -1 when it has ended."""
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return -1
+
+
+def _command(pid: int) -> str:
+    """The process's command line, as one line of at most 200 characters."""
+    text = (_read(f"/proc/{pid}/cmdline", "rb") or b"").replace(b"\0", b" ").decode(errors="replace")
+    return text.strip()[:200]
+
+
+def user_processes(users: dict[int, str], among: list[int]) -> list[dict]:
+    """The processes of ``users`` (by uid) among ``among``: pid, user, unit and command."""
+    found = []
+    for pid in among:
+        owner = _owner(pid)
+        if owner in users:
+            found.append({"pid": pid, "user": users[owner], "unit": _unit_of(pid), "command": _command(pid)})
+    return found

@@ -124,19 +124,6 @@ def switch_tree(dest: str, staged: str) -> bool:
         os.close(fd)
 
 
-def processes_of(users: dict[int, str]) -> list[dict]:
-    """The processes of ``users`` (by uid) now."""
-    found = []
-    for pid in pids():
-        try:
-            uid = os.stat(f"/proc/{pid}").st_uid
-        except OSError:
-            continue
-        if uid in users:
-            found.append({"pid": pid, "user": users[uid]})
-    return found
-
-
 def run(module: AnsibleModule) -> dict:
     p = module.params
     began = time.monotonic()
@@ -153,7 +140,7 @@ def run(module: AnsibleModule) -> dict:
         result["interrupted"] = agent_runs.interrupt(host, units, every, p["state_dir"], sweep_id)
     if p["wait"] > 0:
         host.wait_drained(list(units.values()), p["wait"])
-    if not agent_runs.drained(host, units) and not p["final"]:
+    if not host.drained(list(units.values())) and not p["final"]:
         result.update(done=False, drain_seconds=round(time.monotonic() - began, 2))  # the next call waits on
         return result
     result["done"] = True
@@ -167,7 +154,7 @@ def run(module: AnsibleModule) -> dict:
     result["drain_seconds"] = round(time.monotonic() - began, 2)
     users = agent_users(p["user"])
     deadline = time.monotonic() + STRAY_WAIT
-    while (processes := processes_of(users)) and time.monotonic() < deadline:
+    while (processes := agent_runs.user_processes(users, pids())) and time.monotonic() < deadline:
         time.sleep(0.25)
     if processes:
         module.fail_json(

@@ -167,13 +167,15 @@ from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host impor
 )
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_runs import (  # noqa: E402
     Host,
+    _command,
     _env_value,
+    _owner,
     _read,
-    _unit_of,
     interrupt,
     run_entries,
     sweep_of,
     units_of,
+    user_processes,
 )
 
 AGENT_CGROUP_RE = re.compile(r"/wandb-agent@([^/]+)\.service(/|$)")
@@ -184,20 +186,6 @@ def _user(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
-
-
-def _owner(pid: int) -> int:
-    """The process's user id, -1 when it has ended."""
-    try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
-        return -1
-
-
-def _command(pid: int) -> str:
-    """The process's command line, as one line of at most 200 characters."""
-    text = (_read(f"/proc/{pid}/cmdline", "rb") or b"").replace(b"\0", b" ").decode(errors="replace")
-    return text.strip()[:200]
 
 
 def logged_in_uids(sessions_dir: str = "/run/systemd/sessions") -> set[int]:
@@ -321,13 +309,7 @@ def main() -> None:
     gpus = read_gpus() if any(a.get("_uuids") for a in agents) or os.path.exists("/dev/nvidiactl") else None
     orphans = gpu_report(gpus or [], agents, logged_in_uids())
     users = agent_users(p["user"])
-    processes = []
-    for pid in every:
-        owner = _owner(pid)
-        if owner in users:
-            processes.append(
-                {"pid": pid, "user": users[owner], "unit": _unit_of(pid), "command": _command(pid)}
-            )
+    processes = user_processes(users, every)
     drained = all(a["sub_state"] != "running" for a in agents)
     module.exit_json(
         changed=False,
