@@ -147,14 +147,16 @@ def round_trips(output: str) -> collections.Counter:
     return collections.Counter(host for host, command in sent if "echo ENDFOUND" not in command)
 
 
-def changed_tasks(output: str, host: str | None = None) -> list[str]:
-    """Names of tasks that reported a change (default callback output), on one host or any."""
+def changed_tasks(output: str, host: str | None = None, *, ran: bool = False) -> list[str]:
+    """Names of tasks that reported a change (default callback output), on one host or any;
+    with ``ran``, of those that ran there at all (ok or changed: neither skipped nor left out)."""
     tasks, current = [], None
+    starts = ("changed: [", "ok: [") if ran else ("changed: [",)
     for line in output.splitlines():
         if line.startswith(("TASK [", "RUNNING HANDLER [")):
             current = line.split("[", 1)[1].rsplit("]", 1)[0]
-        elif line.startswith("changed: [") and current and current not in tasks:
-            who = line[len("changed: [") :].split("]", 1)[0].split(" -> ")[0]
+        elif line.startswith(starts) and current and current not in tasks:
+            who = line.split("[", 1)[1].split("]", 1)[0].split(" -> ")[0]
             if host is None or who == host:
                 tasks.append(current)
     return tasks

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -303,6 +304,48 @@ def test_a_rollout_that_finds_a_process_left_switches_nothing_and_the_next_updat
     assert site.sh(host, "sudo ls -a /opt/sweep-fleet").split().count(".code.staged") == 0
     again = site.deploy("-vvv")
     assert round_trips(again.stdout) == {h.ip: 1 for h in hosts}, round_trips(again.stdout)
+
+
+SWITCH = "wandb_agent : Drain the agents and switch the host to the staged update"
+VENV_ASKED = (
+    "wandb_runtime : Make the venv with the pinned wandb",
+    "wandb_code : Install the code's requirements into the venv",
+)
+
+
+def test_an_update_of_the_code_alone_does_not_ask_about_the_venv_and_one_of_its_requirements_does(
+    site, tmp_path
+):
+    """The record keeps the digest of what shapes the venv (the runtime's options, the local
+    code's requirement files): an update of the code alone, on hosts that have not drifted, is
+    staged without the runtime's check nor the requirements' check; an update that changes
+    the requirements file asks both again (and is still staged: the venv stays as it is)."""
+    hosts = site.fleet.hosts()
+    code = tmp_path / "shards"
+    shutil.copytree(SHARDS, code)
+    try:
+        site.set_vars(**{**SHARD_VARS, "wandb_code_local_path": str(code)})
+        site.deploy()
+        (code / "notes.txt").write_text("v2\n")
+        result = site.deploy(playbook="playbooks/update.yml")
+        for host in hosts:
+            assert SWITCH in changed_tasks(result.stdout, host.name)
+            ran = changed_tasks(result.stdout, host.name, ran=True)
+            assert not set(VENV_ASKED) & set(ran), ran
+            assert site.sh(host, "sudo cat /opt/sweep-fleet/code/notes.txt") == "v2\n"
+        requirements = code / "requirements.txt"
+        requirements.write_text(requirements.read_text() + "# the same packages\n")
+        (code / "notes.txt").write_text("v3\n")
+        result = site.deploy(playbook="playbooks/update.yml")
+        for host in hosts:
+            assert SWITCH in changed_tasks(result.stdout, host.name)
+            ran = changed_tasks(result.stdout, host.name, ran=True)
+            assert set(VENV_ASKED) <= set(ran), ran
+            assert site.sh(host, "sudo cat /opt/sweep-fleet/code/notes.txt") == "v3\n"
+        again = site.deploy("-vvv")
+        assert round_trips(again.stdout) == {h.ip: 1 for h in hosts}, round_trips(again.stdout)
+    finally:
+        site.set_vars(**SHARD_VARS)
 
 
 # Four more shards for the grown sweep: files the code already has (its extra path).

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +17,11 @@ import yaml
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.sweep_fleet.wandb.plugins.action.desired_state import (
     NOT_DEPLOYED,
+    VENV_CODE_OPTIONS,
     deployed_options,
+    part_digests,
+    requirements_digest,
+    same_parts,
     tree_digest,
 )
 from ansible_collections.sweep_fleet.wandb.plugins.action.preflight import ROLE_ORDER
@@ -217,18 +222,102 @@ def test_the_read_says_which_commands_the_host_has(tmp_path, monkeypatch):
 def test_how_agents_are_stopped_is_not_part_of_the_desired_state():
     """update.yml -e wandb_agent_stop_mode=preempt (or a drain timeout, a status file) must not
     make every host differ from its record: none of them is written to a host."""
-    specs = {
-        role: yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml").read_text())[
-            "argument_specs"
-        ]
-        for role in ROLE_ORDER
-    }
-    names = deployed_options(specs)
+    every = specs()
+    names = deployed_options(every)
     assert not NOT_DEPLOYED & set(names)
-    assert set(specs["wandb_agent"]["main"]["options"]) >= NOT_DEPLOYED  # each name is a real option
+    assert set(every["wandb_agent"]["main"]["options"]) >= NOT_DEPLOYED  # each name is a real option
     assert {
         "wandb_agent_count",
         "wandb_code_dest",
         "wandb_runtime_venv",
         "wandb_credentials_base_url",
     } <= set(names)
+
+
+def test_the_record_keeps_the_parts_of_the_desired_state(host):
+    """Written with the parts' digests, read back with them; a record from before parts
+    existed is still a record (with none)."""
+    root, record = host
+    spec = {"paths": [str(root / "etc")]}
+    run(state="present", record=record, digest="d2", spec=spec, parts={"venv": "v1"})
+    assert read(record)["parts"] == {"venv": "v1"}
+    data = json.loads(Path(record).read_text())
+    del data["parts"]
+    Path(record).write_text(json.dumps(data))
+    assert read(record) == {"found": True, "digest": "d2", "drift": []}
+    data["parts"] = ["venv"]
+    Path(record).write_text(json.dumps(data))
+    assert not read(record)["found"]
+
+
+def specs() -> dict:
+    return {
+        role: yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml").read_text())[
+            "argument_specs"
+        ]
+        for role in ROLE_ORDER
+    }
+
+
+def test_the_venv_part_follows_the_runtime_and_the_requirements_not_the_code(tmp_path):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "main.py").write_text("print(1)\n")
+    (code / "requirements.txt").write_text("numpy==1.26\n")
+    runtime_options = deployed_options({"wandb_runtime": specs()["wandb_runtime"]})
+    values = {"wandb_runtime_venv": "/opt/sweep-fleet/venv", "wandb_code_venv": "/opt/sweep-fleet/venv"}
+    candidates = ["requirements.txt", "pyproject.toml"]
+
+    def venv(**changes) -> str:
+        common = {"host": "h1", "facts": {}, "controller": {"code": tree_digest(str(code))}}
+        requirements = requirements_digest(str(code), candidates)
+        return part_digests("key", common, {**values, **changes}, runtime_options, requirements)["venv"]
+
+    first = venv()
+    (code / "main.py").write_text("print(2)\n")
+    (code / "data.csv").write_text("a,b\n")
+    assert venv() == first
+    assert venv(wandb_runtime_venv="/srv/venv") != first
+    assert venv(wandb_code_venv="/srv/venv") != first
+    (code / "requirements.txt").write_text("numpy==1.26.4\n")
+    assert venv() != first
+    assert requirements_digest(str(code), candidates) != requirements_digest(str(code), ["requirements.txt"])
+
+
+def test_a_part_is_as_recorded_only_on_a_host_that_has_not_drifted():
+    parts = {"venv": "v1"}
+    assert same_parts({"found": True, "parts": {"venv": "v1"}, "drift": []}, parts) == ["venv"]
+    assert same_parts({"found": True, "parts": {"venv": "v0"}, "drift": []}, parts) == []
+    assert same_parts({"found": True, "parts": {"venv": "v1"}, "drift": ["path /etc/x"]}, parts) == []
+    assert same_parts({"found": True, "parts": {}, "drift": []}, parts) == []
+    assert same_parts({"found": False, "parts": {"venv": "v1"}}, parts) == []
+
+
+def code_role_names(text: str, seen: set[str]) -> set[str]:
+    """The code role's options a template text reads, through the code role's own variables."""
+    role_vars = yaml.safe_load((REPO / "roles" / "wandb_code" / "vars" / "main.yml").read_text())
+    found = set()
+    for name in set(re.findall(r"\b(_*wandb_code_[a-z_]+)", text)) - seen:
+        seen.add(name)
+        if name.startswith("__"):
+            found |= code_role_names(str(role_vars.get(name, "")), seen)
+        else:
+            found.add(name)
+    return found
+
+
+def test_the_venv_part_covers_what_the_venv_follows_of_the_code_role():
+    """What the runtime role reads of the code role, and what the install of the code's
+    requirements follows, is in the venv part: a change to any of them asks the venv again."""
+    runtime = REPO / "roles" / "wandb_runtime"
+    texts = [
+        f.read_text() for d in ("tasks", "vars", "defaults") for f in sorted((runtime / d).glob("*.yml"))
+    ]
+    tasks = yaml.safe_load((REPO / "roles" / "wandb_code" / "tasks" / "deploy_linux.yml").read_text())
+    (install,) = [t for t in tasks if t["name"] == "Install the code's requirements into the venv"]
+    install_args = yaml.safe_dump(install["sweep_fleet.wandb.venv"])
+    names = code_role_names("\n".join([*texts, install_args]), set())
+    assert "wandb_code_requirements" in names and "wandb_code_constraints" in names
+    assert names <= set(VENV_CODE_OPTIONS), names - set(VENV_CODE_OPTIONS)
+    options = specs()["wandb_code"]["main"]["options"]
+    assert set(VENV_CODE_OPTIONS) <= set(options)

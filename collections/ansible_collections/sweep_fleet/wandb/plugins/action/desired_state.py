@@ -9,6 +9,10 @@ collection's code and templates, the playbook's own templates and files, and the
 controller's files the deploy copies (the code, the extra paths, uv). It is keyed with the
 host's W&B API key (HMAC-SHA256): the digest can be shown and stored while the inputs it
 covers (the key, a proxy's password) stay unguessable from it.
+
+Besides the digest, the digests of parts of it (``parts``), kept in the record too: ``venv``,
+what shapes the venv (see VENV_CODE_OPTIONS). A part that is as recorded on a host that has
+not drifted (``same``) is converged there: a staged update leaves the venv alone then.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import stat
 from pathlib import Path
 
 from ansible.errors import AnsibleError
-from ansible_collections.sweep_fleet.wandb.plugins.action.preflight import ROLE_ORDER, SLURM_GROUP
+from ansible_collections.sweep_fleet.wandb.plugins.action.preflight import ROLE_ORDER, ROLES_DIR, SLURM_GROUP
 from ansible_collections.sweep_fleet.wandb.plugins.action.preflight import ActionModule as PreflightAction
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.host_record import TREE_LIMIT
 
@@ -33,6 +37,22 @@ GIT_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 # How a host's agents are stopped and reported: nothing a deploy writes to the host. An
 # update.yml with -e wandb_agent_stop_mode=preempt changes no host's desired state.
 NOT_DEPLOYED = frozenset({"wandb_agent_stop_mode", "wandb_agent_drain_timeout", "wandb_agent_status_file"})
+# The venv part: besides the runtime role's options, the code role's options that the runtime
+# role reads (its vars/main.yml) or the install of the code's requirements follows, and the
+# local code's requirement files (the wheelhouse holds what they name). Not the code itself:
+# an update of the code alone leaves the venv as it is. tests/unit/test_host_record.py holds
+# this list against what the runtime role reads.
+VENV_CODE_OPTIONS = (
+    "wandb_code_source",
+    "wandb_code_local_path",
+    "wandb_code_dest",
+    "wandb_code_keep",
+    "wandb_code_requirements",
+    "wandb_code_venv",
+    "wandb_code_uv_path",
+    "wandb_code_constraints",
+    "wandb_code_environment",
+)
 
 
 def deployed_options(specs: dict[str, dict]) -> list[str]:
@@ -77,6 +97,45 @@ def tree_digest(path: str, content: bool = False) -> str:
     return digest.hexdigest()
 
 
+def requirements_digest(code: str, candidates: list[str]) -> str:
+    """The content of the local code's requirement files (``candidates``, relative to ``code``).
+    The preflight lets through only files that name packages (no other file, no local path or
+    URL: module_utils inputs), so their content is all the venv follows of the code."""
+    digest = hashlib.sha256()
+    for rel in candidates:
+        try:
+            with open(os.path.join(code, rel), "rb") as handle:
+                seen = hashlib.sha256(handle.read()).hexdigest()
+        except FileNotFoundError:
+            seen = "missing"
+        except OSError:  # the preflight names it; the whole code stands for it meanwhile
+            return "code " + tree_digest(code)
+        digest.update(f"{rel}\t{seen}\n".encode())
+    return digest.hexdigest()
+
+
+def part_digests(key: str, common: dict, values: dict, runtime_options: list[str], requirements: str) -> dict:
+    """The parts' digests, keyed like the digest (``common``: what every part follows)."""
+    venv = {
+        **common,
+        "values": {name: values.get(name) for name in sorted(set(runtime_options) | set(VENV_CODE_OPTIONS))},
+        "uv": common["controller"].get("uv"),
+        "requirements": requirements,
+    }
+    venv.pop("controller")
+    blob = json.dumps(venv, sort_keys=True, default=str).encode()
+    return {"venv": hmac.new(key.encode(), blob, hashlib.sha256).hexdigest()}
+
+
+def same_parts(recorded: dict, parts: dict) -> list[str]:
+    """The parts as the record holds them, on a host that has not drifted (nothing on it
+    changed since: the record's own check, ``recorded``'s drift, found nothing)."""
+    if not recorded.get("found") or recorded.get("drift"):
+        return []
+    known = recorded.get("parts") or {}
+    return sorted(name for name, value in parts.items() if known.get(name) == value)
+
+
 class ActionModule(PreflightAction):
     TRANSFERS_FILES = False
     _requires_connection = False
@@ -86,15 +145,15 @@ class ActionModule(PreflightAction):
         result = super(PreflightAction, self).run(tmp, task_vars)
         recorded = self._task.args.get("recorded") or {}
         result["changed"] = False
-        names = deployed_options({role: self._role_files(role)[0] for role in ROLE_ORDER})
+        specs = {role: self._role_files(role)[0] for role in ROLE_ORDER}
+        names = deployed_options(specs)
         values = self._values(tuple(names + list(SWEEP_FACTS)), task_vars)
         key = str(values.get("wandb_credentials_api_key") or "")
         why = self._no_record(task_vars, values) or (None if key else "no API key to key the digest with")
         if why:
-            result.update(converged=False, digest="", drift=[why])
+            result.update(converged=False, digest="", parts={}, same=[], drift=[why])
             return result
-        inputs = {
-            "values": values,
+        common = {
             "host": task_vars.get("inventory_hostname"),
             "groups": sorted(task_vars.get("group_names") or []),
             # Not which commands the host has: a deploy that needs one installs it, one that
@@ -106,13 +165,43 @@ class ActionModule(PreflightAction):
             "playbook": self._playbook_files(task_vars),
             "controller": self._controller_files(values),
         }
-        blob = json.dumps(inputs, sort_keys=True, default=str).encode()
+        blob = json.dumps({"values": values, **common}, sort_keys=True, default=str).encode()
         digest = hmac.new(key.encode(), blob, hashlib.sha256).hexdigest()
+        parts = part_digests(
+            key,
+            common,
+            values,
+            deployed_options({"wandb_runtime": specs["wandb_runtime"]}),
+            self._requirements(values, task_vars),
+        )
         drift = list(recorded.get("drift") or [])
+        same = same_parts(recorded, parts)
         if recorded.get("found") and recorded.get("digest") != digest:
             drift.insert(0, "the desired state changed")
-        result.update(converged=bool(recorded.get("found")) and not drift, digest=digest, drift=drift)
+        result.update(
+            converged=bool(recorded.get("found")) and not drift,
+            digest=digest,
+            parts=parts,
+            same=same,
+            drift=drift,
+        )
         return result
+
+    def _requirements(self, values: dict, task_vars: dict) -> str:
+        """The local code's requirement files (the code role's __wandb_code_requirement_candidates)."""
+        code = values.get("wandb_code_local_path")
+        if values.get("wandb_code_source") == "git" or not code:
+            return ""
+        role_vars = self._loader.load_from_file(
+            str(ROLES_DIR / "wandb_code" / "vars" / "main.yml"), unsafe=True, trusted_as_template=True
+        )
+        variables = {**self._role_files("wandb_code")[1], **task_vars}
+        templar = self._templar.copy_with_new_env(available_variables=variables)
+        try:
+            candidates = templar.template(role_vars["__wandb_code_requirement_candidates"])
+        except AnsibleError:
+            return "code " + tree_digest(str(code))
+        return requirements_digest(str(code), [str(c) for c in candidates])
 
     @staticmethod
     def _no_record(task_vars: dict, values: dict) -> str | None:

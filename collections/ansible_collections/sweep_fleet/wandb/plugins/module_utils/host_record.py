@@ -231,25 +231,32 @@ def read(path: str) -> dict | None:
         and isinstance(record.get("digest"), str)
         and isinstance(record.get("spec"), dict)
         and isinstance(record.get("seen"), dict)
+        and isinstance(record.get("parts", {}), dict)
+        and all(isinstance(v, str) for v in record.get("parts", {}).values())
     )
     return record if ok else None
 
 
 def verify(path: str) -> dict:
-    """The record's digest and what on the host differs from what it lists (``drift``: the
-    first few differences). No record: ``found`` is false."""
+    """The record's digest (and its parts' digests) and what on the host differs from what it
+    lists (``drift``: the first few differences). No record: ``found`` is false."""
     record = read(path)
     if record is None:
         return {"found": False, "digest": "", "drift": ["no record of a deploy"]}
     now = observe(record["spec"])
     drift = [key for key in sorted(set(now) | set(record["seen"])) if now.get(key) != record["seen"].get(key)]
-    return {"found": True, "digest": record["digest"], "drift": drift[:10]}
+    found = {"found": True, "digest": record["digest"], "drift": drift[:10]}
+    return {**found, "parts": record["parts"]} if record.get("parts") else found
 
 
-def write(path: str, digest: str, spec: dict) -> None:
-    """Write the record (root's, 0600) in one step: a new file, then renamed over the old."""
+def write(path: str, digest: str, spec: dict, parts: dict | None = None) -> None:
+    """Write the record (root's, 0600) in one step: a new file, then renamed over the old.
+    ``parts``: the digests of parts of the desired state (see plugins/action/desired_state.py)."""
     units = {name: str(want) for name, want in (spec.get("units") or {}).items()}
-    data = json.dumps({"digest": digest, "spec": spec, "seen": observe(spec, units=units)}, sort_keys=True)
+    data = json.dumps(
+        {"digest": digest, "parts": dict(parts or {}), "spec": spec, "seen": observe(spec, units=units)},
+        sort_keys=True,
+    )
     dir_fd, name = _parent(path)
     try:
         st = os.fstat(dir_fd)

@@ -47,6 +47,7 @@ ARGUMENT_SPEC = {
     "units": {"type": "dict", "required": True},
     "record": {"type": "path", "required": True},
     "digest": {"type": "str", "default": ""},
+    "parts": {"type": "dict", "default": {}},
     "spec": {"type": "dict", "default": {}},
 }
 
@@ -171,7 +172,7 @@ def run(module: AnsibleModule) -> dict:
     if not p["digest"]:  # a host deployed in full every time (code from a git branch, say)
         return result
     try:
-        host_record.write(p["record"], p["digest"], p["spec"])
+        host_record.write(p["record"], p["digest"], p["spec"], p["parts"])
     except OSError as err:
         module.fail_json(msg=f"cannot write the record {p['record']}: {err}")
     return result

@@ -64,6 +64,13 @@ options:
     description: With O(state=present), the controller's digest of the desired state (a keyed hash).
     type: str
     default: ""
+  parts:
+    description:
+      - With O(state=present), the digests of parts of the desired state (by name, such as
+        C(venv)), for the controller to tell which part of a host differs.
+    type: dict
+    default: {}
+    version_added: "0.11.0"
   spec:
     description:
       - With O(state=present), what the record lists, as C(paths) (files and directories),
@@ -122,6 +129,10 @@ record:
     digest:
       description: The digest of the desired state the record holds.
       type: str
+    parts:
+      description: The digests of parts of the desired state the record holds, when it holds any.
+      type: dict
+      returned: when the record holds any
     drift:
       description: The first ten things that differ from the record, such as V(path /etc/sweep-fleet/netrc).
       type: list
@@ -175,6 +186,7 @@ def main() -> None:
             "windows_python": {"type": "str", "default": ""},
             "record": {"type": "str", "default": ""},
             "digest": {"type": "str", "default": ""},
+            "parts": {"type": "dict", "default": {}},
             "spec": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
@@ -207,7 +219,7 @@ def main() -> None:
         module.fail_json(msg="digest: the digest of the desired state is needed to write the record")
     if not module.check_mode:
         try:
-            host_record.write(path, params["digest"], params["spec"])
+            host_record.write(path, params["digest"], params["spec"], params["parts"])
         except OSError as err:
             module.fail_json(msg=f"cannot write the record {path}: {err}")
     module.exit_json(changed=True)

@@ -91,6 +91,12 @@ options:
         is deployed in full every time).
     type: str
     default: ""
+  parts:
+    description:
+      - The digests of parts of the desired state, for the record (as the C(parts) of
+        M(sweep_fleet.wandb.host_state)).
+    type: dict
+    default: {}
   spec:
     description: What the record lists, as the C(spec) of M(sweep_fleet.wandb.host_state).
     type: dict
