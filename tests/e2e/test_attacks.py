@@ -123,6 +123,8 @@ def test_a_run_cannot_touch_the_agent_next_door_nor_the_code_links(site):
         link = site.sh(f"sudo stat -c '%U %N' {work}/main.py").strip()
         assert link == f"root '{work}/main.py' -> '/opt/sweep-fleet/code/main.py'", link
         assert site.sh(f"sudo ls {work} /var/cache/sweep-fleet/{instance}").count("planted") == 0
+    # The code (local, made by the push itself): root's, readable by the agents' group only.
+    assert site.sh("sudo stat -c '%U %G %a' /opt/sweep-fleet/code").split() == ["root", "wandb", "2750"]
     site.sh(f"sudo touch {ATTACK_DIR}/release")
     site.standin.wait_for(
         lambda s: {r["state"] for r in s.records(sweep.id)} == {"finished"} and len(s.records(sweep.id)) == 2,
