@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from ansible.plugins.action import ActionBase
 from ansible_collections.sweep_fleet.wandb.plugins.action.rollout import ActionModule as RolloutAction
-from ansible_collections.sweep_fleet.wandb.plugins.action.rollout import drain_calls
+from ansible_collections.sweep_fleet.wandb.plugins.filter.drain_calls import drain_calls
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils import agent_units, rollout
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import UnsafePath
 

@@ -5,18 +5,8 @@
 
 from __future__ import annotations
 
-import math
-
 from ansible.plugins.action import ActionBase
-
-# The longest one call to the host waits (no SSH session held for the whole drain).
-CALL_SECONDS = 60
-
-
-def drain_calls(timeout: int) -> list[int]:
-    """The waits of the drain's calls: ``timeout`` seconds in calls of at most CALL_SECONDS."""
-    calls = max(math.ceil(timeout / CALL_SECONDS), 1)
-    return [math.ceil(timeout / calls)] * calls
+from ansible_collections.sweep_fleet.wandb.plugins.filter.drain_calls import drain_calls
 
 
 class ActionModule(ActionBase):
@@ -27,7 +17,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
         drain = args.get("mode", "drain") == "drain"
-        waits = drain_calls(int(args.get("drain_timeout", 900))) if drain else [0]
+        waits = drain_calls(args.get("drain_timeout", 900)) if drain else [0]
         interrupted: list[dict] = []
         waited = 0.0
         for number, wait in enumerate(waits):
