@@ -313,13 +313,14 @@ VENV_ASKED = (
 )
 
 
-def test_an_update_of_the_code_alone_does_not_ask_about_the_venv_and_one_of_its_requirements_does(
+def test_a_change_of_the_code_alone_does_not_ask_about_the_venv_and_one_of_its_requirements_does(
     site, tmp_path
 ):
     """The record keeps the digest of what shapes the venv (the runtime's options, the local
     code's requirement files): an update of the code alone, on hosts that have not drifted, is
-    staged without the runtime's check nor the requirements' check; an update that changes
-    the requirements file asks both again (and is still staged: the venv stays as it is)."""
+    staged without the runtime's check nor the requirements' check, and a deploy of it runs
+    neither the runtime nor the requirements' install; an update that changes the
+    requirements file asks both again (and is still staged: the venv stays as it is)."""
     hosts = site.fleet.hosts()
     code = tmp_path / "shards"
     shutil.copytree(SHARDS, code)
@@ -342,6 +343,13 @@ def test_an_update_of_the_code_alone_does_not_ask_about_the_venv_and_one_of_its_
             ran = changed_tasks(result.stdout, host.name, ran=True)
             assert set(VENV_ASKED) <= set(ran), ran
             assert site.sh(host, "sudo cat /opt/sweep-fleet/code/notes.txt") == "v3\n"
+        (code / "notes.txt").write_text("v4\n")
+        result = site.deploy()
+        for host in hosts:
+            assert "wandb_code : Push the code from the controller" in changed_tasks(result.stdout, host.name)
+            ran = changed_tasks(result.stdout, host.name, ran=True)
+            assert not set(VENV_ASKED) & set(ran), ran
+            assert site.sh(host, "sudo cat /opt/sweep-fleet/code/notes.txt") == "v4\n"
         again = site.deploy("-vvv")
         assert round_trips(again.stdout) == {h.ip: 1 for h in hosts}, round_trips(again.stdout)
     finally:
