@@ -162,6 +162,17 @@ def changed_tasks(output: str, host: str | None = None, *, ran: bool = False) ->
     return tasks
 
 
+def task_output(output: str, task: str) -> str:
+    """What one task printed (default callback output), for a failing test's message."""
+    lines, inside = [], False
+    for line in output.splitlines():
+        if line.startswith(("TASK [", "RUNNING HANDLER [", "PLAY [")):
+            inside = line.startswith(f"TASK [{task}]")
+        if inside:
+            lines.append(line)
+    return "\n".join(lines)
+
+
 def git(*args: str, cwd) -> str:
     """Run git with a throwaway identity; return its output."""
     return subprocess.run(

@@ -18,7 +18,17 @@ import pytest
 import yaml
 
 from fleet import gpus
-from support import REPO, TEST_API_KEY, VENV_BIN, changed_tasks, recap, round_trips, run_playbook, wait_until
+from support import (
+    REPO,
+    TEST_API_KEY,
+    VENV_BIN,
+    changed_tasks,
+    recap,
+    round_trips,
+    run_playbook,
+    task_output,
+    wait_until,
+)
 
 pytestmark = pytest.mark.fleet
 
@@ -311,15 +321,23 @@ VENV_ASKED = (
     "wandb_runtime : Make the venv with the pinned wandb",
     "wandb_code : Install the code's requirements into the venv",
 )
+DIFFERS = "Say what differs from the last deploy"
+KEY_WRITTEN = (
+    "Forget the record of the last deploy",
+    "wandb_credentials : Write the key and the connection settings",
+)
+AGENTS_WRITTEN = ("wandb_agent : Run the agents",)
 
 
-def test_a_change_of_the_code_alone_does_not_ask_about_the_venv_and_one_of_its_requirements_does(
+def test_a_change_of_the_code_alone_writes_only_the_code_and_one_of_its_requirements_asks_about_the_venv(
     site, tmp_path
 ):
-    """The record keeps the digest of what shapes the venv (the runtime's options, the local
-    code's requirement files): an update of the code alone, on hosts that have not drifted, is
-    staged without the runtime's check nor the requirements' check, and a deploy of it runs
-    neither the runtime nor the requirements' install; an update that changes the
+    """The record keeps the digests of what shapes the venv (the runtime's options, the local
+    code's requirement files) and of everything but the code: an update of the code alone, on
+    hosts that have not drifted, is staged without the runtime's check nor the requirements'
+    check and writes nothing but the code (the record is kept and still lists the key's
+    files: one changed by hand is drift), and a deploy of it runs neither the runtime, the
+    requirements' install nor the key's (its record also kept); an update that changes the
     requirements file asks both again (and is still staged: the venv stays as it is)."""
     hosts = site.fleet.hosts()
     code = tmp_path / "shards"
@@ -332,26 +350,38 @@ def test_a_change_of_the_code_alone_does_not_ask_about_the_venv_and_one_of_its_r
         for host in hosts:
             assert SWITCH in changed_tasks(result.stdout, host.name)
             ran = changed_tasks(result.stdout, host.name, ran=True)
-            assert not set(VENV_ASKED) & set(ran), ran
+            assert not set(VENV_ASKED + KEY_WRITTEN + AGENTS_WRITTEN) & set(ran), (
+                ran,
+                task_output(result.stdout, DIFFERS),
+            )
             assert site.sh(host, "sudo cat /opt/sweep-fleet/code/notes.txt") == "v2\n"
+        edited = hosts[0]
+        site.sh(edited, "echo '# by hand' | sudo tee -a /etc/sweep-fleet/wandb.env >/dev/null")
         requirements = code / "requirements.txt"
         requirements.write_text(requirements.read_text() + "# the same packages\n")
         (code / "notes.txt").write_text("v3\n")
         result = site.deploy(playbook="playbooks/update.yml")
+        assert "path /etc/sweep-fleet/wandb.env" in task_output(result.stdout, DIFFERS), result.stdout
+        assert "# by hand" not in site.sh(edited, "sudo cat /etc/sweep-fleet/wandb.env")
         for host in hosts:
             assert SWITCH in changed_tasks(result.stdout, host.name)
             ran = changed_tasks(result.stdout, host.name, ran=True)
             assert set(VENV_ASKED) <= set(ran), ran
+            assert bool(set(KEY_WRITTEN + AGENTS_WRITTEN) & set(ran)) == (host == edited), ran
             assert site.sh(host, "sudo cat /opt/sweep-fleet/code/notes.txt") == "v3\n"
         (code / "notes.txt").write_text("v4\n")
         result = site.deploy()
         for host in hosts:
             assert "wandb_code : Push the code from the controller" in changed_tasks(result.stdout, host.name)
             ran = changed_tasks(result.stdout, host.name, ran=True)
-            assert not set(VENV_ASKED) & set(ran), ran
+            assert not set(VENV_ASKED + KEY_WRITTEN) & set(ran), ran
             assert site.sh(host, "sudo cat /opt/sweep-fleet/code/notes.txt") == "v4\n"
         again = site.deploy("-vvv")
         assert round_trips(again.stdout) == {h.ip: 1 for h in hosts}, round_trips(again.stdout)
+        site.sh(edited, "echo '# by hand' | sudo tee -a /etc/sweep-fleet/wandb.env >/dev/null")
+        result = site.deploy()
+        assert "path /etc/sweep-fleet/wandb.env" in task_output(result.stdout, DIFFERS), result.stdout
+        assert "# by hand" not in site.sh(edited, "sudo cat /etc/sweep-fleet/wandb.env")
     finally:
         site.set_vars(**SHARD_VARS)
 

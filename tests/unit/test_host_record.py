@@ -25,7 +25,7 @@ from ansible_collections.sweep_fleet.wandb.plugins.action.desired_state import (
     tree_digest,
 )
 from ansible_collections.sweep_fleet.wandb.plugins.action.preflight import ROLE_ORDER
-from ansible_collections.sweep_fleet.wandb.plugins.module_utils import host_record
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils import host_record, rollout
 from ansible_collections.sweep_fleet.wandb.plugins.modules import host_state
 
 from support import REPO
@@ -174,6 +174,31 @@ def test_a_record_root_could_not_have_written_counts_as_none(host, how, tmp_path
     assert read(record) == {"found": False, "digest": "", "drift": ["no record of a deploy"]}
 
 
+@pytest.mark.parametrize("writer", ["rollout", "host_state"])
+def test_a_deploy_of_the_code_alone_keeps_what_the_record_lists(host, tmp_path, writer):
+    """The record of a deploy or update that changed only the code's content (keep_spec)
+    holds the new digest and the record's own list of what it checks: a file that list
+    holds is still checked; with no record to keep, none is written."""
+
+    def write(**args) -> None:
+        if writer == "rollout":
+            rollout.write_record({"parts": {}, "spec": {}, "keep_spec": False, **args})
+        else:
+            run(state="present", **args)
+
+    root, record = host
+    (root / "code" / "main.py").write_text("print('v2')\n")
+    write(record=record, digest="d2", parts={"settings": "s1"}, keep_spec=True)
+    assert read(record) == {"found": True, "digest": "d2", "drift": [], "parts": {"settings": "s1"}}
+    (root / "etc" / "netrc").write_text("machine other\n")
+    assert read(record)["drift"] == [f"path {root}/etc/netrc"]
+    gone = str(tmp_path / "none.json")
+    write(record=gone, digest="d2", keep_spec=True)
+    assert not os.path.exists(gone)
+    write(record=gone, digest="d2", spec={"paths": [record]})
+    assert json.loads(Path(gone).read_text())["spec"] == {"paths": [record]}
+
+
 def test_check_mode_writes_and_removes_nothing(host, tmp_path):
     _root, record = host
     before = Path(record).read_text()
@@ -282,6 +307,34 @@ def test_the_venv_part_follows_the_runtime_and_the_requirements_not_the_code(tmp
     (code / "requirements.txt").write_text("numpy==1.26.4\n")
     assert venv() != first
     assert requirements_digest(str(code), candidates) != requirements_digest(str(code), ["requirements.txt"])
+
+
+def test_the_settings_part_follows_everything_but_the_local_codes_files(tmp_path):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "main.py").write_text("print(1)\n")
+    (code / "requirements.txt").write_text("numpy==1.26\n")
+    values = {"wandb_agent_count": 2, "wandb_sweep_path": "e/p/s1"}
+
+    def settings(controller: dict | None = None, facts: dict | None = None, **changes) -> str:
+        common = {
+            "host": "h1",
+            "facts": facts or {},
+            "collection": "c1",
+            "controller": {"code": tree_digest(str(code)), **(controller or {})},
+        }
+        requirements = requirements_digest(str(code), ["requirements.txt"])
+        return part_digests("key", common, {**values, **changes}, [], requirements)["settings"]
+
+    first = settings()
+    (code / "main.py").write_text("print(2)\n")
+    (code / "requirements.txt").write_text("numpy==1.26.4\n")
+    assert settings() == first
+    assert settings(wandb_agent_count=3) != first
+    assert settings(wandb_sweep_path="e/p/s2") != first
+    assert settings(controller={"uv": "u2"}) != first
+    assert settings(controller={"extra /data": "x"}) != first
+    assert settings(facts={"os_family": "Debian"}) != first
 
 
 def test_a_part_is_as_recorded_only_on_a_host_that_has_not_drifted():

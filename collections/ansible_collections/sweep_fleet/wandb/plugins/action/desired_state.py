@@ -11,8 +11,10 @@ host's W&B API key (HMAC-SHA256): the digest can be shown and stored while the i
 covers (the key, a proxy's password) stay unguessable from it.
 
 Besides the digest, the digests of parts of it (``parts``), kept in the record too: ``venv``,
-what shapes the venv (see VENV_CODE_OPTIONS). A part that is as recorded on a host that has
-not drifted (``same``) is converged there: a staged update leaves the venv alone then.
+what shapes the venv (see VENV_CODE_OPTIONS), and ``settings``, everything but the local
+code's files. A part that is as recorded on a host that has not drifted (``same``) is
+converged there: a staged update leaves the venv alone then, and where the settings are as
+recorded (only the code changed) it writes nothing but the code.
 """
 
 from __future__ import annotations
@@ -114,6 +116,13 @@ def requirements_digest(code: str, candidates: list[str]) -> str:
     return digest.hexdigest()
 
 
+def keyed(key: str, inputs: dict) -> str:
+    """The HMAC-SHA256 of ``inputs`` (as JSON), keyed with the host's API key."""
+    return hmac.new(
+        key.encode(), json.dumps(inputs, sort_keys=True, default=str).encode(), hashlib.sha256
+    ).hexdigest()
+
+
 def part_digests(key: str, common: dict, values: dict, runtime_options: list[str], requirements: str) -> dict:
     """The parts' digests, keyed like the digest (``common``: what every part follows)."""
     venv = {
@@ -123,8 +132,14 @@ def part_digests(key: str, common: dict, values: dict, runtime_options: list[str
         "requirements": requirements,
     }
     venv.pop("controller")
-    blob = json.dumps(venv, sort_keys=True, default=str).encode()
-    return {"venv": hmac.new(key.encode(), blob, hashlib.sha256).hexdigest()}
+    # Everything the digest covers but the local code's files (its requirement files are in
+    # the venv part): as recorded, a deploy writes nothing on the host but the code.
+    settings = {
+        **common,
+        "values": values,
+        "controller": {name: value for name, value in common["controller"].items() if name != "code"},
+    }
+    return {"venv": keyed(key, venv), "settings": keyed(key, settings)}
 
 
 def same_parts(recorded: dict, parts: dict) -> list[str]:
@@ -165,8 +180,7 @@ class ActionModule(PreflightAction):
             "playbook": self._playbook_files(task_vars),
             "controller": self._controller_files(values),
         }
-        blob = json.dumps({"values": values, **common}, sort_keys=True, default=str).encode()
-        digest = hmac.new(key.encode(), blob, hashlib.sha256).hexdigest()
+        digest = keyed(key, {"values": values, **common})
         parts = part_digests(
             key,
             common,

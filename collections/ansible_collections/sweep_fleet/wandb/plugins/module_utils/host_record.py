@@ -276,6 +276,17 @@ def write(path: str, digest: str, spec: dict, parts: dict | None = None) -> None
         os.close(dir_fd)
 
 
+def rewrite(path: str, digest: str, parts: dict | None = None) -> bool:
+    """Write the record with a new digest and parts, listing what it lists now (a deploy that
+    changed nothing it lists but the code's content). False, and nothing written, when there
+    is no record to keep: the next run then deploys the host in full."""
+    record = read(path)
+    if record is None:
+        return False
+    write(path, digest, record["spec"], parts)
+    return True
+
+
 def remove(path: str) -> bool:
     """Remove the record; whether there was one."""
     try:

@@ -49,6 +49,7 @@ ARGUMENT_SPEC = {
     "digest": {"type": "str", "default": ""},
     "parts": {"type": "dict", "default": {}},
     "spec": {"type": "dict", "default": {}},
+    "keep_spec": {"type": "bool", "default": False},
 }
 
 
@@ -167,12 +168,22 @@ def run(module: AnsibleModule) -> dict:
     except (OSError, ValueError) as err:
         module.fail_json(msg=f"putting the staged code {p['code']['staged']} in place failed: {err}")
     # The unit files the staging wrote are read now (systemd was not reloaded then).
-    args = {**p["units"], "reload": True}
+    args = {"reload": True, **p["units"]}
     result["units"] = run_step(module, "units", agent_units.ARGUMENT_SPEC, args, agent_units.run)
-    if not p["digest"]:  # a host deployed in full every time (code from a git branch, say)
-        return result
     try:
-        host_record.write(p["record"], p["digest"], p["spec"], p["parts"])
+        write_record(p)
     except OSError as err:
         module.fail_json(msg=f"cannot write the record {p['record']}: {err}")
     return result
+
+
+def write_record(p: dict) -> bool:
+    """The host's record of the update (whether one was written). With ``keep_spec`` (only the
+    code's content changed) it lists what the record lists now; without a readable record it
+    writes none, and the next run deploys the host in full."""
+    if not p["digest"]:  # a host deployed in full every time (code from a git branch, say)
+        return False
+    if p["keep_spec"]:
+        return host_record.rewrite(p["record"], p["digest"], p["parts"])
+    host_record.write(p["record"], p["digest"], p["spec"], p["parts"])
+    return True

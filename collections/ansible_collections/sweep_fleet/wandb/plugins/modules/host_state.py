@@ -81,6 +81,14 @@ options:
         C(units) (each unit's wanted state as two words, enabled and running, such as V(yes yes)).
     type: dict
     default: {}
+  keep_spec:
+    description:
+      - With O(state=present), list what the host's record lists now instead of O(spec) - for
+        a deploy that changed nothing on the host but the code's content. Without a readable
+        record, no record is written (the next run deploys the host in full).
+    type: bool
+    default: false
+    version_added: "0.11.0"
 notes:
   - Supports check mode; with O(state=present) or O(state=absent) it then changes nothing.
 author:
@@ -188,6 +196,7 @@ def main() -> None:
             "digest": {"type": "str", "default": ""},
             "parts": {"type": "dict", "default": {}},
             "spec": {"type": "dict", "default": {}},
+            "keep_spec": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -219,7 +228,10 @@ def main() -> None:
         module.fail_json(msg="digest: the digest of the desired state is needed to write the record")
     if not module.check_mode:
         try:
-            host_record.write(path, params["digest"], params["spec"], params["parts"])
+            if params["keep_spec"]:
+                host_record.rewrite(path, params["digest"], params["parts"])
+            else:
+                host_record.write(path, params["digest"], params["spec"], params["parts"])
         except OSError as err:
             module.fail_json(msg=f"cannot write the record {path}: {err}")
     module.exit_json(changed=True)

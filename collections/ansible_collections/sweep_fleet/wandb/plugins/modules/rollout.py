@@ -22,8 +22,8 @@ description:
     more, when one is); puts O(code.staged) in the place of O(code.dest) (the two names
     exchanged in one step where the kernel and the filesystem can, else two renames; both
     root's directories, acted on through their parent's descriptor) and removes the old
-    code; reloads systemd and converges the units (O(units), as
-    M(sweep_fleet.wandb.agent_units)); writes the host's record (as
+    code; reloads systemd (unless O(units) says C(reload=false)) and converges the units
+    (O(units), as M(sweep_fleet.wandb.agent_units)); writes the host's record (as
     M(sweep_fleet.wandb.host_state) with V(present)).
   - This is an action plugin - a drain longer than a minute is waited for in several calls
     to the host (no SSH session held for the whole drain); one that ends within a minute
@@ -101,6 +101,13 @@ options:
     description: What the record lists, as the C(spec) of M(sweep_fleet.wandb.host_state).
     type: dict
     default: {}
+  keep_spec:
+    description:
+      - List what the host's record lists now instead of O(spec) - for an update that changed
+        nothing on the host but the code's content. Without a readable record, no record is
+        written (the next run deploys the host in full).
+    type: bool
+    default: false
 attributes:
   check_mode:
     description: Reports the agents it would stop and whether code is staged; changes nothing.
