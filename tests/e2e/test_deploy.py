@@ -158,6 +158,16 @@ def test_check_mode_on_fresh_hosts_changes_nothing(site):
     assert site.standin.sweeps == {}
 
 
+def shards_finished(site) -> None:
+    """Wait until the 12-shard sweep has finished and every agent has exited."""
+    (sweep,) = site.standin.sweeps.values()
+    site.standin.wait_for(
+        lambda s: sweep.state == "FINISHED" and all(a.exited for a in s.agents.values()),
+        timeout=240,
+        what="the 12-shard sweep to finish",
+    )
+
+
 def test_deploy_runs_the_twelve_shards(site):
     started = time.monotonic()
     result = site.deploy("-vvv")
@@ -169,11 +179,7 @@ def test_deploy_runs_the_twelve_shards(site):
 
     hosts = site.fleet.hosts()
     try:
-        site.standin.wait_for(
-            lambda s: sweep.state == "FINISHED" and all(a.exited for a in s.agents.values()),
-            timeout=240,
-            what="the 12-shard sweep to finish",
-        )
+        shards_finished(site)
     except TimeoutError:
         pytest.fail(journal_on_failure(site, hosts))
     records = site.standin.records(sweep.id)
@@ -345,6 +351,9 @@ def test_a_change_of_the_code_alone_writes_only_the_code_and_one_of_its_requirem
     try:
         site.set_vars(**{**SHARD_VARS, "wandb_code_local_path": str(code)})
         site.deploy()
+        # The sweep's end changes the settings (its state): the record is of the ended sweep.
+        shards_finished(site)
+        site.deploy()
         (code / "notes.txt").write_text("v2\n")
         result = site.deploy(playbook="playbooks/update.yml")
         for host in hosts:
@@ -370,7 +379,10 @@ def test_a_change_of_the_code_alone_writes_only_the_code_and_one_of_its_requirem
             assert bool(set(KEY_WRITTEN + AGENTS_WRITTEN) & set(ran)) == (host == edited), ran
             assert site.sh(host, "sudo cat /opt/sweep-fleet/code/notes.txt") == "v3\n"
         (code / "notes.txt").write_text("v4\n")
-        result = site.deploy()
+        result = site.deploy("-vvv")
+        # The question, the directories of the code and its extra path, the agents (they link
+        # the code's new top-level entries) and the record; the code goes by rsync.
+        assert round_trips(result.stdout) == {h.ip: 4 for h in hosts}, round_trips(result.stdout)
         for host in hosts:
             assert "wandb_code : Push the code from the controller" in changed_tasks(result.stdout, host.name)
             ran = changed_tasks(result.stdout, host.name, ran=True)
