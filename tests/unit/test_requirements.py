@@ -76,3 +76,10 @@ def test_a_pyproject_lists_packages_only(toml, monkeypatch):
     assert "dynamic dependencies" in rules.pyproject_problems(dynamic, "pyproject.toml")[0]
     sources = PYPROJECT + '\n[tool.uv.sources]\nnumpy = { git = "https://evil.example/numpy" }\n'
     assert "[tool.uv.sources]" in rules.pyproject_problems(sources, "pyproject.toml")[0]
+
+
+def test_the_files_looked_for_follow_wandb_code_requirements():
+    """One rule for the role (its filter), the preflight and the desired state's digest."""
+    assert rules.candidates("auto") == ["requirements.txt", "pyproject.toml"]
+    assert rules.candidates("none") == []
+    assert rules.candidates("deps/prod.txt") == ["deps/prod.txt"]

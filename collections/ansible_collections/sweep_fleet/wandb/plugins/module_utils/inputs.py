@@ -16,6 +16,9 @@ from collections.abc import Callable, Iterator
 
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agent_host import parse_gpus
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.pypi_index import redacted
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.requirements import (
+    candidates as requirement_candidates,
+)
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.requirements import file_problems
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.sweep_config import sweep_config_problems
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.wandb_api import SWEEP_NAME_RE
@@ -425,8 +428,7 @@ def _local_requirements(values: Values) -> Iterator[str]:
         return
     if not values.controller.isdir(local) or not isinstance(wanted, str) or wanted == "none":
         return
-    candidates = ["requirements.txt", "pyproject.toml"] if wanted == "auto" else [wanted]
-    for candidate in candidates:
+    for candidate in requirement_candidates(wanted):
         path = os.path.join(local, candidate)
         if values.controller.islink(path):
             yield (

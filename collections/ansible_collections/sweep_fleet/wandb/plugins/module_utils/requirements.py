@@ -21,6 +21,18 @@ from __future__ import annotations
 
 import re
 
+# The files wandb_code_requirements=auto looks for in the code, in this order.
+AUTO_CANDIDATES = ("requirements.txt", "pyproject.toml")
+
+
+def candidates(wanted: str) -> list[str]:
+    """The code's files (relative to it) of which the first that exists is installed, by
+    ``wandb_code_requirements``: ``auto`` (AUTO_CANDIDATES), ``none`` or one file."""
+    if wanted == "auto":
+        return list(AUTO_CANDIDATES)
+    return [] if wanted == "none" else [wanted]
+
+
 # A requirement specifier: a name, extras, versions, markers; no URL, no path.
 NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 SPEC_RE = re.compile(
