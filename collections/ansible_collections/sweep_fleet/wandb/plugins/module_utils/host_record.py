@@ -249,9 +249,17 @@ def verify(path: str) -> dict:
     return {**found, "parts": record["parts"]} if record.get("parts") else found
 
 
-def write(path: str, digest: str, spec: dict, parts: dict | None = None) -> None:
-    """Write the record (root's, 0600) in one step: a new file, then renamed over the old.
-    ``parts``: the digests of parts of the desired state (see plugins/action/desired_state.py)."""
+def write(path: str, digest: str, spec: dict | None, parts: dict | None = None) -> bool:
+    """Write the record (root's, 0600) in one step: a new file, then renamed over the old;
+    whether it was written. ``parts``: the digests of parts of the desired state (see
+    plugins/action/desired_state.py). ``spec`` None: what the record lists now (a deploy
+    that changed nothing it lists but the code's content); with no record to keep, none is
+    written, and the next run deploys the host in full."""
+    if spec is None:
+        kept = read(path)
+        if kept is None:
+            return False
+        spec = kept["spec"]
     units = {name: str(want) for name, want in (spec.get("units") or {}).items()}
     data = json.dumps(
         {"digest": digest, "parts": dict(parts or {}), "spec": spec, "seen": observe(spec, units=units)},
@@ -274,16 +282,6 @@ def write(path: str, digest: str, spec: dict, parts: dict | None = None) -> None
         os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
-
-
-def rewrite(path: str, digest: str, parts: dict | None = None) -> bool:
-    """Write the record with a new digest and parts, listing what it lists now (a deploy that
-    changed nothing it lists but the code's content). False, and nothing written, when there
-    is no record to keep: the next run then deploys the host in full."""
-    record = read(path)
-    if record is None:
-        return False
-    write(path, digest, record["spec"], parts)
     return True
 
 

@@ -183,7 +183,4 @@ def write_record(p: dict) -> bool:
     writes none, and the next run deploys the host in full."""
     if not p["digest"]:  # a host deployed in full every time (code from a git branch, say)
         return False
-    if p["keep_spec"]:
-        return host_record.rewrite(p["record"], p["digest"], p["parts"])
-    host_record.write(p["record"], p["digest"], p["spec"], p["parts"])
-    return True
+    return host_record.write(p["record"], p["digest"], None if p["keep_spec"] else p["spec"], p["parts"])

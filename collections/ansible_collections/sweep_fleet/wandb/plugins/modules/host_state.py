@@ -228,10 +228,8 @@ def main() -> None:
         module.fail_json(msg="digest: the digest of the desired state is needed to write the record")
     if not module.check_mode:
         try:
-            if params["keep_spec"]:
-                host_record.rewrite(path, params["digest"], params["parts"])
-            else:
-                host_record.write(path, params["digest"], params["spec"], params["parts"])
+            spec = None if params["keep_spec"] else params["spec"]
+            host_record.write(path, params["digest"], spec, params["parts"])
         except OSError as err:
             module.fail_json(msg=f"cannot write the record {path}: {err}")
     module.exit_json(changed=True)
