@@ -339,11 +339,19 @@ def test_the_settings_part_follows_everything_but_the_local_codes_files(tmp_path
 
 def test_a_part_is_as_recorded_only_on_a_host_that_has_not_drifted():
     parts = {"venv": "v1"}
-    assert same_parts({"found": True, "parts": {"venv": "v1"}, "drift": []}, parts) == ["venv"]
-    assert same_parts({"found": True, "parts": {"venv": "v0"}, "drift": []}, parts) == []
-    assert same_parts({"found": True, "parts": {"venv": "v1"}, "drift": ["path /etc/x"]}, parts) == []
-    assert same_parts({"found": True, "parts": {}, "drift": []}, parts) == []
-    assert same_parts({"found": False, "parts": {"venv": "v1"}}, parts) == []
+    assert same_parts({"found": True, "parts": {"venv": "v1"}, "drift": []}, parts, True) == ["venv"]
+    assert same_parts({"found": True, "parts": {"venv": "v0"}, "drift": []}, parts, True) == []
+    assert same_parts({"found": True, "parts": {"venv": "v1"}, "drift": ["path /etc/x"]}, parts, True) == []
+    assert same_parts({"found": True, "parts": {}, "drift": []}, parts, True) == []
+    assert same_parts({"found": False, "parts": {"venv": "v1"}}, parts, True) == []
+
+
+def test_the_venv_is_never_as_recorded_for_code_from_git():
+    """The checkout's requirement files are not among the venv part's inputs."""
+    parts = {"venv": "v1", "settings": "s1"}
+    recorded = {"found": True, "parts": dict(parts), "drift": []}
+    assert same_parts(recorded, parts, True) == ["settings", "venv"]
+    assert same_parts(recorded, parts, False) == ["settings"]
 
 
 def code_role_names(text: str, seen: set[str]) -> set[str]:

@@ -142,13 +142,16 @@ def part_digests(key: str, common: dict, values: dict, runtime_options: list[str
     return {"venv": keyed(key, venv), "settings": keyed(key, settings)}
 
 
-def same_parts(recorded: dict, parts: dict) -> list[str]:
+def same_parts(recorded: dict, parts: dict, code_local: bool) -> list[str]:
     """The parts as the record holds them, on a host that has not drifted (nothing on it
-    changed since: the record's own check, ``recorded``'s drift, found nothing)."""
+    changed since: the record's own check, ``recorded``'s drift, found nothing). Not the venv
+    for code from git: its requirement files, in the checkout, are not among the inputs."""
     if not recorded.get("found") or recorded.get("drift"):
         return []
     known = recorded.get("parts") or {}
-    return sorted(name for name, value in parts.items() if known.get(name) == value)
+    return sorted(
+        name for name, value in parts.items() if known.get(name) == value and (code_local or name != "venv")
+    )
 
 
 class ActionModule(PreflightAction):
@@ -189,7 +192,7 @@ class ActionModule(PreflightAction):
             self._requirements(values, task_vars),
         )
         drift = list(recorded.get("drift") or [])
-        same = same_parts(recorded, parts)
+        same = same_parts(recorded, parts, values.get("wandb_code_source") == "local")
         if recorded.get("found") and recorded.get("digest") != digest:
             drift.insert(0, "the desired state changed")
         result.update(

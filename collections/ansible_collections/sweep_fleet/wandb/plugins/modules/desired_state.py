@@ -58,4 +58,17 @@ drift:
   type: list
   elements: str
   returned: always
+parts:
+  description:
+    - The digests of parts of the desired state, kept in the record with the digest -
+      C(venv), what shapes the venv, and C(settings), everything but the local code's files.
+  type: dict
+  returned: always
+same:
+  description:
+    - The parts that are as the record holds them, on a host that has not drifted (never
+      C(venv) for code from git, whose requirement files that part does not cover).
+  type: list
+  elements: str
+  returned: always
 """
