@@ -147,11 +147,14 @@ def round_trips(output: str) -> collections.Counter:
     return collections.Counter(host for host, command in sent if "echo ENDFOUND" not in command)
 
 
-def changed_tasks(output: str, host: str | None = None, *, ran: bool = False) -> list[str]:
+def changed_tasks(
+    output: str, host: str | None = None, *, ran: bool = False, seen: bool = False
+) -> list[str]:
     """Names of tasks that reported a change (default callback output), on one host or any;
-    with ``ran``, of those that ran there at all (ok or changed: neither skipped nor left out)."""
+    with ``ran``, of those that ran there at all (ok or changed: neither skipped nor left out);
+    with ``seen``, of those Ansible handed the host at all (skipped too: not left out)."""
     tasks, current = [], None
-    starts = ("changed: [", "ok: [") if ran else ("changed: [",)
+    starts = ("changed: [",) + (("ok: [",) if ran or seen else ()) + (("skipping: [",) if seen else ())
     for line in output.splitlines():
         if line.startswith(("TASK [", "RUNNING HANDLER [")):
             current = line.split("[", 1)[1].rsplit("]", 1)[0]
