@@ -125,6 +125,12 @@ class Run:
             profile.write_text(proc.stdout[proc.stdout.rfind("PLAY RECAP") :])
         return took
 
+    def update_code(self, profile: Path | None = None) -> tuple[float, float]:
+        """A change to the code, then playbooks/update.yml: its seconds, and the drains' of them."""
+        (self.code / "CHANGED").write_text(f"{time.time()}\n")
+        took = self.play("playbooks/update.yml", profile=profile, every_task=True)
+        return took, drain_seconds(self.last_output)
+
     def settle(self, hosts: int) -> None:
         """Wait until an agent on each of ``hosts`` hosts has sent the stand-in a heartbeat: the
         agents a deploy started have imported wandb and registered, and no longer compete with
@@ -207,10 +213,8 @@ def measure(size: int, image: str, root: Path, profile: bool, count_calls: bool 
         (new,) = run.fleet.add(1, image=image)
         run.write_inventory()
         out["add_one"] = run.play("deploy.yml", "--limit", new.name)
-        (run.code / "CHANGED").write_text(f"{time.time()}\n")
         prof = RESULTS / f"profile-update-{size}.txt" if profile else None
-        out["update"] = run.play("playbooks/update.yml", profile=prof, every_task=True)
-        out["drains"] = drain_seconds(run.last_output)
+        out["update"], out["drains"] = run.update_code(profile=prof)
         if count_calls:  # commands sent to one more fresh host, cold then warm (not timed)
             (new,) = run.fleet.add(1, image=image)
             run.write_inventory()

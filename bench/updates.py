@@ -1,6 +1,6 @@
 """Updates of the code alone on one fleet, for pairing two versions on one machine state.
 
-N hosts (BENCH_N, default 12): a cold deploy, the agents settled, three warm runs, then
+N hosts (BENCH_N, default 12): a cold deploy, the agents settled, warm runs as bench.py's, then
 BENCH_UPDATES (default 3) updates of the code alone, each timed with its drains. Run it from
 each version's checkout in turn (its own bench/bench.py and playbooks), alternating:
 
@@ -13,7 +13,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,12 +30,10 @@ def main() -> int:
         try:
             bench.say(f"cold {run.play('deploy.yml'):.1f}")
             run.settle(size)
-            warm = statistics.median(run.play("deploy.yml") for _ in range(3))
+            warm = statistics.median(run.play("deploy.yml") for _ in range(bench.WARM_REPS))
             beyond = []
             for _ in range(updates):
-                (run.code / "CHANGED").write_text(f"{time.time()}\n")
-                took = run.play("playbooks/update.yml", every_task=True)
-                drains = bench.drain_seconds(run.last_output)
+                took, drains = run.update_code()
                 beyond.append(took - drains)
                 bench.say(f"update {took:.1f}, drains {drains:.1f}, beyond them {took - drains:.1f}")
             net = statistics.median(beyond)
