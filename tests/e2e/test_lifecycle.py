@@ -14,6 +14,7 @@ import itertools
 import json
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -286,8 +287,28 @@ def test_rolling_drain_stop_then_start_completes_the_sweep(site):
     for host in site.hosts:
         assert not [m for _, m in site.journal(host, checked) if stopping(m)], "check mode stopped nothing"
         assert site.unit(host, "ActiveState")["ActiveState"] == "active"
+    # A run held still on every host until the first drain has begun: that host's drain
+    # waits on a run for certain. (Runs started together end together; a stop that reached
+    # each host between two of its runs would drain none, and this test would prove nothing
+    # about the report of drained runs.)
+    site.hold_runs(sweep)
     began = time.time()
-    result = site.play(REPO / "playbooks" / "stop.yml", json_output=True)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            stop = pool.submit(site.play, REPO / "playbooks" / "stop.yml", json_output=True)
+            wait_until(
+                lambda: (
+                    stop.done()
+                    or any(stopping(m) for h in site.hosts for t, m in site.journal(h, began) if t >= began)
+                ),
+                timeout=300,
+                interval=0.5,
+                what="the first drain",
+            )
+            site.release_runs()
+            result = stop.result()
+    finally:
+        site.release_runs()
 
     # From the hosts' records: when each drain began (SIGINT) and when the unit went down.
     windows = {}
