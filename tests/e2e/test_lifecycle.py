@@ -507,6 +507,10 @@ def test_rolling_update_to_a_new_code_ref(site):
     updated, seen = {}, {}
     for host in site.hosts:
         assert site.sh(host, "sudo cat /opt/sweep-fleet/code/VERSION").strip() == "v2"
+        # The staged checkout began as a copy of the running one, so the fetch brought only
+        # what v2 added: its HEAD's log still holds v1 (a fresh clone's would hold v2 alone).
+        head_log = site.sh(host, "sudo git -C /opt/sweep-fleet/code reflog --format=%H").split()
+        assert site.refs["v1"] in head_log and head_log[0] == v2, (host.name, head_log)
         journal = site.journal(host, began)
         # The drain's SIGINT (or the agent's own end, when the sweep ran out of work first).
         ended = [t for t, m in journal if stopping(m) or "Received exit command" in m]
