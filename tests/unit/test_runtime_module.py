@@ -10,9 +10,13 @@ import json
 import os
 import stat
 import sys
+from types import SimpleNamespace
 
 import pytest
+from ansible.errors import AnsibleActionFail
 from ansible.module_utils.testing import patch_module_args
+from ansible.plugins.action import ActionBase
+from ansible_collections.sweep_fleet.wandb.plugins.action.runtime import ActionModule as RuntimeAction
 from ansible_collections.sweep_fleet.wandb.plugins.modules import runtime
 
 from support import REPO
@@ -133,3 +137,65 @@ def test_a_step_is_checked_against_its_modules_argument_spec(tmp_path):
     assert result["failed"] and result["msg"].startswith("venv: ") and "pakages" in result["msg"]
     result, _ = run(copies=[copy(tmp_path / "uv", b"uv")], wheelhouse={"dest": str(tmp_path / "w.tar")})
     assert result["failed"] and "handled by the action plugin" in result["msg"]
+
+
+def run_action(monkeypatch, tmp_path, answers: list[dict], check: bool = False, **args) -> tuple[dict, list]:
+    """The runtime action with uv from the controller, its calls to the host answered by
+    ``answers`` in turn; what it did, in order: the calls (with the copies they carried),
+    the temporary directory made, the files sent."""
+    monkeypatch.setattr(ActionBase, "run", lambda self, tmp=None, task_vars=None: {})
+    uv = tmp_path / "uv"
+    uv.write_bytes(b"uv from the controller")
+    events: list = []
+
+    def execute(module_name, module_args, task_vars):
+        events.append(("call", [dict(item) for item in module_args["copies"]]))
+        return answers.pop(0)
+
+    action = object.__new__(RuntimeAction)
+    action._task = SimpleNamespace(args={"uv_copy": {"src": str(uv)}, **args}, check_mode=check)
+    action._execute_module = execute
+    action._loader = SimpleNamespace(get_real_file=lambda path: path)
+    action._find_needle = lambda kind, src: src
+    action._connection = SimpleNamespace(_shell=SimpleNamespace(tmpdir=None, join_path=os.path.join))
+    action._make_tmp_path = lambda: events.append(("tmp",)) or "/remote/tmp"
+    action._transfer_file = lambda src, dest: events.append(("send", src, dest))
+    action._fixup_perms2 = lambda paths: None
+    action._remove_tmp_path = lambda path: None
+    return action.run(task_vars={}), events
+
+
+SENT = "/remote/tmp/file0"
+
+
+def test_a_host_is_asked_first_and_sent_only_the_files_its_copy_of_differs(monkeypatch, tmp_path):
+    result, events = run_action(
+        monkeypatch, tmp_path, [{"changed": False, "needs_staged": ["/usr/local/bin/uv"]}, {"changed": True}]
+    )
+    assert [e[0] for e in events] == ["call", "tmp", "send", "call"]
+    assert "staged" not in events[0][1][0] and events[3][1][0]["staged"] == SENT
+    assert events[2] == ("send", str(tmp_path / "uv"), SENT)
+    assert result["sent"] == ["/usr/local/bin/uv"]
+
+
+def test_a_host_with_send_first_is_sent_the_files_with_the_first_and_only_call(monkeypatch, tmp_path):
+    result, events = run_action(monkeypatch, tmp_path, [{"changed": True}], send_first=True)
+    assert [e[0] for e in events] == ["tmp", "send", "call"]
+    assert events[2][1][0]["staged"] == SENT
+    assert result["sent"] == ["/usr/local/bin/uv"]
+
+
+def test_check_mode_sends_nothing_even_with_send_first(monkeypatch, tmp_path):
+    result, events = run_action(monkeypatch, tmp_path, [{"changed": True}], check=True, send_first=True)
+    assert events == [("call", [{k: v for k, v in events[0][1][0].items() if k != "staged"}])]
+    assert "sent" not in result
+
+
+def test_a_host_that_does_not_take_the_files_sent_first_is_an_error(monkeypatch, tmp_path):
+    with pytest.raises(AnsibleActionFail, match="did not take the files sent to it"):
+        run_action(
+            monkeypatch,
+            tmp_path,
+            [{"changed": False, "needs_staged": ["/usr/local/bin/uv"]}],
+            send_first=True,
+        )

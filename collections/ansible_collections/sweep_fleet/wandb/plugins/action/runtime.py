@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 
 from ansible.errors import AnsibleActionFail, AnsibleError
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.sweep_fleet.wandb.plugins.action.wheelhouse import ActionModule as WheelhouseAction
 
 
@@ -28,6 +29,7 @@ class ActionModule(WheelhouseAction):
         task_vars = task_vars or {}
         result = super(WheelhouseAction, self).run(tmp, task_vars)
         args = dict(self._task.args)
+        send_first = boolean(args.pop("send_first", False), strict=False)
         sources = {}  # dest on the host: the file on the controller
         copies = []
         wheelhouse = args.pop("wheelhouse", None)
@@ -50,29 +52,43 @@ class ActionModule(WheelhouseAction):
         except OSError as err:
             raise AnsibleActionFail(f"cannot read {err.filename} on the controller: {err.strerror}") from err
         args["copies"] = copies
+
+        def call() -> dict:
+            return self._execute_module("sweep_fleet.wandb.runtime", module_args=args, task_vars=task_vars)
+
         try:
-            done = self._execute_module("sweep_fleet.wandb.runtime", module_args=args, task_vars=task_vars)
-            needs = done.get("needs_staged") or []
-            if needs and not done.get("failed"):
-                # Only the files this host lacks are sent; then it converges with them.
-                remote_tmp = self._connection._shell.tmpdir or self._make_tmp_path()
-                staged = []
-                for number, item in enumerate(copies):
-                    if item["dest"] in needs:
-                        item["staged"] = self._connection._shell.join_path(remote_tmp, f"file{number}")
-                        self._transfer_file(sources[item["dest"]], item["staged"])
-                        staged.append(item["staged"])
-                self._fixup_perms2([remote_tmp, *staged])
-                done = self._execute_module(
-                    "sweep_fleet.wandb.runtime", module_args=args, task_vars=task_vars
+            if send_first and copies and not self._task.check_mode:
+                # A host likely to lack them (see send_first) is sent every file with the first
+                # call; the host still compares each and keeps its own copy where it is the same.
+                sent = [item["dest"] for item in copies]
+                self._send(copies, sources, sent)
+                done = call()
+            else:
+                done = call()
+                sent = done.get("needs_staged") or []
+                if sent and not done.get("failed"):
+                    # Only the files this host lacks are sent; then it converges with them.
+                    self._send(copies, sources, sent)
+                    done = call()
+            if done.get("needs_staged") and not done.get("failed"):
+                raise AnsibleActionFail(
+                    f"the host did not take the files sent to it: {', '.join(done['needs_staged'])}"
                 )
-                if done.get("needs_staged") and not done.get("failed"):
-                    raise AnsibleActionFail(
-                        f"the host did not take the files sent to it: {', '.join(done['needs_staged'])}"
-                    )
-                done["sent"] = needs
+            if sent:
+                done["sent"] = sent
         finally:
             # The temporary directory, when one was made (files sent, or no pipelining).
             self._remove_tmp_path(self._connection._shell.tmpdir)
         result.update(done)
         return result
+
+    def _send(self, copies: list[dict], sources: dict, dests: list[str]) -> None:
+        """Send the files of ``dests`` to the host's temporary directory (``staged`` in ``copies``)."""
+        remote_tmp = self._connection._shell.tmpdir or self._make_tmp_path()
+        staged = []
+        for number, item in enumerate(copies):
+            if item["dest"] in dests:
+                item["staged"] = self._connection._shell.join_path(remote_tmp, f"file{number}")
+                self._transfer_file(sources[item["dest"]], item["staged"])
+                staged.append(item["staged"])
+        self._fixup_perms2([remote_tmp, *staged])

@@ -27,6 +27,7 @@ ARGUMENT_SPEC = {
         },
     },
     "uv": {"type": "dict"},
+    "send_first": {"type": "bool", "default": False},  # the action plugin's (it sends the files)
     # Files from the controller (the wheelhouse, uv): filled in by the action plugin.
     "copies": {
         "type": "list",

@@ -19,7 +19,8 @@ description:
     O(uv_copy), mode 0755) are compared by sha256 first; only a host whose copy differs is
     sent them (one more call), checked against the controller's sha256 again on the host,
     read through a descriptor opened without following links, and renamed into place as
-    root's. Nothing changes on the host before they are there.
+    root's. Nothing changes on the host before they are there. With O(send_first), they are
+    sent with the first call instead (one call).
   - This is an action plugin (the wheelhouse is made, and uv read, on the controller); the
     steps run in the module, as one call to the host.
   - Supports check mode (nothing is sent). C(--diff) is not supported (nothing here is text).
@@ -73,6 +74,15 @@ options:
         UV_SYSTEM_CERTS, ...); it wins over O(environment) and is shown as it is.
     type: dict
     default: {}
+  send_first:
+    description:
+      - Send the files from the controller with the first call, without asking the host
+        whether its copies differ (that costs a call) - for a host likely to lack them, such
+        as one with no record of a deploy. The host still compares each file by sha256 and
+        keeps its own copy where it is the same; only the bytes sent are wasted then.
+      - Ignored in check mode (nothing is sent).
+    type: bool
+    default: false
   copies:
     description:
       - Set by the action plugin from O(wheelhouse) and O(uv_copy) - the files from the
@@ -129,6 +139,11 @@ uv:
   description: The uv step's result (its C(version), or C(sha256) for a copy).
   type: dict
   returned: when O(uv) or O(uv_copy) is given
+sent:
+  description: The files sent to the host (their paths there), when any was.
+  type: list
+  elements: str
+  returned: when a file was sent
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
