@@ -139,12 +139,17 @@ def recap(output: str, controller: bool = False) -> dict[str, dict[str, int]]:
     return counts
 
 
-def round_trips(output: str) -> collections.Counter:
+def round_trips(output: str, modules: bool = False) -> collections.Counter:
     """The commands a run (-vvv output) sent to each host over ssh, by the host's address,
     but for Ansible's own Python interpreter discovery (one per host and run, unless the
-    inventory sets ansible_python_interpreter)."""
+    inventory sets ansible_python_interpreter); with ``modules``, only the module calls
+    (those that start Python: not a temporary directory made or removed, nor a file sent)."""
     sent = re.findall(r"^<([^>]+)> SSH: EXEC (.*)$", output, re.MULTILINE)
-    return collections.Counter(host for host, command in sent if "echo ENDFOUND" not in command)
+    return collections.Counter(
+        host
+        for host, command in sent
+        if "echo ENDFOUND" not in command and (not modules or "python" in command)
+    )
 
 
 def changed_tasks(

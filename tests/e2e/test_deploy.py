@@ -181,11 +181,7 @@ def test_deploy_runs_the_twelve_shards(site):
     # uv from the controller went to each fresh host (no record of a deploy) with the runtime's
     # one call to it, not after a first call that asked whether the host had it.
     runtime = task_output(result.stdout, "wandb_runtime : Make the venv with the pinned wandb")
-    execs = re.findall(r"^<([^>]+)> SSH: EXEC (.*)$", runtime, re.MULTILINE)
-    calls = collections.Counter(
-        ip for ip, command in execs if "python" in command and "ENDFOUND" not in command
-    )
-    assert calls == {h.ip: 1 for h in hosts}, runtime[-3000:]
+    assert round_trips(runtime, modules=True) == {h.ip: 1 for h in hosts}, runtime[-3000:]
     try:
         shards_finished(site)
     except TimeoutError:
