@@ -182,6 +182,11 @@ def test_deploy_runs_the_twelve_shards(site):
     # one call to it, not after a first call that asked whether the host had it.
     runtime = task_output(result.stdout, "wandb_runtime : Make the venv with the pinned wandb")
     assert round_trips(runtime, modules=True) == {h.ip: 1 for h in hosts}, runtime[-3000:]
+    # That call also installed the local code's requirements (read on the controller): the
+    # code role asks the host nothing about them.
+    assert '"code_requirements": {' in runtime and '"iniconfig==' in runtime, runtime[-3000:]
+    for host in hosts:
+        assert VENV_ASKED[1] not in changed_tasks(result.stdout, host.name, ran=True)
     try:
         shards_finished(site)
     except TimeoutError:
@@ -356,8 +361,9 @@ def test_a_change_of_the_code_alone_writes_only_the_code_and_one_of_its_requirem
     check (the rest of the staging is not even handed to the hosts) and writes nothing but
     the code (the record is kept and still lists the key's files: one changed by hand is
     drift), and a deploy of it runs neither the runtime, the requirements' install nor the
-    key's (its record also kept); an update that changes the requirements file asks both
-    again (and is still staged: the venv stays as it is)."""
+    key's (its record also kept); an update that changes the requirements file asks the
+    runtime's call again, which compares the requirements too (and is still staged: the venv
+    stays as it is)."""
     hosts = site.fleet.hosts()
     code = tmp_path / "shards"
     shutil.copytree(SHARDS, code)
@@ -390,7 +396,8 @@ def test_a_change_of_the_code_alone_writes_only_the_code_and_one_of_its_requirem
         for host in hosts:
             assert SWITCH in changed_tasks(result.stdout, host.name)
             ran = changed_tasks(result.stdout, host.name, ran=True)
-            assert set(VENV_ASKED) <= set(ran), ran
+            # The runtime's call (with the local code's requirements) asks about the venv.
+            assert VENV_ASKED[0] in ran and VENV_ASKED[1] not in ran, ran
             assert bool(set(KEY_WRITTEN + AGENTS_WRITTEN) & set(ran)) == (host == edited), ran
             assert site.sh(host, "sudo cat /opt/sweep-fleet/code/notes.txt") == "v3\n"
         (code / "notes.txt").write_text("v4\n")

@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import sys
+import tarfile
 from types import SimpleNamespace
 
 import pytest
@@ -18,6 +19,7 @@ from ansible.module_utils.testing import patch_module_args
 from ansible.plugins.action import ActionBase
 from ansible_collections.sweep_fleet.wandb.plugins.action.runtime import ActionModule as RuntimeAction
 from ansible_collections.sweep_fleet.wandb.plugins.modules import runtime
+from pypi_stub import make_wheel
 
 from support import REPO
 
@@ -149,7 +151,7 @@ def run_action(monkeypatch, tmp_path, answers: list[dict], check: bool = False, 
     events: list = []
 
     def execute(module_name, module_args, task_vars):
-        events.append(("call", [dict(item) for item in module_args["copies"]]))
+        events.append(("call", [dict(item) for item in module_args["copies"]], module_args))
         return answers.pop(0)
 
     action = object.__new__(RuntimeAction)
@@ -198,4 +200,104 @@ def test_a_host_that_does_not_take_the_files_sent_first_is_an_error(monkeypatch,
             tmp_path,
             [{"changed": False, "needs_staged": ["/usr/local/bin/uv"]}],
             send_first=True,
+        )
+
+
+def wheelhouse(path, wheels: dict[str, bytes]):
+    with tarfile.open(path, "w") as tar:
+        for name, data in wheels.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def test_the_codes_requirements_are_a_step_of_their_own_after_the_venvs_packages(tmp_path):
+    """The code's requirements file, given by its content, is installed into the venv after
+    its packages, from the same wheelhouse; what it adds is the step's change, not the venv's
+    (the agent role restarts running agents on a change of the venv, not of the code's)."""
+    house = wheelhouse(
+        tmp_path / "wheels.tar",
+        {
+            f"{name}-1.0-py3-none-any.whl": make_wheel(name, "1.0")
+            for name in ("sfalpha", "sfbeta", "sfgamma")
+        },
+    )
+    venv = {
+        "path": str(tmp_path / "venv"),
+        "python": sys.executable,
+        "uv": str(UV),
+        "packages": ["sfalpha==1.0"],
+        "wheelhouse": house,
+    }
+    settings = {"UV_CACHE_DIR": str(tmp_path / "cache"), "UV_PYTHON_DOWNLOADS": "never"}
+    given = "/controller/code/requirements.txt"
+    result, _ = run(
+        venv=venv, settings=settings, code_requirement_files=[{"path": given, "content": "sfbeta==1.0\n"}]
+    )
+    assert result["changed_steps"] == ["venv", "code_requirements"], result
+    assert result["venv"]["installed"] == ["sfalpha==1.0"]
+    assert result["code_requirements"]["installed"] == ["sfbeta==1.0"]
+    assert result["code_requirements"]["requirements"] == [given]
+
+    more = [{"path": given, "content": "sfbeta==1.0\nsfgamma==1.0\n"}]
+    result, _ = run(venv=venv, settings=settings, code_requirement_files=more)
+    assert result["changed_steps"] == ["code_requirements"], result
+    assert not result["venv"]["changed"] and result["code_requirements"]["installed"] == ["sfgamma==1.0"]
+
+    # A pyproject.toml is read as one (by its name), in check mode as a dry run.
+    toml = "[project]\nname = 'c'\nversion = '1'\ndependencies = ['sfgamma==1.0', 'sfbeta==1.0']\n"
+    result, _ = run(
+        check=True,
+        venv=venv,
+        settings=settings,
+        code_requirement_files=[{"path": "/controller/code/pyproject.toml", "content": toml}],
+    )
+    assert not result["changed"] and result["code_requirements"]["requirements"] == [
+        "/controller/code/pyproject.toml"
+    ]
+
+
+def test_a_codes_requirements_that_ask_for_more_than_packages_are_refused(tmp_path):
+    result, _ = run(
+        venv={"path": str(tmp_path / "venv"), "python": sys.executable, "uv": str(UV)},
+        settings={"UV_CACHE_DIR": str(tmp_path / "cache")},
+        code_requirement_files=[{"path": "/controller/code/requirements.txt", "content": "sfbeta\n-e .\n"}],
+    )
+    assert result["failed"] and result["msg"].startswith(
+        "/controller/code/requirements.txt line 2 is an option"
+    )
+    assert not (tmp_path / "venv").exists(), "refused before anything changed"
+    result, _ = run(code_requirement_files=[{"path": "/c/requirements.txt", "content": "sfbeta\n"}])
+    assert result["failed"] and "give venv too" in result["msg"]
+    result, _ = run(code_requirements=["/c/requirements.txt"])
+    assert result["failed"] and "handled by the action plugin" in result["msg"]
+
+
+def test_the_action_sends_the_first_of_the_codes_requirement_files_that_exists(monkeypatch, tmp_path):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "pyproject.toml").write_text("[project]\n")
+    candidates = [str(code / "requirements.txt"), str(code / "pyproject.toml")]
+    _result, events = run_action(monkeypatch, tmp_path, [{"changed": True}], code_requirements=candidates)
+    assert events[-1][2]["code_requirement_files"] == [{"path": candidates[1], "content": "[project]\n"}]
+    assert "code_requirements" not in events[-1][2]
+
+    (code / "requirements.txt").write_text("sfbeta==1.0\n")
+    _result, events = run_action(monkeypatch, tmp_path, [{"changed": True}], code_requirements=candidates)
+    assert [item["path"] for item in events[-1][2]["code_requirement_files"]] == [candidates[0]]
+
+    _result, events = run_action(monkeypatch, tmp_path, [{"changed": True}], code_requirements=[])
+    assert events[-1][2]["code_requirement_files"] == []
+    _result, events = run_action(monkeypatch, tmp_path, [{"changed": True}])
+    assert "code_requirement_files" not in events[-1][2]
+
+
+def test_the_action_refuses_a_codes_requirements_file_that_is_a_link(monkeypatch, tmp_path):
+    secret = tmp_path / "shadow"
+    secret.write_text("root:secret\n")
+    (tmp_path / "requirements.txt").symlink_to(secret)
+    with pytest.raises(AnsibleActionFail, match="a link is refused"):
+        run_action(
+            monkeypatch, tmp_path, [{"changed": True}], code_requirements=[str(tmp_path / "requirements.txt")]
         )

@@ -6,10 +6,39 @@ only to a host whose copy differs (see plugins/modules/runtime.py)."""
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.sweep_fleet.wandb.plugins.action.wheelhouse import ActionModule as WheelhouseAction
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.venv import REQUIREMENTS_LIMIT
+
+
+def _requirement_files(candidates: list) -> list[dict]:
+    """The first of the files on the controller that exists, with its text (none: [])."""
+    for candidate in candidates or []:
+        path = str(candidate)
+        if not os.path.lexists(path):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as err:
+            raise AnsibleActionFail(
+                f"code_requirements: cannot read {path} on the controller (a link is refused): {err.strerror}"
+            ) from err
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > REQUIREMENTS_LIMIT:
+                raise AnsibleActionFail(
+                    f"code_requirements: {path} is not a regular file of at most {REQUIREMENTS_LIMIT} bytes"
+                )
+            with os.fdopen(os.dup(fd), "rb") as handle:
+                data = handle.read(REQUIREMENTS_LIMIT + 1)
+        finally:
+            os.close(fd)
+        return [{"path": path, "content": data.decode("utf-8", errors="replace")}]
+    return []
 
 
 def _sha256(path: str) -> str:
@@ -52,6 +81,8 @@ class ActionModule(WheelhouseAction):
         except OSError as err:
             raise AnsibleActionFail(f"cannot read {err.filename} on the controller: {err.strerror}") from err
         args["copies"] = copies
+        if "code_requirements" in args:
+            args["code_requirement_files"] = _requirement_files(args.pop("code_requirements"))
 
         def call() -> dict:
             return self._execute_module("sweep_fleet.wandb.runtime", module_args=args, task_vars=task_vars)

@@ -41,6 +41,15 @@ ARGUMENT_SPEC = {
         },
     },
     "venv": {"type": "dict"},
+    # Handled by the action plugin (the files are read on the controller).
+    "code_requirements": {"type": "list", "elements": "path"},
+    # The code's requirements file, read on the controller: filled in by the action plugin.
+    "code_requirement_files": {
+        "type": "list",
+        "elements": "dict",
+        "default": [],
+        "options": {"path": {"type": "str", "required": True}, "content": {"type": "str", "required": True}},
+    },
     # uv's and the venv's environment (proxies, an index mirror): a top-level no_log option,
     # so a password in it never reaches the output or the host's journal.
     "environment": {"type": "dict", "default": {}, "no_log": True},
@@ -119,10 +128,15 @@ def _install_staged(module: AnsibleModule, p: dict, parent: int, name: str, mode
 
 def run(module: AnsibleModule) -> dict:
     p = module.params
-    if p["wheelhouse"] or p["uv_copy"]:
+    if p["wheelhouse"] or p["uv_copy"] or p["code_requirements"]:
         module.fail_json(
-            msg="wheelhouse and uv_copy are handled by the action plugin: call sweep_fleet.wandb.runtime"
+            msg="wheelhouse, uv_copy and code_requirements are handled by the action plugin: "
+            "call sweep_fleet.wandb.runtime"
         )
+    if p["code_requirement_files"] and p["venv"] is None:
+        module.fail_json(msg="code_requirements are installed into the venv: give venv too")
+    for item in p["code_requirement_files"]:
+        venv.given_requirements(module, item)  # refused before anything changes
     for name in ("uv", "venv"):
         if p[name] and "environment" in p[name]:
             # Refused, and its values kept out of the refusal too.
@@ -155,12 +169,20 @@ def run(module: AnsibleModule) -> dict:
         steps.append(("uv", uv_binary.ARGUMENT_SPEC, uv, uv_binary.run, uv_binary.MUTUALLY_EXCLUSIVE))
     if p["venv"] is not None:
         steps.append(("venv", venv.ARGUMENT_SPEC, {**p["venv"], "environment": environment}, venv.run, None))
+    if p["code_requirement_files"]:
+        # A step of its own after the venv's packages, as the code role's would be: its
+        # changes are not the venv's (those restart the agents; a code's new package does not).
+        into = {
+            name: p["venv"][name] for name in ("path", "uv", "constraints", "wheelhouse") if name in p["venv"]
+        }
+        into.update(requirement_files=p["code_requirement_files"], environment=environment)
+        steps.append(("code_requirements", venv.ARGUMENT_SPEC, into, venv.run, None))
     public = frozenset(str(value) for value in p["settings"].values()) - set(module.no_log_values)
     for name, spec, args, code, mutually_exclusive in steps:
         result[name] = run_step(module, name, spec, args, code, mutually_exclusive, public)
     if any(done.get("changed") for done in copied.values()):
         result["changed_steps"].append("copies")
-    for name in ("group", "directories", "uv", "venv"):
+    for name in ("group", "directories", "uv", "venv", "code_requirements"):
         if result.get(name, {}).get("changed"):
             result["changed_steps"].append(name)
     result["changed"] = bool(result["changed_steps"])

@@ -115,6 +115,18 @@ def read_requirements(module: AnsibleModule, path: str) -> str:
     return text
 
 
+def given_requirements(module: AnsibleModule, item: dict) -> str:
+    """The text of a requirements file given by its content (read on the controller), refused
+    as read_requirements refuses a file on the host."""
+    text = item["content"]
+    if len(text.encode("utf-8")) > REQUIREMENTS_LIMIT:
+        module.fail_json(msg=f"{item['path']} is larger than {REQUIREMENTS_LIMIT} bytes")
+    problems = file_problems(text, item["path"])
+    if problems:
+        module.fail_json(msg="; ".join(problems))
+    return text
+
+
 def run(module: AnsibleModule) -> dict:
     p = module.params
     venv = Venv(module)
@@ -127,12 +139,16 @@ def run(module: AnsibleModule) -> dict:
     requirements = list(p["requirements"])
     found = [path for path in p["requirement_candidates"] if os.path.lexists(path)]
     requirements += found[:1]
-    result["requirements"] = requirements
+    given = p["requirement_files"]
+    result["requirements"] = requirements + [item["path"] for item in given]
     hashed = [has_hashes(read_requirements(module, path)) for path in requirements]
+    hashed += [has_hashes(given_requirements(module, item)) for item in given]
     if p["python"] is None:
         if not os.path.exists(os.path.join(p["path"], "bin", "python")):
             if module.check_mode:  # a fresh host: the runtime role would have made it
-                result.update(changed=bool(p["packages"] or requirements), installed=list(p["packages"]))
+                result.update(
+                    changed=bool(p["packages"] or result["requirements"]), installed=list(p["packages"])
+                )
                 return result
             module.fail_json(msg=f"there is no venv at {p['path']}: run the wandb_runtime role first")
     elif venv.wants_new_venv(interpreter := venv.interpreter()):
@@ -141,7 +157,7 @@ def run(module: AnsibleModule) -> dict:
             result["installed"] = list(p["packages"])
             return result
         venv.uv("venv", "--clear", "--python", interpreter, p["path"])
-    if not p["packages"] and not requirements:
+    if not p["packages"] and not result["requirements"]:
         return result
     if p["wheelhouse"] and module.check_mode and not os.path.exists(p["wheelhouse"]):
         result.update(changed=True, installed=list(p["packages"]))  # the wheelhouse task would push it
@@ -160,6 +176,13 @@ def run(module: AnsibleModule) -> dict:
             args += ["--constraint", constraints]
         for requirement in requirements:
             args += ["--requirement", requirement]
+        for number, item in enumerate(given):
+            # By its own name (uv reads a pyproject.toml by its name), in a directory of its own.
+            os.mkdir(os.path.join(workdir, f"given{number}"), 0o700)
+            path = os.path.join(workdir, f"given{number}", os.path.basename(item["path"]))
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(item["content"])
+            args += ["--requirement", path]
         if module.check_mode:
             args.append("--dry-run")
         _rc, _out, err = venv.uv(*args, *p["packages"])
@@ -182,6 +205,12 @@ ARGUMENT_SPEC = {
     "packages": {"type": "list", "elements": "str", "default": []},
     "requirements": {"type": "list", "elements": "path", "default": []},
     "requirement_candidates": {"type": "list", "elements": "path", "default": []},
+    "requirement_files": {
+        "type": "list",
+        "elements": "dict",
+        "default": [],
+        "options": {"path": {"type": "str", "required": True}, "content": {"type": "str", "required": True}},
+    },
     "constraints": {"type": "list", "elements": "str", "default": []},
     "environment": {"type": "dict", "default": {}, "no_log": True},
     "wheelhouse": {"type": "path"},

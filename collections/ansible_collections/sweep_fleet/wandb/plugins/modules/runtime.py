@@ -61,6 +61,33 @@ options:
   venv:
     description: The venv and its packages, with the options of M(sweep_fleet.wandb.venv) but O(environment).
     type: dict
+  code_requirements:
+    description:
+      - Requirements files on the controller (a local code's C(requirements.txt) or
+        C(pyproject.toml)), of which the first that exists is read there and installed into
+        the venv of O(venv) in a step of its own after its packages (with its C(uv),
+        C(constraints) and C(wheelhouse)), as M(sweep_fleet.wandb.venv) installs a file on the
+        host; what it changes is reported apart from the venv's packages (RV(code_requirements)).
+      - It saves the code role a call to the host of its own. The file is refused on the
+        controller when it is a link, not a regular file or larger than 4 MiB, and on the host
+        when it asks for more than packages from the index.
+    type: list
+    elements: path
+  code_requirement_files:
+    description:
+      - Set by the action plugin from O(code_requirements) - the file read on the controller.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: The file on the controller.
+        type: str
+        required: true
+      content:
+        description: Its text.
+        type: str
+        required: true
   environment:
     description:
       - The environment of uv in the O(uv) and O(venv) steps (HTTPS_PROXY, NO_PROXY,
@@ -127,7 +154,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 changed_steps:
-  description: The steps that changed something, of V(copies), V(group), V(directories), V(uv) and V(venv).
+  description:
+    - The steps that changed something, of V(copies), V(group), V(directories), V(uv), V(venv)
+      and V(code_requirements).
   type: list
   elements: str
   returned: always
@@ -135,6 +164,12 @@ venv:
   description: What M(sweep_fleet.wandb.venv) returns (created, installed, removed, ...).
   type: dict
   returned: when O(venv) is given
+code_requirements:
+  description:
+    - What M(sweep_fleet.wandb.venv) returns for the code's requirements (its C(requirements)
+      names the file on the controller).
+  type: dict
+  returned: when a file of O(code_requirements) exists
 uv:
   description: The uv step's result (its C(version), or C(sha256) for a copy).
   type: dict
