@@ -233,7 +233,7 @@ def test_the_codes_requirements_are_a_step_of_their_own_after_the_venvs_packages
     settings = {"UV_CACHE_DIR": str(tmp_path / "cache"), "UV_PYTHON_DOWNLOADS": "never"}
     given = "/controller/code/requirements.txt"
     result, _ = run(
-        venv=venv, settings=settings, code_requirement_files=[{"path": given, "content": "sfbeta==1.0\n"}]
+        venv=venv, settings=settings, requirement_files=[{"path": given, "content": "sfbeta==1.0\n"}]
     )
     assert result["changed_steps"] == ["venv", "code_requirements"], result
     assert result["venv"]["installed"] == ["sfalpha==1.0"]
@@ -241,7 +241,7 @@ def test_the_codes_requirements_are_a_step_of_their_own_after_the_venvs_packages
     assert result["code_requirements"]["requirements"] == [given]
 
     more = [{"path": given, "content": "sfbeta==1.0\nsfgamma==1.0\n"}]
-    result, _ = run(venv=venv, settings=settings, code_requirement_files=more)
+    result, _ = run(venv=venv, settings=settings, requirement_files=more)
     assert result["changed_steps"] == ["code_requirements"], result
     assert not result["venv"]["changed"] and result["code_requirements"]["installed"] == ["sfgamma==1.0"]
 
@@ -251,7 +251,7 @@ def test_the_codes_requirements_are_a_step_of_their_own_after_the_venvs_packages
         check=True,
         venv=venv,
         settings=settings,
-        code_requirement_files=[{"path": "/controller/code/pyproject.toml", "content": toml}],
+        requirement_files=[{"path": "/controller/code/pyproject.toml", "content": toml}],
     )
     assert not result["changed"] and result["code_requirements"]["requirements"] == [
         "/controller/code/pyproject.toml"
@@ -262,13 +262,13 @@ def test_a_codes_requirements_that_ask_for_more_than_packages_are_refused(tmp_pa
     result, _ = run(
         venv={"path": str(tmp_path / "venv"), "python": sys.executable, "uv": str(UV)},
         settings={"UV_CACHE_DIR": str(tmp_path / "cache")},
-        code_requirement_files=[{"path": "/controller/code/requirements.txt", "content": "sfbeta\n-e .\n"}],
+        requirement_files=[{"path": "/controller/code/requirements.txt", "content": "sfbeta\n-e .\n"}],
     )
     assert result["failed"] and result["msg"].startswith(
         "/controller/code/requirements.txt line 2 is an option"
     )
     assert not (tmp_path / "venv").exists(), "refused before anything changed"
-    result, _ = run(code_requirement_files=[{"path": "/c/requirements.txt", "content": "sfbeta\n"}])
+    result, _ = run(requirement_files=[{"path": "/c/requirements.txt", "content": "sfbeta\n"}])
     assert result["failed"] and "give venv too" in result["msg"]
     result, _ = run(code_requirements=["/c/requirements.txt"])
     assert result["failed"] and "handled by the action plugin" in result["msg"]
@@ -280,17 +280,17 @@ def test_the_action_sends_the_first_of_the_codes_requirement_files_that_exists(m
     (code / "pyproject.toml").write_text("[project]\n")
     candidates = [str(code / "requirements.txt"), str(code / "pyproject.toml")]
     _result, events = run_action(monkeypatch, tmp_path, [{"changed": True}], code_requirements=candidates)
-    assert events[-1][2]["code_requirement_files"] == [{"path": candidates[1], "content": "[project]\n"}]
+    assert events[-1][2]["requirement_files"] == [{"path": candidates[1], "content": "[project]\n"}]
     assert "code_requirements" not in events[-1][2]
 
     (code / "requirements.txt").write_text("sfbeta==1.0\n")
     _result, events = run_action(monkeypatch, tmp_path, [{"changed": True}], code_requirements=candidates)
-    assert [item["path"] for item in events[-1][2]["code_requirement_files"]] == [candidates[0]]
+    assert [item["path"] for item in events[-1][2]["requirement_files"]] == [candidates[0]]
 
     _result, events = run_action(monkeypatch, tmp_path, [{"changed": True}], code_requirements=[])
-    assert events[-1][2]["code_requirement_files"] == []
+    assert events[-1][2]["requirement_files"] == []
     _result, events = run_action(monkeypatch, tmp_path, [{"changed": True}])
-    assert "code_requirement_files" not in events[-1][2]
+    assert "requirement_files" not in events[-1][2]
 
 
 def test_the_action_refuses_a_codes_requirements_file_that_is_a_link(monkeypatch, tmp_path):

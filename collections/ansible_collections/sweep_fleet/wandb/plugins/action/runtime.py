@@ -82,7 +82,7 @@ class ActionModule(WheelhouseAction):
             raise AnsibleActionFail(f"cannot read {err.filename} on the controller: {err.strerror}") from err
         args["copies"] = copies
         if "code_requirements" in args:
-            args["code_requirement_files"] = _requirement_files(args.pop("code_requirements"))
+            args["requirement_files"] = _requirement_files(args.pop("code_requirements"))
 
         def call() -> dict:
             return self._execute_module("sweep_fleet.wandb.runtime", module_args=args, task_vars=task_vars)

@@ -44,12 +44,7 @@ ARGUMENT_SPEC = {
     # Handled by the action plugin (the files are read on the controller).
     "code_requirements": {"type": "list", "elements": "path"},
     # The code's requirements file, read on the controller: filled in by the action plugin.
-    "code_requirement_files": {
-        "type": "list",
-        "elements": "dict",
-        "default": [],
-        "options": {"path": {"type": "str", "required": True}, "content": {"type": "str", "required": True}},
-    },
+    "requirement_files": venv.ARGUMENT_SPEC["requirement_files"],
     # uv's and the venv's environment (proxies, an index mirror): a top-level no_log option,
     # so a password in it never reaches the output or the host's journal.
     "environment": {"type": "dict", "default": {}, "no_log": True},
@@ -133,9 +128,9 @@ def run(module: AnsibleModule) -> dict:
             msg="wheelhouse, uv_copy and code_requirements are handled by the action plugin: "
             "call sweep_fleet.wandb.runtime"
         )
-    if p["code_requirement_files"] and p["venv"] is None:
+    if p["requirement_files"] and p["venv"] is None:
         module.fail_json(msg="code_requirements are installed into the venv: give venv too")
-    for item in p["code_requirement_files"]:
+    for item in p["requirement_files"]:
         venv.given_requirements(module, item)  # refused before anything changes
     for name in ("uv", "venv"):
         if p[name] and "environment" in p[name]:
@@ -169,13 +164,13 @@ def run(module: AnsibleModule) -> dict:
         steps.append(("uv", uv_binary.ARGUMENT_SPEC, uv, uv_binary.run, uv_binary.MUTUALLY_EXCLUSIVE))
     if p["venv"] is not None:
         steps.append(("venv", venv.ARGUMENT_SPEC, {**p["venv"], "environment": environment}, venv.run, None))
-    if p["code_requirement_files"]:
+    if p["requirement_files"]:
         # A step of its own after the venv's packages, as the code role's would be: its
         # changes are not the venv's (those restart the agents; a code's new package does not).
         into = {
             name: p["venv"][name] for name in ("path", "uv", "constraints", "wheelhouse") if name in p["venv"]
         }
-        into.update(requirement_files=p["code_requirement_files"], environment=environment)
+        into.update(requirement_files=p["requirement_files"], environment=environment)
         steps.append(("code_requirements", venv.ARGUMENT_SPEC, into, venv.run, None))
     public = frozenset(str(value) for value in p["settings"].values()) - set(module.no_log_values)
     for name, spec, args, code, mutually_exclusive in steps:

@@ -73,21 +73,6 @@ options:
         when it asks for more than packages from the index.
     type: list
     elements: path
-  code_requirement_files:
-    description:
-      - Set by the action plugin from O(code_requirements) - the file read on the controller.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      path:
-        description: The file on the controller.
-        type: str
-        required: true
-      content:
-        description: Its text.
-        type: str
-        required: true
   environment:
     description:
       - The environment of uv in the O(uv) and O(venv) steps (HTTPS_PROXY, NO_PROXY,
@@ -133,6 +118,8 @@ options:
       staged:
         description: Where the action plugin sent the file.
         type: path
+extends_documentation_fragment:
+  - sweep_fleet.wandb.requirement_files
 author:
   - sweep-fleet developers (@sweep-fleet)
 """

@@ -51,23 +51,6 @@ options:
     type: list
     elements: path
     default: []
-  requirement_files:
-    description:
-      - Requirements files given by their content (such as the controller's copy of a code's
-        C(requirements.txt)), installed as O(requirements) are - each written by its base
-        name into the module's private directory, refused as a file on the host would be.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      path:
-        description: Where the file is (named in the output and in RV(requirements)).
-        type: str
-        required: true
-      content:
-        description: Its text.
-        type: str
-        required: true
   constraints:
     description: Requirement specifiers nothing installed may contradict, e.g. V(wandb==0.31.0).
     type: list
@@ -83,6 +66,8 @@ options:
         from its wheels only, with no index access (C(--no-index)). When empty, uv installs
         from the index.
     type: path
+extends_documentation_fragment:
+  - sweep_fleet.wandb.requirement_files
 author:
   - sweep-fleet developers (@sweep-fleet)
 """
