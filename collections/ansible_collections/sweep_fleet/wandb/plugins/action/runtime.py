@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.sweep_fleet.wandb.plugins.action.wheelhouse import ActionModule as WheelhouseAction
-from ansible_collections.sweep_fleet.wandb.plugins.module_utils.venv import REQUIREMENTS_LIMIT
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils.venv import read_requirements_file
 
 
 def _requirement_files(candidates: list) -> list[dict]:
@@ -22,22 +21,14 @@ def _requirement_files(candidates: list) -> list[dict]:
         if not os.path.lexists(path):
             continue
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            text = read_requirements_file(path)
         except OSError as err:
             raise AnsibleActionFail(
                 f"code_requirements: cannot read {path} on the controller (a link is refused): {err.strerror}"
             ) from err
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size > REQUIREMENTS_LIMIT:
-                raise AnsibleActionFail(
-                    f"code_requirements: {path} is not a regular file of at most {REQUIREMENTS_LIMIT} bytes"
-                )
-            with os.fdopen(os.dup(fd), "rb") as handle:
-                data = handle.read(REQUIREMENTS_LIMIT + 1)
-        finally:
-            os.close(fd)
-        return [{"path": path, "content": data.decode("utf-8", errors="replace")}]
+        except ValueError as err:
+            raise AnsibleActionFail(f"code_requirements: {err}") from err
+        return [{"path": path, "content": text}]
     return []
 
 

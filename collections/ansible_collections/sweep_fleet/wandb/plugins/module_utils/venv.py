@@ -90,11 +90,25 @@ def unpack(module: AnsibleModule, archive: str, workdir: str) -> str:
     return wheels
 
 
+def read_requirements_file(path: str) -> str:
+    """A requirements file's text, opened without following a link (a link: OSError, ELOOP)
+    and read only as a regular file of at most REQUIREMENTS_LIMIT bytes (else ValueError).
+    Used on the hosts (read_requirements) and on the controller (the runtime action)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > REQUIREMENTS_LIMIT:
+            raise ValueError(f"{path} is not a regular file of at most {REQUIREMENTS_LIMIT} bytes")
+        return os.read(fd, REQUIREMENTS_LIMIT + 1).decode("utf-8", errors="replace")
+    finally:
+        os.close(fd)
+
+
 def read_requirements(module: AnsibleModule, path: str) -> str:
     """The file's text, refused when it is a link, not a regular file, too large, or asks
     for more than packages from the index."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        text = read_requirements_file(path)
     except OSError as err:
         if os.path.islink(path):
             module.fail_json(
@@ -102,16 +116,10 @@ def read_requirements(module: AnsibleModule, path: str) -> str:
             )
         module.fail_json(msg=f"cannot read {path}: {err.strerror}")
         raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > REQUIREMENTS_LIMIT:
-            module.fail_json(msg=f"{path} is not a regular file of at most {REQUIREMENTS_LIMIT} bytes")
-        text = os.read(fd, REQUIREMENTS_LIMIT + 1).decode("utf-8", errors="replace")
-    finally:
-        os.close(fd)
-    problems = file_problems(text, path)
-    if problems:
-        module.fail_json(msg="; ".join(problems))
+    except ValueError as err:
+        module.fail_json(msg=str(err))
+        raise
+    _refuse_problems(module, text, path)
     return text
 
 
@@ -121,10 +129,15 @@ def given_requirements(module: AnsibleModule, item: dict) -> str:
     text = item["content"]
     if len(text.encode("utf-8")) > REQUIREMENTS_LIMIT:
         module.fail_json(msg=f"{item['path']} is larger than {REQUIREMENTS_LIMIT} bytes")
-    problems = file_problems(text, item["path"])
+    _refuse_problems(module, text, item["path"])
+    return text
+
+
+def _refuse_problems(module: AnsibleModule, text: str, path: str) -> None:
+    """Fail when the file asks for more than packages from the index."""
+    problems = file_problems(text, path)
     if problems:
         module.fail_json(msg="; ".join(problems))
-    return text
 
 
 def run(module: AnsibleModule) -> dict:
