@@ -187,6 +187,9 @@ def test_deploy_runs_the_twelve_shards(site):
     assert '"code_requirements": {' in runtime and '"iniconfig==' in runtime, runtime[-3000:]
     for host in hosts:
         assert VENV_ASKED[1] not in changed_tasks(result.stdout, host.name, ran=True)
+        # The agents' call wrote the record (the next test's warm run finds it whole).
+        assert RECORDED not in changed_tasks(result.stdout, host.name, ran=True)
+        assert site.sh(host, "sudo test -f /var/lib/sweep-fleet/deploy-record.json && echo yes") == "yes\n"
     try:
         shards_finished(site)
     except TimeoutError:
@@ -234,7 +237,9 @@ def test_second_deploy_changes_nothing(site):
 def test_a_deploy_that_changes_nothing_asks_each_host_one_question(site):
     """The second deploy recorded what it converged; the next one asks each host once (its
     facts and that record, checked against the host) and ends there. A file changed by hand
-    on one host is drift: that host alone is deployed, the file set back, the record renewed."""
+    on one host is drift: that host alone is deployed, the file set back, the record renewed.
+    The record lists the agents' own paths too (written by their call): a directory of theirs
+    changed by hand on a second host is drift as well."""
     hosts = site.fleet.hosts()
     result = site.deploy("-vvv")
     why = re.findall(r'^ok: \[(\S+)\] => \{\n\s+"msg": "(.*)"', result.stdout, re.MULTILINE)
@@ -246,13 +251,18 @@ def test_a_deploy_that_changes_nothing_asks_each_host_one_question(site):
     netrc = "/etc/sweep-fleet/netrc"
     before = site.sh(hosts[0], f"sudo sha256sum {netrc}")
     site.sh(hosts[0], f"echo 'machine elsewhere' | sudo tee -a {netrc} >/dev/null")
+    dropin = "/etc/systemd/system/wandb-agent@1.service.d"
+    site.sh(hosts[1], f"sudo chmod 0700 {dropin}")
     result = site.deploy()
     assert changed_tasks(result.stdout, hosts[0].name) == [
         "wandb_credentials : Write the key and the connection settings"
     ]
     assert f"path {netrc}" in result.stdout
-    assert all(changed_tasks(result.stdout, h.name) == [] for h in hosts[1:])
+    assert changed_tasks(result.stdout, hosts[1].name) == ["wandb_agent : Run the agents"]
+    assert f"path {dropin}" in result.stdout
+    assert all(changed_tasks(result.stdout, h.name) == [] for h in hosts[2:])
     assert site.sh(hosts[0], f"sudo sha256sum {netrc}") == before
+    assert site.sh(hosts[1], f"sudo stat -c %a {dropin}").strip() == "755"
     again = site.deploy("-vvv")
     assert round_trips(again.stdout) == {h.ip: 1 for h in hosts}, round_trips(again.stdout)
 
@@ -342,6 +352,7 @@ KEY_WRITTEN = (
     "wandb_credentials : Write the key and the connection settings",
 )
 AGENTS_WRITTEN = ("wandb_agent : Run the agents",)
+RECORDED = "Record what this deploy converged"
 # The staging's tasks beyond the code's transfer (tasks/stage_all.yml): a host whose update
 # is of the code alone is not handed them at all (they cost Ansible time per host, skipped).
 STAGED_BEYOND_THE_CODE = (
@@ -402,9 +413,9 @@ def test_a_change_of_the_code_alone_writes_only_the_code_and_one_of_its_requirem
             assert site.sh(host, "sudo cat /opt/sweep-fleet/code/notes.txt") == "v3\n"
         (code / "notes.txt").write_text("v4\n")
         result = site.deploy("-vvv")
-        # The question, the directories of the code and its extra path, the agents (they link
-        # the code's new top-level entries) and the record; the code goes by rsync.
-        assert round_trips(result.stdout) == {h.ip: 4 for h in hosts}, round_trips(result.stdout)
+        # The question, the directories of the code and its extra path, and the agents (they
+        # link the code's new top-level entries, and write the record); the code goes by rsync.
+        assert round_trips(result.stdout) == {h.ip: 3 for h in hosts}, round_trips(result.stdout)
         for host in hosts:
             assert "wandb_code : Push the code from the controller" in changed_tasks(result.stdout, host.name)
             ran = changed_tasks(result.stdout, host.name, ran=True)

@@ -1,14 +1,19 @@
-"""The agents module: what the files written in the same call ask of the units step."""
+"""The agents module: what the files written in the same call ask of the units step, and the
+record written after it."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import os
+from pathlib import Path
 
 import pytest
 import yaml
 from ansible.module_utils.testing import patch_module_args
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils import agents as agents_steps
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils import host_record
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.agents import unit_args
 from ansible_collections.sweep_fleet.wandb.plugins.modules import agents
 
@@ -76,3 +81,45 @@ def test_an_own_file_rule_without_an_instance_group_is_refused():
         agents.main()
     result = json.loads(out.getvalue())
     assert result["failed"] and "has no group named instance" in result["msg"]
+
+
+def run_agents(monkeypatch, check: bool = False, **args) -> dict:
+    """The module's call with its units step stood in for (no systemd here): the files are
+    written and the record too, as on a host."""
+    monkeypatch.setattr(agents_steps, "run_step", lambda *_args: {"changed": False})
+    out = io.StringIO()
+    with (
+        patch_module_args({"units": {"instances": ["1"]}, **args, "_ansible_check_mode": check}),
+        contextlib.redirect_stdout(out),
+        pytest.raises(SystemExit),
+    ):
+        agents.main()
+    return json.loads(out.getvalue())
+
+
+def test_the_record_written_after_the_units_lists_the_calls_own_paths_too(tmp_path, monkeypatch):
+    """deploy.yml's record, written by the agents' call: its spec gains the directories and
+    files of that call (the playbook cannot list them before the call), so a change to one
+    of them by hand is drift; in check mode, no record."""
+    os.chmod(tmp_path, 0o755)
+    record = str(tmp_path / "deploy-record.json")
+    given = tmp_path / "netrc"
+    given.write_text("machine api.wandb.ai\n")
+    dropin = str(tmp_path / "wandb-agent@1.service.d")
+    args = {
+        "directories": [{"path": dropin, "mode": "0755"}],
+        "record": record,
+        "digest": "d1",
+        "spec": {"paths": [str(given)]},
+    }
+    result = run_agents(monkeypatch, check=True, **args)
+    assert not result["recorded"] and not os.path.exists(record)
+    result = run_agents(monkeypatch, **args)
+    assert result["recorded"] and not result.get("failed"), result
+    assert json.loads(Path(record).read_text())["spec"]["paths"] == [str(given), dropin]
+    assert host_record.verify(record)["drift"] == []
+    os.chmod(dropin, 0o700)
+    assert host_record.verify(record)["drift"] == [f"path {dropin}"]
+    # Without a digest (a host deployed in full every time), none.
+    os.unlink(record)
+    assert not run_agents(monkeypatch, **{**args, "digest": ""})["recorded"] and not os.path.exists(record)

@@ -25,7 +25,7 @@ from ansible_collections.sweep_fleet.wandb.plugins.action.desired_state import (
     tree_digest,
 )
 from ansible_collections.sweep_fleet.wandb.plugins.action.preflight import ROLE_ORDER
-from ansible_collections.sweep_fleet.wandb.plugins.module_utils import host_record, rollout
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils import host_record
 from ansible_collections.sweep_fleet.wandb.plugins.modules import host_state
 
 from support import REPO
@@ -174,15 +174,16 @@ def test_a_record_root_could_not_have_written_counts_as_none(host, how, tmp_path
     assert read(record) == {"found": False, "digest": "", "drift": ["no record of a deploy"]}
 
 
-@pytest.mark.parametrize("writer", ["rollout", "host_state"])
+# write_given: as the rollout's and the agents' calls write it.
+@pytest.mark.parametrize("writer", ["write_given", "host_state"])
 def test_a_deploy_of_the_code_alone_keeps_what_the_record_lists(host, tmp_path, writer):
     """The record of a deploy or update that changed only the code's content (keep_spec)
     holds the new digest and the record's own list of what it checks: a file that list
     holds is still checked; with no record to keep, none is written."""
 
     def write(**args) -> None:
-        if writer == "rollout":
-            rollout.write_record({"parts": {}, "spec": {}, "keep_spec": False, **args})
+        if writer == "write_given":
+            host_record.write_given({"parts": {}, "spec": {}, "keep_spec": False, **args})
         else:
             run(state="present", **args)
 

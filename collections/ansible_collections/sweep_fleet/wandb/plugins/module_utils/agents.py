@@ -1,14 +1,19 @@
 # Copyright: sweep-fleet developers
 # Apache License 2.0
 """The agents module's steps (see plugins/modules/agents.py): the accounts, the files, then
-the units, restarted as the files that changed ask."""
+the units, restarted as the files that changed ask, then the host's record."""
 
 from __future__ import annotations
 
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.sweep_fleet.wandb.plugins.module_utils import accounts, agent_units, files
+from ansible_collections.sweep_fleet.wandb.plugins.module_utils import (
+    accounts,
+    agent_units,
+    files,
+    host_record,
+)
 from ansible_collections.sweep_fleet.wandb.plugins.module_utils.step import run_step
 
 ARGUMENT_SPEC = {
@@ -25,6 +30,7 @@ ARGUMENT_SPEC = {
             "follow": {"type": "list", "elements": "str", "default": []},
         },
     },
+    **host_record.WRITE_ARGUMENT_SPEC,
 }
 
 
@@ -80,4 +86,14 @@ def run(module: AnsibleModule) -> dict:
         if result.get(name, {}).get("changed"):
             result["changed_steps"].append(name)
     result["changed"] = bool(result["changed_steps"])
+    result["recorded"] = False
+    if not module.check_mode:
+        given = dict(p)
+        if p["spec"]:  # the record lists this call's directories and files too
+            paths = _unique([*(p["spec"].get("paths") or []), *result["paths"]])
+            given["spec"] = {**p["spec"], "paths": paths}
+        try:
+            result["recorded"] = host_record.write_given(given)
+        except OSError as err:
+            module.fail_json(msg=f"cannot write the record {p['record']}: {err}")
     return result

@@ -249,6 +249,28 @@ def verify(path: str) -> dict:
     return {**found, "parts": record["parts"]} if record.get("parts") else found
 
 
+# The options of a module that writes the record at the end of its own call (rollout,
+# agents), as host_state writes it with state=present; documented by the doc fragment
+# sweep_fleet.wandb.record.
+WRITE_ARGUMENT_SPEC = {
+    "record": {"type": "path"},
+    "digest": {"type": "str", "default": ""},
+    "parts": {"type": "dict", "default": {}},
+    "spec": {"type": "dict", "default": {}},
+    "keep_spec": {"type": "bool", "default": False},
+}
+
+
+def write_given(p: dict) -> bool:
+    """The record as a module's WRITE_ARGUMENT_SPEC options give it; whether one was written.
+    None without a path or a digest (a host deployed in full every time: code from a git
+    branch, say); with ``keep_spec`` (only the code's content changed) it lists what the
+    record lists now (see write)."""
+    if not p["record"] or not p["digest"]:
+        return False
+    return write(p["record"], p["digest"], None if p["keep_spec"] else p["spec"], p["parts"])
+
+
 def write(path: str, digest: str, spec: dict | None, parts: dict | None = None) -> bool:
     """Write the record (root's, 0600) in one step: a new file, then renamed over the old;
     whether it was written. ``parts``: the digests of parts of the desired state (see

@@ -45,11 +45,8 @@ ARGUMENT_SPEC = {
         "options": {"dest": {"type": "path", "required": True}, "staged": {"type": "path", "required": True}},
     },
     "units": {"type": "dict", "required": True},
+    **host_record.WRITE_ARGUMENT_SPEC,
     "record": {"type": "path", "required": True},
-    "digest": {"type": "str", "default": ""},
-    "parts": {"type": "dict", "default": {}},
-    "spec": {"type": "dict", "default": {}},
-    "keep_spec": {"type": "bool", "default": False},
 }
 
 
@@ -171,16 +168,7 @@ def run(module: AnsibleModule) -> dict:
     args = {"reload": True, **p["units"]}
     result["units"] = run_step(module, "units", agent_units.ARGUMENT_SPEC, args, agent_units.run)
     try:
-        write_record(p)
+        host_record.write_given(p)
     except OSError as err:
         module.fail_json(msg=f"cannot write the record {p['record']}: {err}")
     return result
-
-
-def write_record(p: dict) -> bool:
-    """The host's record of the update (whether one was written). With ``keep_spec`` (only the
-    code's content changed) it lists what the record lists now; without a readable record it
-    writes none, and the next run deploys the host in full."""
-    if not p["digest"]:  # a host deployed in full every time (code from a git branch, say)
-        return False
-    return host_record.write(p["record"], p["digest"], None if p["keep_spec"] else p["spec"], p["parts"])

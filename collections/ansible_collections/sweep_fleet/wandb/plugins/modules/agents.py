@@ -12,7 +12,9 @@ description:
   - Converges, in this order and in one call to the host, what the wandb_agent role sets
     up on a Linux host - the agents' accounts (O(accounts), as M(sweep_fleet.wandb.accounts)),
     their directories and files (as M(sweep_fleet.wandb.files), with the same options), and
-    their units (O(units), as M(sweep_fleet.wandb.agent_units)).
+    their units (O(units), as M(sweep_fleet.wandb.agent_units)); then, with O(record), the
+    host's record of the deploy (deploy.yml's last change to the host, in the same call),
+    whose O(spec) gets the paths of this call's directories and files added to its C(paths).
   - What the units step does follows from the files that changed in this call
     (O(restart_on)) - every running agent restarted when a file they all read changed, one
     agent when its own file changed, systemd reloaded when a file it reads changed, the
@@ -24,6 +26,7 @@ description:
 version_added: "0.11.0"
 extends_documentation_fragment:
   - sweep_fleet.wandb.files
+  - sweep_fleet.wandb.record
 options:
   accounts:
     description: The agents' groups and users, with the options of M(sweep_fleet.wandb.accounts).
@@ -107,6 +110,10 @@ paths:
 units:
   description: What M(sweep_fleet.wandb.agent_units) returns (started, restarted, followed, ...).
   type: dict
+  returned: always
+recorded:
+  description: Whether the host's record was written (bookkeeping, not a change).
+  type: bool
   returned: always
 """
 

@@ -29,6 +29,8 @@ description:
     to the host (no SSH session held for the whole drain); one that ends within a minute
     costs one call.
   - Supports check mode (nothing is signalled, waited for or changed).
+extends_documentation_fragment:
+  - sweep_fleet.wandb.record
 version_added: "0.11.0"
 options:
   user:
@@ -82,32 +84,9 @@ options:
     type: dict
     required: true
   record:
-    description: The path of the host's record.
+    description: The path of the host's record, written at the end of the call.
     type: path
     required: true
-  digest:
-    description:
-      - The digest of the desired state, for the record; empty writes no record (a host that
-        is deployed in full every time).
-    type: str
-    default: ""
-  parts:
-    description:
-      - The digests of parts of the desired state, for the record (as the C(parts) of
-        M(sweep_fleet.wandb.host_state)).
-    type: dict
-    default: {}
-  spec:
-    description: What the record lists, as the C(spec) of M(sweep_fleet.wandb.host_state).
-    type: dict
-    default: {}
-  keep_spec:
-    description:
-      - List what the host's record lists now instead of O(spec) - for an update that changed
-        nothing on the host but the code's content. Without a readable record, no record is
-        written (the next run deploys the host in full).
-    type: bool
-    default: false
 attributes:
   check_mode:
     description: Reports the agents it would stop and whether code is staged; changes nothing.
