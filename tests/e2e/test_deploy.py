@@ -635,3 +635,32 @@ def test_one_agent_per_gpu(site):
     assert "wandb-agent@2" not in site.sh(host, "ls /etc/systemd/system/multi-user.target.wants/")
     (sweep,) = [s for s in site.standin.sweeps.values() if s.config.get("name") == "gpu-grid"]
     site.standin.set_state(sweep.id, "CANCELED")
+
+
+# The code's transfer beside its push (roles/wandb_code/tasks/transfer_all_linux.yml).
+TRANSFER_BESIDE_THE_PUSH = (
+    "wandb_code : Look for the tools the code transfer needs",
+    "wandb_code : Install the tools the code transfer needs",
+    "wandb_code : Copy the checkout to stage the update in",
+    "wandb_code : Create the code directory",
+    "wandb_code : Check out the code",
+    "wandb_code : Push the extra paths",
+)
+
+
+def test_local_code_without_extra_paths_is_the_push_alone(site):
+    """Local code without extra paths, in the runtime's directory, on a host where the
+    preflight found rsync: the code's transfer hands the host the push alone, none of the
+    other transfer tasks to skip; the push puts the code in place and removes what the extra
+    path had put there."""
+    host = site.fleet.hosts()[1]
+    shards = {key: value for key, value in SHARD_VARS.items() if key != "wandb_code_extra_paths"}
+    site.set_vars(**{**shards, "wandb_sweep_name": "push-alone"})
+    result = site.deploy("--limit", host.name)
+    seen = changed_tasks(result.stdout, host.name, seen=True)
+    assert "wandb_code : Push the code from the controller" in changed_tasks(result.stdout, host.name), seen
+    assert not set(TRANSFER_BESIDE_THE_PUSH) & set(seen), seen
+    code = site.sh(host, "sudo ls -A /opt/sweep-fleet/code").split()
+    assert {"main.py", "datasets", "requirements.txt"} <= set(code) and "data" not in code, code
+    (sweep,) = [s for s in site.standin.sweeps.values() if s.config.get("name") == "push-alone"]
+    site.standin.set_state(sweep.id, "CANCELED")
