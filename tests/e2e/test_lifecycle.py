@@ -499,8 +499,19 @@ def test_pause_keeps_agents_idle_resume_continues_cancel_ends_them(site):
 
 def test_rolling_update_to_a_new_code_ref(site):
     # Enough work that runs are left when the first host comes back with the new code.
+    deployed = time.time()
     sweep = site.new_sweep("update", values=9, epochs=5, epoch_seconds=1, seeds=2)
-    site.standin.wait_for(lambda s: len(running_on(s, sweep)) == 3, timeout=180, what="a run on every host")
+    try:
+        site.standin.wait_for(
+            lambda s: len(running_on(s, sweep)) == 3, timeout=180, what="a run on every host"
+        )
+    except TimeoutError as err:
+        # It failed so once under load (fresh run of 458e6c5); the agents' journals say why.
+        show = "systemctl show 'wandb-agent@*' -p Id,ActiveState,SubState"
+        units = {h.name: site.sh(h, show) for h in site.hosts}
+        journals = {h.name: [m for _t, m in site.journal(h, deployed)][-30:] for h in site.hosts}
+        running = running_on(site.standin, sweep)
+        pytest.fail(f"{err}\nrunning: {running}\nunits: {units}\njournals: {journals}")
     v2 = site.new_version("v2")
     began = time.time()
     update = site.play(REPO / "playbooks" / "update.yml", "-e", f"wandb_code_git_version={v2}")
