@@ -190,6 +190,10 @@ def test_deploy_runs_the_twelve_shards(site):
         # The agents' call wrote the record (the next test's warm run finds it whole).
         assert RECORDED not in changed_tasks(result.stdout, host.name, ran=True)
         assert site.sh(host, "sudo test -f /var/lib/sweep-fleet/deploy-record.json && echo yes") == "yes\n"
+        # The preflight checked every role's inputs for all hosts at once: the roles' own
+        # checks are not handed to the hosts (each costs Ansible time per host, skipped).
+        handed = set(ROLE_CHECKS) & set(changed_tasks(result.stdout, host.name, seen=True))
+        assert not handed, handed
     try:
         shards_finished(site)
     except TimeoutError:
@@ -352,6 +356,10 @@ KEY_WRITTEN = (
     "wandb_credentials : Write the key and the connection settings",
 )
 AGENTS_WRITTEN = ("wandb_agent : Run the agents",)
+ROLE_CHECKS = tuple(
+    f"{role} : Check the inputs"
+    for role in ("wandb_runtime", "wandb_credentials", "wandb_code", "wandb_agent", "wandb_slurm")
+)
 RECORDED = "Record what this deploy converged"
 # The staging's tasks beyond the code's transfer (tasks/stage_all.yml): a host whose update
 # is of the code alone is not handed them at all (they cost Ansible time per host, skipped).
