@@ -104,13 +104,26 @@ class Lifecycle:
     def busy_sweep(self, name: str, values: int, epochs: int, epoch_seconds: float, seeds: int = 1):
         """A sweep with a run going on every host: the running one of that name, or a new one."""
         found = [s for s in self.standin.sweeps.values() if s.config.get("name") == name]
+        since = time.time()
         if not (found and found[-1].state == "RUNNING" and len(running_on(self.standin, found[-1])) == 3):
             found = [self.new_sweep(name, values, epochs, epoch_seconds, seeds)]
         sweep = found[-1]
-        self.standin.wait_for(
-            lambda s: len(running_on(s, sweep)) == 3, timeout=180, what="a run on every host"
-        )
+        self.wait_run_on_every_host(sweep, since)
         return sweep
+
+    def wait_run_on_every_host(self, sweep, since: float) -> None:
+        """Wait until each host runs a run of ``sweep``; when that times out, fail with the
+        stand-in's running runs, the agents' units and their journals since ``since`` (it
+        timed out so once under load, in the fresh run of 458e6c5, with nothing to say why)."""
+        try:
+            self.standin.wait_for(
+                lambda s: len(running_on(s, sweep)) == 3, timeout=180, what="a run on every host"
+            )
+        except TimeoutError as err:
+            units = {h.name: self.unit(h, "ActiveState", "SubState", "Result") for h in self.hosts}
+            journals = {h.name: [m for _t, m in self.journal(h, since)][-30:] for h in self.hosts}
+            running = running_on(self.standin, sweep)
+            pytest.fail(f"{err}\nrunning: {running}\nunits: {units}\njournals: {journals}")
 
     def play(self, playbook: Path, *args: str, inventory: Path | None = None, **kwargs):
         return run_playbook(playbook, inventory or self.hosts_file, *args, **kwargs)
@@ -118,10 +131,9 @@ class Lifecycle:
     def hold_runs(self, sweep, attempts: int = 20) -> None:
         """SIGSTOP every host's run once each has one online, and exactly one attempt open at
         the stand-in (not a run that just ended while a new one was handed out)."""
+        since = time.time()
         for _ in range(attempts):
-            self.standin.wait_for(
-                lambda s: len(running_on(s, sweep)) == 3, timeout=180, what="a run on every host"
-            )
+            self.wait_run_on_every_host(sweep, since)
             for host in self.hosts:
                 self.sh(host, "sudo pkill -STOP -f '[l]eaky.py --' || true")
             open_runs = collections.Counter(
@@ -501,17 +513,7 @@ def test_rolling_update_to_a_new_code_ref(site):
     # Enough work that runs are left when the first host comes back with the new code.
     deployed = time.time()
     sweep = site.new_sweep("update", values=9, epochs=5, epoch_seconds=1, seeds=2)
-    try:
-        site.standin.wait_for(
-            lambda s: len(running_on(s, sweep)) == 3, timeout=180, what="a run on every host"
-        )
-    except TimeoutError as err:
-        # It failed so once under load (fresh run of 458e6c5); the agents' journals say why.
-        show = "systemctl show 'wandb-agent@*' -p Id,ActiveState,SubState"
-        units = {h.name: site.sh(h, show) for h in site.hosts}
-        journals = {h.name: [m for _t, m in site.journal(h, deployed)][-30:] for h in site.hosts}
-        running = running_on(site.standin, sweep)
-        pytest.fail(f"{err}\nrunning: {running}\nunits: {units}\njournals: {journals}")
+    site.wait_run_on_every_host(sweep, deployed)
     v2 = site.new_version("v2")
     began = time.time()
     update = site.play(REPO / "playbooks" / "update.yml", "-e", f"wandb_code_git_version={v2}")
